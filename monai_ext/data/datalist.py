@@ -1,0 +1,132 @@
+"""Datalist handling shared by the bundles: MONAI Decathlon-style JSON, with errors that name the file and key.
+
+Every study reads real data through a datalist JSON like MONAI's Decathlon format::
+
+    {
+        "training": [{"image": "imagesTr/case_000.nii.gz", "label": "labelsTr/case_000.nii.gz"}, ...],
+        "validation": [...],
+        "test": [...]
+    }
+
+Relative paths are resolved against the folder holding the JSON (or ``base_dir``). When a bundle is run with no
+``dataset_dir``, :func:`resolve_datalist` asks the study's synthetic generator to write such a folder under the
+bundle's output folder once, and reuses it on later runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["DATALIST_NAME", "load_datalist", "resolve_datalist"]
+
+DATALIST_NAME = "dataset.json"
+
+
+def load_datalist(datalist: str | os.PathLike, data_list_key: str = "training",
+                  required_keys: Sequence[str] = ("image",), path_keys: Sequence[str] | None = None,
+                  base_dir: str | os.PathLike | None = None, check_files: bool = True) -> list[dict[str, Any]]:
+    """Read one section of a datalist JSON and validate it.
+
+    Args:
+        datalist: path of the JSON file (or of the folder holding ``dataset.json``).
+        data_list_key: section to read (``"training"``, ``"validation"``, ``"test"``...).
+        required_keys: keys each item must have.
+        path_keys: keys whose values are file paths to resolve against ``base_dir`` and check; defaults to
+            ``required_keys``.
+        base_dir: folder relative paths are resolved against; defaults to the JSON's folder.
+        check_files: check that every path in ``path_keys`` exists.
+
+    Returns:
+        The list of items with absolute paths.
+
+    Raises:
+        FileNotFoundError: missing JSON or missing referenced file (names the file, the item index and the key).
+        ValueError: malformed JSON, missing section, or an item missing a required key (names them).
+    """
+    path = Path(datalist)
+    if path.is_dir():
+        path = path / DATALIST_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"datalist JSON not found: '{path}'.")
+    try:
+        with open(path) as f:
+            content = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"datalist '{path}' is not valid JSON: {e}") from e
+    if not isinstance(content, dict) or data_list_key not in content:
+        keys = sorted(content) if isinstance(content, dict) else type(content).__name__
+        raise ValueError(f"datalist '{path}' has no section '{data_list_key}' (found: {keys}).")
+    items = content[data_list_key]
+    if not isinstance(items, list):
+        raise ValueError(f"datalist '{path}' section '{data_list_key}' must be a list, got {type(items).__name__}.")
+    base = Path(base_dir) if base_dir is not None else path.parent
+    path_keys = list(required_keys if path_keys is None else path_keys)
+    out = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            item = {"image": item}
+        missing = [k for k in required_keys if k not in item]
+        if missing:
+            raise ValueError(
+                f"datalist '{path}' section '{data_list_key}' item {i} lacks key(s) {missing}; "
+                f"expected keys {list(required_keys)}, found {sorted(item)}."
+            )
+        item = dict(item)
+        for k in path_keys:
+            if k not in item:
+                continue
+            values = item[k] if isinstance(item[k], list) else [item[k]]
+            resolved = [str(v) if os.path.isabs(str(v)) else str(base / str(v)) for v in values]
+            if check_files:
+                for v in resolved:
+                    if not os.path.exists(v):
+                        raise FileNotFoundError(
+                            f"datalist '{path}' section '{data_list_key}' item {i} key '{k}': file not found '{v}'."
+                        )
+            item[k] = resolved if isinstance(item[k], list) else resolved[0]
+        out.append(item)
+    return out
+
+
+def resolve_datalist(dataset_dir: str | os.PathLike | None, output_dir: str | os.PathLike,
+                     generator: Callable[..., Any], generator_kwargs: dict[str, Any] | None = None,
+                     folder_name: str = "synthetic_data") -> Path:
+    """Return the datalist JSON to use: the user's, or the embedded synthetic data set (generated once).
+
+    Args:
+        dataset_dir: the bundle's ``dataset_dir``; ``None``, ``""`` or ``"synthetic"`` selects the embedded data.
+            Otherwise a folder holding ``dataset.json`` or the path of a datalist JSON.
+        output_dir: the bundle's output folder; synthetic data goes to ``<output_dir>/<folder_name>``.
+        generator: callable ``generator(out_dir, **generator_kwargs)`` that writes the data and ``dataset.json``.
+        generator_kwargs: arguments for the generator (seed, sizes...). A change of arguments regenerates the data.
+        folder_name: sub-folder name of the synthetic data.
+
+    Raises:
+        FileNotFoundError: ``dataset_dir`` is given but holds no datalist JSON.
+    """
+    if dataset_dir not in (None, "", "synthetic"):
+        path = Path(dataset_dir)
+        if path.is_dir():
+            path = path / DATALIST_NAME
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"dataset_dir '{dataset_dir}' holds no datalist: expected '{path}' (Decathlon-style JSON)."
+            )
+        return path
+    out = Path(output_dir) / folder_name
+    kwargs = dict(generator_kwargs or {})
+    stamp = out / ".generator.json"
+    signature = json.dumps({"generator": getattr(generator, "__qualname__", str(generator)), **kwargs},
+                           sort_keys=True, default=str)
+    if (out / DATALIST_NAME).is_file() and stamp.is_file() and stamp.read_text() == signature:
+        return out / DATALIST_NAME
+    out.mkdir(parents=True, exist_ok=True)
+    generator(out, **kwargs)
+    if not (out / DATALIST_NAME).is_file():
+        raise RuntimeError(f"synthetic generator {generator!r} did not write '{out / DATALIST_NAME}'.")
+    stamp.write_text(signature)
+    return out / DATALIST_NAME

@@ -1,0 +1,15 @@
+"""Small utilities shared by the study workflows: results tables, atomic checkpoints, datalists."""
+
+from __future__ import annotations
+
+from .checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
+from .tables import format_markdown_table, save_results_table
+
+__all__ = [
+    "format_markdown_table",
+    "get_rng_state",
+    "load_checkpoint",
+    "save_checkpoint",
+    "save_results_table",
+    "set_rng_state",
+]
