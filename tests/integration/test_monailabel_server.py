@@ -1,0 +1,350 @@
+"""The MONAI Label app over HTTP: a real server on 127.0.0.1, a studies folder of generated images.
+
+Needs the ``label`` extra (``tox -e label`` or ``.ci/label_tests.sh``); skipped where ``monailabel`` is missing.
+The server serves two kinds of bundle at once from a temporary ``bundles_dir``:
+
+- ``tiny_seg``: a 2D BasicUNet bundle written by this file (a few kB, trains in a second) that proves the app's
+  generic bundle contract on its own;
+- the repository's ``ips_histogram`` bundle when it exists (copied, never modified), with its own synthetic images.
+
+One server for the whole module (start-up costs ~10 s of CPU); every request has a bounded timeout and the server is
+terminated in the fixture's finalizer whatever happens.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.label
+
+if importlib.util.find_spec("monailabel") is None:  # the main environment: skip the whole file cleanly
+    pytest.skip("monailabel is not installed (pip install -e '.[label]')", allow_module_level=True)
+
+import requests  # noqa: E402  (a monailabel dependency)
+from PIL import Image  # noqa: E402
+
+from monai_ext.label import APP_DIR  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+TIMEOUT = 60  # seconds, for one HTTP request
+START_TIMEOUT = 180  # seconds, for the server to answer /info
+TRAIN_TIMEOUT = 300  # seconds, for one train task
+TINY_LABELS = {"0": "background", "1": "good colony", "2": "bad colony"}
+IMAGE_HW = (48, 64)  # not square, so a transposed result cannot pass
+
+
+def _write_tiny_bundle(root: Path) -> None:
+    """A minimal bundle following our contract (inference.json + train.json with the contract ids)."""
+    net = {
+        "_target_": "BasicUNet",
+        "spatial_dims": 2,
+        "in_channels": 1,
+        "out_channels": 3,
+        "features": [4, 4, 8, 8, 16, 4],
+    }
+    load = [
+        {"_target_": "LoadImaged", "keys": "image", "reader": "PILReader"},
+        {"_target_": "EnsureChannelFirstd", "keys": "image"},
+        {"_target_": "ScaleIntensityd", "keys": "image"},
+    ]
+    inference = {
+        "imports": ["$import torch"],
+        "bundle_root": ".",
+        "device": "$torch.device('cpu')",
+        "network_def": net,
+        "network": "$@network_def.to(@device)",
+        "preprocessing": {"_target_": "Compose", "transforms": load},
+        "inferer": {"_target_": "SlidingWindowInferer", "roi_size": [32, 32], "sw_batch_size": 4},
+        "postprocessing": {
+            "_target_": "Compose",
+            "transforms": [{"_target_": "AsDiscreted", "keys": "pred", "argmax": True}],
+        },
+    }
+    train = {
+        "imports": ["$import torch", "$import json", "$import os"],
+        "bundle_root": ".",
+        "dataset_dir": None,
+        "output_dir": "$@bundle_root + '/outputs'",
+        "ckpt_dir": "$@bundle_root + '/models'",
+        "device": "cpu",
+        "epochs": 1,
+        "seed": 0,
+        "network_def": net,
+        "network": "$@network_def.to(@device)",
+        "datalist": "$json.load(open(os.path.join(@dataset_dir, 'dataset.json')))['training']",
+        "transforms": {
+            "_target_": "Compose",
+            "transforms": [
+                {"_target_": "LoadImaged", "keys": ["image", "label"], "reader": "PILReader"},
+                {"_target_": "EnsureChannelFirstd", "keys": ["image", "label"]},
+                {"_target_": "ScaleIntensityd", "keys": "image"},
+                {"_target_": "RandSpatialCropd", "keys": ["image", "label"], "roi_size": [32, 32]},
+            ],
+        },
+        "dataset": {"_target_": "Dataset", "data": "@datalist", "transform": "@transforms"},
+        "loader": {"_target_": "DataLoader", "dataset": "@dataset", "batch_size": 2, "num_workers": 0},
+        "optimizer": {"_target_": "torch.optim.Adam", "params": "$@network.parameters()", "lr": 0.001},
+        "trainer": {
+            "_target_": "SupervisedTrainer",
+            "device": "@device",
+            "max_epochs": "@epochs",
+            "train_data_loader": "@loader",
+            "network": "@network",
+            "optimizer": "@optimizer",
+            "loss_function": {"_target_": "DiceCELoss", "to_onehot_y": True, "softmax": True},
+            "train_handlers": [
+                {
+                    "_target_": "CheckpointSaver",
+                    "save_dir": "@ckpt_dir",
+                    "save_dict": {"model": "@network"},
+                    "save_final": True,
+                }
+            ],
+        },
+        "initialize": ["$monai.utils.set_determinism(seed=@seed)"],
+        "run": ["$@trainer.run()"],
+    }
+    fmt = {"type": "image", "num_channels": 1, "spatial_shape": [32, 32], "dtype": "float32", "value_range": [0, 1]}
+    metadata = {
+        "version": "0.1.0",
+        "description": "test-only 2D BasicUNet",
+        "network_data_format": {
+            "inputs": {"image": {**fmt, "format": "magnitude", "channel_def": {"0": "image"}}},
+            "outputs": {"pred": {**fmt, "format": "segmentation", "num_channels": 3, "channel_def": TINY_LABELS}},
+        },
+    }
+    (root / "configs").mkdir(parents=True)
+    for name, obj in (("inference", inference), ("train", train), ("metadata", metadata)):
+        (root / "configs" / f"{name}.json").write_text(json.dumps(obj, indent=1))
+
+
+def _tiny_images(studies: Path) -> dict[str, np.ndarray]:
+    """Three grey images with a bright and a dark square; returns the label map of each (0/1/2)."""
+    rng = np.random.default_rng(0)
+    labels = {}
+    for i in range(3):
+        img = rng.integers(40, 90, IMAGE_HW).astype(np.uint8)
+        lab = np.zeros(IMAGE_HW, np.uint8)
+        lab[5 + i : 25 + i, 4:24] = 1
+        lab[30:44, 36 + i : 58] = 2
+        img[lab == 1] += 120
+        img[lab == 2] -= 30
+        Image.fromarray(img).save(studies / f"tiny_{i}.png")
+        labels[f"tiny_{i}"] = lab
+    return labels
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, root: Path, models: list[str]):
+        self.root = root
+        self.models = models
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = root / "server.log"
+        self.model_dir = root / "label_models"
+        env = dict(os.environ, MONAI_LABEL_SESSION_PATH=str(root / "sessions"), MPLBACKEND="Agg")
+        cmd = [sys.executable, "-m", "monailabel.main", "start_server", "--app", APP_DIR]
+        cmd += ["--studies", str(root / "studies"), "-i", "127.0.0.1", "-p", str(self.port)]
+        cmd += ["--conf", "models", ",".join(models), "--conf", "bundles_dir", str(root / "bundles")]
+        cmd += ["--conf", "model_dir", str(self.model_dir)]
+        self._log_file = open(self.log, "w")
+        self.proc = subprocess.Popen(
+            cmd, stdout=self._log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+
+    def log_tail(self, n: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"server exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                if requests.get(f"{self.url}/info/", timeout=5).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            time.sleep(1)
+        pytest.fail(f"server did not answer /info within {START_TIMEOUT} s:\n{self.log_tail()}")
+
+    def stop(self, timeout: float = 30) -> int:
+        """SIGTERM the server; after ``timeout`` s, SIGKILL its whole process group (train subprocesses too)."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # leftovers (a train task) of the group, if any
+        except ProcessLookupError:
+            pass
+        self._log_file.close()
+        return self.proc.returncode
+
+    def get(self, path: str, **kw) -> requests.Response:
+        return requests.get(f"{self.url}{path}", timeout=TIMEOUT, **kw)
+
+    def post(self, path: str, **kw) -> requests.Response:
+        return requests.post(f"{self.url}{path}", timeout=TIMEOUT, **kw)
+
+    def put(self, path: str, **kw) -> requests.Response:
+        return requests.put(f"{self.url}{path}", timeout=TIMEOUT, **kw)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("monailabel")
+    studies = root / "studies"
+    studies.mkdir()
+    (root / "bundles").mkdir()
+    _write_tiny_bundle(root / "bundles" / "tiny_seg")
+    labels = _tiny_images(studies)
+    models = ["tiny_seg"]
+    srv = Server(root, models)
+    srv.labels = labels
+    try:
+        srv.wait_ready()
+        yield srv
+    finally:
+        srv.stop()
+
+
+def _png(content: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(content)))
+
+
+def _png_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_info_lists_models_and_labels(server):
+    info = server.get("/info/").json()
+    for m in server.models:
+        assert m in info["models"], f"{m} missing from /info models {list(info['models'])}"
+        assert m in info["trainers"]
+    tiny = info["models"]["tiny_seg"]
+    assert tiny["type"] == "segmentation"
+    assert tiny["dimension"] == 2
+    assert tiny["labels"] == {v: int(k) for k, v in TINY_LABELS.items() if v != "background"}
+    assert tiny["trained"] is False  # seeded initial weights until /train runs
+    assert info["datastore"]["total"] == len(server.labels)
+    assert sorted(server.get("/datastore/?output=all").json()["objects"]) == sorted(server.labels)
+
+
+@pytest.mark.parametrize("image_id", ["tiny_0", "tiny_2"])
+def test_infer_returns_label_of_image_shape(server, image_id):
+    r = server.post(f"/infer/tiny_seg?image={image_id}&output=image")
+    assert r.status_code == 200, r.text
+    pred = _png(r.content)
+    assert pred.shape == IMAGE_HW
+    assert set(np.unique(pred).tolist()) <= {0, 1, 2}
+
+
+def test_infer_uploaded_file(server):
+    img = (np.random.default_rng(1).random((40, 56)) * 255).astype(np.uint8)
+    r = server.post("/infer/tiny_seg?output=image", files={"file": ("upload.png", _png_bytes(img), "image/png")})
+    assert r.status_code == 200, r.text
+    assert _png(r.content).shape == (40, 56)
+
+
+@pytest.mark.parametrize(
+    "method, path, kwargs, status, match",
+    [
+        ("post", "/infer/no_such_model?image=tiny_0", {}, 404, "unknown model 'no_such_model'"),
+        ("post", "/infer/tiny_seg?image=no_such_image", {}, 404, "image 'no_such_image' is neither"),
+        ("post", "/infer/tiny_seg?image=tiny_0", {"data": {"params": '{"device": "gpu7"}'}}, 422, "'device' must"),
+        ("post", "/train/no_such_model", {"json": {"max_epochs": 1}}, 404, "unknown model 'no_such_model'"),
+        ("get", "/datastore/image?image=no_such_image", {}, 404, "Image NOT Found"),
+    ],
+)
+def test_bad_requests_get_4xx(server, method, path, kwargs, status, match):
+    r = getattr(server, method)(path, **kwargs)
+    assert r.status_code == status, r.text
+    assert match in r.json()["detail"]
+    assert server.get("/info/").status_code == 200  # still serving
+
+
+@pytest.mark.parametrize(
+    "path, kwargs",
+    [
+        ("/infer/tiny_seg", {}),  # neither image nor file: MONAI Label's endpoint answers 500 itself
+        ("/infer/tiny_seg?image=tiny_0", {"data": {"params": "{not json"}}),  # parsed by MONAI Label before the app
+    ],
+)
+def test_requests_rejected_upstream_do_not_crash(server, path, kwargs):
+    """Two malformed requests never reach the app: MONAI Label 0.8.5 answers them with 500 (see docs)."""
+    r = server.post(path, **kwargs)
+    assert r.status_code >= 400
+    assert server.proc.poll() is None
+    assert server.get("/info/").status_code == 200
+
+
+def _wait_train(server) -> dict:
+    deadline = time.monotonic() + TRAIN_TIMEOUT
+    while time.monotonic() < deadline:
+        st = server.get("/train/").json()
+        if st.get("status") not in ("SUBMITTED", "RUNNING", "QUEUED"):
+            return st
+        time.sleep(2)
+    pytest.fail(f"training did not finish in {TRAIN_TIMEOUT} s:\n{server.log_tail()}")
+
+
+def test_train_bad_params_fail_in_task(server):
+    r = server.post("/train/tiny_seg", json={"max_epochs": 0})
+    assert r.status_code == 200, r.text
+    st = _wait_train(server)
+    assert st["status"] == "ERROR"
+    assert any("max_epochs must be an integer >= 1, got 0" in line for line in st["details"]), st["details"]
+
+
+def test_upload_labels_then_train_one_epoch(server):
+    for image_id in ("tiny_0", "tiny_1"):
+        files = {"label": (f"{image_id}.png", _png_bytes(server.labels[image_id]), "image/png")}
+        r = server.put(f"/datastore/label?image={image_id}&tag=final", files=files)
+        assert r.status_code == 200, r.text
+    weights = server.model_dir / "tiny_seg" / "models" / "model.pt"
+    before = weights.stat().st_mtime_ns
+    r = server.post("/train/tiny_seg", json={"max_epochs": 1, "val_split": 0.5, "device": "cpu"})
+    assert r.status_code == 200, r.text
+    st = _wait_train(server)
+    assert st["status"] == "DONE", "\n".join(st.get("details", []))
+    assert weights.stat().st_mtime_ns > before
+    info = server.get("/info/").json()
+    assert info["models"]["tiny_seg"]["trained"] is True
+    assert info["train_stats"]["tiny_seg"]["epochs"] == 1
+    assert info["train_stats"]["tiny_seg"]["train_images"] == 1  # 2 labelled, val_split 0.5
+    r = server.post("/infer/tiny_seg?image=tiny_2&output=image")  # served with the new weights
+    assert r.status_code == 200, r.text
+    assert _png(r.content).shape == IMAGE_HW
+
+
+def test_server_stops_cleanly(server):
+    rc = server.stop()
+    # uvicorn >= 0.29 finishes its graceful shutdown, then re-raises SIGTERM: -15 is a clean stop as well as 0
+    assert rc in (0, -signal.SIGTERM), server.log_tail()
+    assert "Application shutdown complete." in server.log.read_text()
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{server.url}/info/", timeout=5)
