@@ -1,5 +1,41 @@
-"""monai_ext.transforms."""
+"""monai_ext.transforms: MONAI-style array and dictionary transforms."""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from .region_histogram import (
+    RegionHistogram,
+    RegionHistogramD,
+    RegionHistogramd,
+    RegionHistogramDict,
+    center_pixel_label,
+    region_pmf_to_dense,
+)
+from .triplanar import (
+    PLANE_AXES,
+    RandTriPlanarPatchD,
+    RandTriPlanarPatchd,
+    RandTriPlanarPatchDict,
+    TriPlanarPatch,
+    TriPlanarPatchD,
+    TriPlanarPatchd,
+    TriPlanarPatchDict,
+    rotation_from_angles,
+)
+
+__all__ = [
+    "PLANE_AXES",
+    "RandTriPlanarPatchD",
+    "RandTriPlanarPatchDict",
+    "RandTriPlanarPatchd",
+    "RegionHistogram",
+    "RegionHistogramD",
+    "RegionHistogramDict",
+    "RegionHistogramd",
+    "TriPlanarPatch",
+    "TriPlanarPatchD",
+    "TriPlanarPatchDict",
+    "TriPlanarPatchd",
+    "center_pixel_label",
+    "region_pmf_to_dense",
+    "rotation_from_angles",
+]
