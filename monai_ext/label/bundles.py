@@ -229,7 +229,8 @@ def write_datalist(items: Sequence[Mapping[str, str]], out_dir: str | os.PathLik
     """Write MONAI Label's labelled images as a Decathlon-style ``dataset.json`` that our bundles read.
 
     The last ``round(val_fraction * n)`` items (at least one when ``val_fraction > 0``) form ``validation`` (and
-    ``test``, which some bundles evaluate on); with a single labelled image it serves in every section.
+    ``test``, which some bundles evaluate on). Bundles need a non-empty validation set, so when nothing is held out
+    (``val_fraction == 0``, or a single labelled image) the training images serve in every section.
 
     Args:
         items: ``{"image": path, "label": path}`` pairs (absolute paths).
