@@ -263,6 +263,23 @@ def test_infer_returns_label_of_image_shape(server, image_id):
     assert set(np.unique(pred).tolist()) <= {0, 1, 2}
 
 
+@pytest.mark.parametrize("ext", [".nrrd", ".nii.gz"])
+def test_infer_result_extension_for_slicer(server, ext, tmp_path):
+    """3D Slicer's MONAI Label module asks for ``.nrrd`` results; a 2D label stays a 2D image of the right size."""
+    import SimpleITK as sitk
+
+    params = json.dumps({"result_extension": ext, "result_dtype": "uint8"})
+    r = server.post("/infer/tiny_seg?image=tiny_1&output=image", data={"params": params})
+    assert r.status_code == 200, r.text
+    out = tmp_path / f"pred{ext}"
+    out.write_bytes(r.content)
+    img = sitk.ReadImage(str(out))
+    assert img.GetDimension() == 2
+    arr = sitk.GetArrayFromImage(img)
+    assert arr.shape == IMAGE_HW
+    assert set(np.unique(arr).tolist()) <= {0, 1, 2}
+
+
 def test_infer_uploaded_file(server):
     img = (np.random.default_rng(1).random((40, 56)) * 255).astype(np.uint8)
     r = server.post("/infer/tiny_seg?output=image", files={"file": ("upload.png", _png_bytes(img), "image/png")})
