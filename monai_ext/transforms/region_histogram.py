@@ -148,15 +148,16 @@ class RegionHistogram(Transform):
                 f"patch sides {spatial} must be divisible by every grid size in {self.grid_sizes}; "
                 f"not divisible by {bad}."
             )
-        valid = torch.ones_like(lab, dtype=torch.bool) if self.ignore_index is None else lab != self.ignore_index
-        out_of_range = valid & ((lab < 0) | (lab >= self.num_classes))
-        if bool(out_of_range.any()):
-            vals = torch.unique(lab[out_of_range])[:5].tolist()
-            raise ValueError(
-                f"label values must be in [0, {self.num_classes - 1}] or ignore_index={self.ignore_index}, "
-                f"found {vals}."
-            )
-        counts = self._counts(lab, valid, spatial)
+        countable = lab if self.ignore_index is None else lab[lab != self.ignore_index]
+        if countable.numel():
+            lo, hi = torch.aminmax(countable)
+            if int(lo) < 0 or int(hi) >= self.num_classes:
+                vals = torch.unique(countable[(countable < 0) | (countable >= self.num_classes)])[:5].tolist()
+                raise ValueError(
+                    f"label values must be in [0, {self.num_classes - 1}] or ignore_index={self.ignore_index}, "
+                    f"found {vals}."
+                )
+        counts = self._counts(lab, spatial)
         outs = []
         for r in self.grid_sizes:
             c = counts[r]
@@ -165,21 +166,39 @@ class RegionHistogram(Transform):
             outs.append(pmf if batched else pmf[0])
         return tuple(self._wrap(o, label, spatial, r) for o, r in zip(outs, self.grid_sizes, strict=True))
 
-    def _counts(self, lab: torch.Tensor, valid: torch.Tensor, spatial: tuple[int, ...]) -> dict[int, torch.Tensor]:
+    def _counts(self, lab: torch.Tensor, spatial: tuple[int, ...]) -> dict[int, torch.Tensor]:
         """Per-block class counts ``(B, K, r, ...)`` for each grid size; coarser levels pool finer ones."""
         b, k, sd = lab.shape[0], self.num_classes, len(spatial)
-        onehot = torch.zeros((b, k) + spatial, dtype=torch.float32, device=lab.device)
-        onehot.scatter_(1, lab.clamp(0, k - 1).unsqueeze(1), valid.unsqueeze(1).to(torch.float32))
         counts: dict[int, torch.Tensor] = {}
         for r in sorted(set(self.grid_sizes), reverse=True):
             finer = [q for q in counts if q % r == 0]
-            src, src_r = (counts[min(finer)], min(finer)) if finer else (onehot, None)
-            sides = [src_r] * sd if src_r is not None else list(spatial)
             view = [b, k]
-            for s in sides:
-                view += [r, s // r]
-            counts[r] = src.reshape(view).sum(dim=tuple(range(3, 2 + 2 * sd, 2)))
-        return counts
+            if finer:
+                q = min(finer)
+                for _ in range(sd):
+                    view += [r, q // r]
+                src = counts[q]
+            else:
+                src = self._pixel_counts(lab, spatial, r)
+                for side in spatial[:-1]:
+                    view += [r, side // r]
+                view += [r, 1]
+            counts[r] = src.reshape(view).sum(dim=tuple(range(3, 2 + 2 * sd, 2)), dtype=torch.int64)
+        return {r: c.to(torch.float32) for r, c in counts.items()}
+
+    def _pixel_counts(self, lab: torch.Tensor, spatial: tuple[int, ...], r: int) -> torch.Tensor:
+        """Counts per (class, pixel row, block along the last axis), shaped ``(B, K, *spatial[:-1], r)``.
+
+        A batched bincount: one ``scatter_add_`` along the last axis into ``r * K`` bins (+1 for ignored pixels).
+        """
+        k, last = self.num_classes, spatial[-1]
+        idx = lab + (torch.arange(last, device=lab.device) // (last // r)) * k
+        if self.ignore_index is not None:
+            idx = torch.where(lab == self.ignore_index, r * k, idx)
+        bins = torch.zeros(lab.shape[:-1] + (r * k + 1,), dtype=torch.int32, device=lab.device)
+        bins.scatter_add_(-1, idx, torch.ones(1, dtype=torch.int32, device=lab.device).expand_as(idx))
+        bins = bins[..., : r * k].reshape(lab.shape[:-1] + (r, k))
+        return bins.movedim(-1, 1)
 
     @staticmethod
     def _wrap(out: torch.Tensor, label: NdarrayOrTensor, spatial: tuple[int, ...], r: int) -> NdarrayOrTensor:
