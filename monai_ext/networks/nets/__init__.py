@@ -1,5 +1,8 @@
-"""monai_ext.networks.nets."""
+"""monai_ext.networks.nets: networks for the four studies (MONAI signature conventions, TorchScript exportable)."""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from .histogram_net import HistogramNet
+from .mini_vgg import MiniVGG
+
+__all__: list[str] = ["HistogramNet", "MiniVGG"]
