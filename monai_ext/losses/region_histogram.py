@@ -1,0 +1,148 @@
+"""Multi-level region-histogram loss: per-sub-region class pmfs predicted against ``RegionHistogram`` targets."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from monai.utils import LossReduction, ensure_tuple
+from torch.nn.modules.loss import _Loss
+
+__all__ = ["RegionHistogramLoss"]
+
+
+class RegionHistogramLoss(_Loss):
+    """Weighted sum over grid levels of the divergence between target and predicted sub-region class pmfs.
+
+    For each grid size ``r`` the network predicts ``(B, C, r, r)`` (2D) or ``(B, C, r, r, r)`` (3D) logits, one
+    class distribution per sub-region (what ``monai_ext.networks.nets.HistogramNet`` outputs), and the target is the
+    matching class pmf of the sub-region's pixels (what ``monai_ext.transforms.RegionHistogram`` gives, batched).
+    Per level and sample the loss is the mean over the *valid* sub-regions of
+
+    - ``divergence="kl"``: ``KL(q || p) = sum_c q_c (log q_c - log p_c)`` (0 for a perfect prediction), or
+    - ``divergence="ce"``: the soft cross-entropy ``-sum_c q_c log p_c`` (same gradient, offset by the entropy of q),
+
+    where ``p = softmax(input)`` over ``C``. A sub-region whose target is all zeros (every pixel carries the ignore
+    label) is skipped, not counted as a zero-loss region. Levels are combined as ``sum_l w_l loss_l``.
+    This is the region-histogram training objective of the iPS-colony segmentation study (patch-wise multi-level
+    class-histogram prediction instead of centre-pixel classification).
+
+    Args:
+        grid_sizes: grid size ``r`` of every level, in the order of the inputs.
+        level_weights: weight ``w_l >= 0`` of each level (default: 1 for every level).
+        divergence: ``"kl"`` or ``"ce"``.
+        softmax: ``input`` holds logits (``True``) or pmfs over ``C`` (``False``).
+        reduction: ``"mean"`` (per level, the mean over the samples that have a valid sub-region), ``"sum"`` or
+            ``"none"`` (``(B,)`` per-sample weighted sums).
+
+    Raises:
+        ValueError: on a bad option; in ``forward`` when the number of levels or a level's shape does not match
+            ``grid_sizes``, or a non-ignored target sub-region is not a pmf.
+
+    Example::
+
+        >>> import torch
+        >>> loss = RegionHistogramLoss(grid_sizes=(1, 2))
+        >>> logits = [torch.randn(2, 3, 1, 1, requires_grad=True), torch.randn(2, 3, 2, 2, requires_grad=True)]
+        >>> target = [torch.softmax(torch.randn(2, 3, r, r), 1) for r in (1, 2)]
+        >>> loss(logits, target).backward()
+    """
+
+    def __init__(
+        self,
+        grid_sizes: Sequence[int] | int = (1, 2, 4),
+        level_weights: Sequence[float] | None = None,
+        divergence: str = "kl",
+        softmax: bool = True,
+        reduction: LossReduction | str = LossReduction.MEAN,
+    ) -> None:
+        super().__init__(reduction=LossReduction(reduction).value)
+        self.grid_sizes = tuple(int(r) for r in ensure_tuple(grid_sizes))
+        if not self.grid_sizes or any(r < 1 for r in self.grid_sizes):
+            raise ValueError(f"grid_sizes must be one or more positive integers, got {grid_sizes!r}.")
+        if level_weights is None:
+            level_weights = [1.0] * len(self.grid_sizes)
+        level_weights = [float(w) for w in ensure_tuple(level_weights)]
+        if len(level_weights) != len(self.grid_sizes) or any(w < 0 for w in level_weights):
+            raise ValueError(
+                f"level_weights must hold {len(self.grid_sizes)} non-negative numbers (one per grid size), "
+                f"got {level_weights!r}."
+            )
+        self.level_weights = tuple(level_weights)
+        if divergence not in ("kl", "ce"):
+            raise ValueError(f"divergence must be 'kl' or 'ce', got {divergence!r}.")
+        self.divergence = divergence
+        self.softmax = bool(softmax)
+
+    def _as_levels(self, x: Sequence[torch.Tensor] | Mapping[int, torch.Tensor] | torch.Tensor, name: str) -> list:
+        if isinstance(x, Mapping):
+            missing = [r for r in self.grid_sizes if r not in x]
+            if missing:
+                raise ValueError(f"{name} is a dict keyed by grid size but lacks levels {missing}.")
+            return [x[r] for r in self.grid_sizes]
+        if isinstance(x, torch.Tensor):
+            x = [x]
+        if len(x) != len(self.grid_sizes):
+            raise ValueError(
+                f"{name} must hold {len(self.grid_sizes)} levels for grid_sizes={self.grid_sizes}, got {len(x)}."
+            )
+        return list(x)
+
+    def forward(
+        self,
+        input: Sequence[torch.Tensor] | Mapping[int, torch.Tensor],
+        target: Sequence[torch.Tensor] | Mapping[int, torch.Tensor],
+    ) -> torch.Tensor:
+        """
+        Args:
+            input: per-level logits ``(B, C, r, r[, r])``, a list/tuple in ``grid_sizes`` order or a dict keyed by
+                ``r``.
+            target: per-level pmfs of the same shapes (all zeros for a fully ignored sub-region).
+
+        Returns:
+            scalar (``"mean"``/``"sum"``) or ``(B,)`` (``"none"``).
+
+        Raises:
+            ValueError: on a level count or shape mismatch, or a target that is neither a pmf nor all zeros.
+        """
+        inputs = self._as_levels(input, "input")
+        targets = self._as_levels(target, "target")
+        total: torch.Tensor | None = None
+        for r, w, x, q in zip(self.grid_sizes, self.level_weights, inputs, targets, strict=True):
+            if x.ndim not in (4, 5) or tuple(x.shape[2:]) != (r,) * (x.ndim - 2):
+                raise ValueError(f"input level r={r} must have shape (B, C, {r}, {r}[, {r}]), got {tuple(x.shape)}.")
+            if q.shape != x.shape:
+                raise ValueError(
+                    f"target level r={r} must have the shape of its input {tuple(x.shape)}, got {tuple(q.shape)}."
+                )
+            q = q.to(x.dtype)
+            mass = q.detach().sum(1)
+            valid = mass > 0.5
+            if bool(((mass - 1).abs() > 1e-3)[valid].any()) or bool((mass[~valid] != 0).any()) or bool((q < 0).any()):
+                raise ValueError(
+                    f"target level r={r} must hold a pmf over C (sums to 1) or all zeros (ignored) per sub-region."
+                )
+            if self.softmax:
+                logp = F.log_softmax(x, dim=1)
+            else:
+                logp = torch.log(x.clamp_min(torch.finfo(x.dtype).tiny))
+            div = -(q * logp).sum(1)
+            if self.divergence == "kl":
+                div = div + torch.xlogy(q, q).sum(1)
+            div = torch.where(valid, div, torch.zeros_like(div)).flatten(1)
+            n_valid = valid.flatten(1).sum(1)
+            per_sample = div.sum(1) / n_valid.clamp_min(1)
+            if self.reduction == LossReduction.MEAN.value:
+                level = per_sample.sum() / (n_valid > 0).sum().clamp_min(1)
+            elif self.reduction == LossReduction.SUM.value:
+                level = per_sample.sum()
+            elif self.reduction == LossReduction.NONE.value:
+                level = per_sample
+            else:
+                raise ValueError(
+                    f'Unsupported reduction: {self.reduction}, available options are ["mean", "sum", "none"].'
+                )
+            total = w * level if total is None else total + w * level
+        assert total is not None
+        return total
