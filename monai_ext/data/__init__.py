@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from .datalist import DATALIST_NAME, load_datalist, resolve_datalist
+from .samplers import PositiveBatchSampler
 
-__all__ = ["DATALIST_NAME", "load_datalist", "resolve_datalist"]
+__all__ = ["DATALIST_NAME", "PositiveBatchSampler", "load_datalist", "resolve_datalist"]
