@@ -6,7 +6,9 @@ both; the resampling path (physical mm extent, random rotation) is reported sepa
 when a GPU is available. Region histograms: 256 label patches 64x64, levels (1, 2, 4); ours (one batched call) vs a
 per-patch Python loop.
 
-Run: ``python benchmarks/bench_transforms.py`` (``--quick`` for a smoke run with fewer repeats).
+Run: ``python benchmarks/bench_transforms.py`` (``--quick`` for a smoke run with fewer repeats; ``--threads N``
+for N torch threads, default 1 so that every contender uses one core). Each contender is timed as the best of
+interleaved repeats, which is robust to the background load of a shared machine.
 """
 
 from __future__ import annotations
@@ -26,13 +28,24 @@ from monai_ext.transforms import RegionHistogram, TriPlanarPatch, rotation_from_
 
 def best_of(fn: Callable[[], object], repeats: int) -> float:
     """Best wall time (s) of ``repeats`` calls after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+    return interleaved({"f": fn}, repeats)["f"]
+
+
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Best wall time (s) of each function over ``repeats`` rounds that call them in turn.
+
+    Interleaving exposes every contender to the same background load of a shared machine; the minimum estimates
+    the uncontended cost.
+    """
+    for fn in fns.values():
         fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return best
 
 
 def numpy_loop(vol: np.ndarray, centers: np.ndarray, p: int) -> np.ndarray:
@@ -79,8 +92,10 @@ def histogram_loop(labels: np.ndarray, num_classes: int, grid_sizes: tuple[int, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer repeats (smoke run)")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (the loops use one core)")
     args = parser.parse_args()
-    reps = 2 if args.quick else 7
+    reps = 2 if args.quick else 15
+    torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
     size, p, n = 192, 32, 1024
     vol = rng.random((1, size, size, size), dtype=np.float32)
@@ -94,10 +109,16 @@ def main() -> None:
     got = ours(vol, centers)
     assert np.array_equal(got, ref), "gather path differs from the numpy loop"
     assert np.array_equal(monai_crop_loop(vol_t, centers[:8], p).numpy(), ref[:8]), "SpatialCrop reference differs"
-    t_ours_np = best_of(lambda: ours(vol, centers), reps)
-    t_ours_t = best_of(lambda: ours(vol_t, centers), reps)
-    t_loop = best_of(lambda: numpy_loop(vol, centers, p), reps)
-    t_crop = best_of(lambda: monai_crop_loop(vol_t, centers, p), max(1, reps // 3))
+    t = interleaved(
+        {
+            "np": lambda: ours(vol, centers),
+            "torch": lambda: ours(vol_t, centers),
+            "loop": lambda: numpy_loop(vol, centers, p),
+        },
+        reps,
+    )
+    t_ours_np, t_ours_t, t_loop = t["np"], t["torch"], t["loop"]
+    t_crop = best_of(lambda: monai_crop_loop(vol_t, centers, p), max(1, reps // 5))
     print(f"ours (numpy in/out)        {t_ours_np * 1e3:9.2f} ms")
     print(f"ours (torch in/out)        {t_ours_t * 1e3:9.2f} ms")
     print(f"numpy slicing loop (b)     {t_loop * 1e3:9.2f} ms   ratio b/ours {t_loop / t_ours_np:6.2f}x")
@@ -106,15 +127,22 @@ def main() -> None:
     # what bounds the time: plane 2 (orthogonal to the last, contiguous axis) is a strided gather
     x, y, z = (torch.from_numpy(centers[:, i]) for i in range(3))
     h = p // 2
-    t_p0 = best_of(lambda: vol_t.unfold(2, p, 1).unfold(3, p, 1)[:, x, y - h, z - h], reps)
-    t_p2 = best_of(lambda: vol_t.unfold(1, p, 1).unfold(2, p, 1)[:, x - h, y - h, z], reps)
-    t_transpose = best_of(lambda: vol_t.permute(0, 3, 1, 2).contiguous(), max(1, reps // 2))
     vol_zxy = vol_t.permute(0, 3, 1, 2).contiguous()
-    t_p2_cached = best_of(lambda: vol_zxy.unfold(2, p, 1).unfold(3, p, 1)[:, z, x - h, y - h], reps)
-    t_write = best_of(lambda: torch.empty(n, 3, p, p).fill_(1.0), reps)
+    t = interleaved(
+        {
+            "p0": lambda: vol_t.unfold(2, p, 1).unfold(3, p, 1)[:, x, y - h, z - h],
+            "p2": lambda: vol_t.unfold(1, p, 1).unfold(2, p, 1)[:, x - h, y - h, z],
+            "p2_cached": lambda: vol_zxy.unfold(2, p, 1).unfold(3, p, 1)[:, z, x - h, y - h],
+            "write": lambda: torch.empty(n, 3, p, p).fill_(1.0),
+        },
+        reps,
+    )
+    t_p0, t_p2, t_p2_cached, t_write = t["p0"], t["p2"], t["p2_cached"], t["write"]
+    t_transpose = best_of(lambda: vol_t.permute(0, 3, 1, 2).contiguous(), max(1, reps // 3))
     print(f"  plane 0 alone (contiguous rows)  {t_p0 * 1e3:7.2f} ms")
     print(f"  plane 2 alone (strided gather)   {t_p2 * 1e3:7.2f} ms")
-    print(f"  plane 2 from a cached (Z,X,Y) copy {t_p2_cached * 1e3:5.2f} ms; making the copy {t_transpose * 1e3:.1f} ms")
+    print(f"  plane 2 from a cached (Z,X,Y) copy {t_p2_cached * 1e3:5.2f} ms")
+    print(f"  making that transposed copy      {t_transpose * 1e3:7.2f} ms")
     saved = t_p2 - t_p2_cached
     if saved > 0:
         print(f"  -> the cached copy pays off after ~{t_transpose / saved:.1f} calls of {n} centres on the same volume")
@@ -124,9 +152,15 @@ def main() -> None:
     aniso = MetaTensor(vol_t, affine=torch.diag(torch.tensor([0.8, 0.8, 2.0, 1.0], dtype=torch.float64)))
     mm = TriPlanarPatch(patch_size=p, extent_mm=32.0)
     rot = rotation_from_angles(rng.uniform(-0.5, 0.5, size=(n, 3)))
-    t_frac = best_of(lambda: ours(vol_t, centers + 0.5), reps)
-    t_mm = best_of(lambda: mm(aniso, centers), reps)
-    t_rot = best_of(lambda: ours(vol_t, centers, rotation=rot), reps)
+    t = interleaved(
+        {
+            "frac": lambda: ours(vol_t, centers + 0.5),
+            "mm": lambda: mm(aniso, centers),
+            "rot": lambda: ours(vol_t, centers, rotation=rot),
+        },
+        max(1, reps // 3),
+    )
+    t_frac, t_mm, t_rot = t["frac"], t["mm"], t["rot"]
     print(f"fractional centres, unit step     {t_frac * 1e3:9.2f} ms   ratio a/this {t_crop / t_frac:6.1f}x")
     print(f"32 mm extent on 0.8x0.8x2 mm      {t_mm * 1e3:9.2f} ms   ratio a/this {t_crop / t_mm:6.1f}x")
     print(f"random rotation per point         {t_rot * 1e3:9.2f} ms   ratio a/this {t_crop / t_rot:6.1f}x")
@@ -157,8 +191,8 @@ def main() -> None:
     ref_h = histogram_loop(labels, 3, (1, 2, 4))
     for level, r in enumerate((1, 2, 4)):
         assert np.allclose(got_h[level], np.stack([x[level] for x in ref_h]), atol=1e-6), f"level {r} differs"
-    t_h = best_of(lambda: hist(labels), reps)
-    t_hl = best_of(lambda: histogram_loop(labels, 3, (1, 2, 4)), max(1, reps // 2))
+    t = interleaved({"ours": lambda: hist(labels), "loop": lambda: histogram_loop(labels, 3, (1, 2, 4))}, reps)
+    t_h, t_hl = t["ours"], t["loop"]
     print(f"ours (batched)        {t_h * 1e3:9.2f} ms")
     print(f"per-patch Python loop {t_hl * 1e3:9.2f} ms   ratio loop/ours {t_hl / t_h:6.1f}x")
 

@@ -280,12 +280,19 @@ class TriPlanarPatch(Transform):
         out = torch.empty((n, 3, c, p, p), dtype=vol.dtype, device=vol.device)
         inside = bool(((ctr >= 0) & (ctr < sizes) & (lo >= 0) & (lo + p <= sizes)).all())
         if inside:
-            # sliding-window views: one advanced-indexing gather per plane over all points
+            # one index_select per plane over all points: a view whose i-th item is the (C, p, p) window starting at
+            # flat voxel offset i, written straight into the output (no intermediate copy)
+            vol = vol.contiguous()
+            strides = vol.stride()[1:]
             for k, (a, b) in enumerate(PLANE_AXES):
-                win = vol.unfold(a + 1, p, 1).unfold(b + 1, p, 1).permute(1, 2, 3, 0, 4, 5)
-                idx = [ctr[:, 0], ctr[:, 1], ctr[:, 2]]
-                idx[a], idx[b] = lo[:, a], lo[:, b]
-                out[:, k] = win[idx[0], idx[1], idx[2]]
+                start = [ctr[:, 0], ctr[:, 1], ctr[:, 2]]
+                start[a], start[b] = lo[:, a], lo[:, b]
+                flat = start[0] * strides[0] + start[1] * strides[1] + start[2] * strides[2]
+                n_starts = int(vol[0].numel()) - (p - 1) * (strides[a] + strides[b])
+                windows = vol.as_strided(
+                    (n_starts, c, p, p), (1, vol.stride(0), strides[a], strides[b]), vol.storage_offset()
+                )
+                torch.index_select(windows, 0, flat, out=out[:, k])
             return out.reshape(n, 3 * c, p, p)
         offsets = torch.arange(p, device=ctr.device) - p // 2
         vol_last = vol.permute(1, 2, 3, 0)
