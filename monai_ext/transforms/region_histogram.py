@@ -189,16 +189,15 @@ class RegionHistogram(Transform):
     def _pixel_counts(self, lab: torch.Tensor, spatial: tuple[int, ...], r: int) -> torch.Tensor:
         """Counts per (class, pixel row, block along the last axis), shaped ``(B, K, *spatial[:-1], r)``.
 
-        A batched bincount: one ``scatter_add_`` along the last axis into ``r * K`` bins (+1 for ignored pixels).
+        A batched bincount with no copy of the labels: the last axis is viewed as ``(r, side // r)`` and one
+        ``scatter_add_`` adds each pixel into the ``K`` class bins of its block (plus one bin for ignored pixels).
         """
         k, last = self.num_classes, spatial[-1]
-        idx = lab + (torch.arange(last, device=lab.device) // (last // r)) * k
-        if self.ignore_index is not None:
-            idx = torch.where(lab == self.ignore_index, r * k, idx)
-        bins = torch.zeros(lab.shape[:-1] + (r * k + 1,), dtype=torch.int32, device=lab.device)
+        idx = lab if self.ignore_index is None else torch.where(lab == self.ignore_index, k, lab)
+        idx = idx.reshape(lab.shape[:-1] + (r, last // r))
+        bins = torch.zeros(lab.shape[:-1] + (r, k + 1), dtype=torch.int32, device=lab.device)
         bins.scatter_add_(-1, idx, torch.ones(1, dtype=torch.int32, device=lab.device).expand_as(idx))
-        bins = bins[..., : r * k].reshape(lab.shape[:-1] + (r, k))
-        return bins.movedim(-1, 1)
+        return bins[..., :k].movedim(-1, 1)
 
     @staticmethod
     def _wrap(out: torch.Tensor, label: NdarrayOrTensor, spatial: tuple[int, ...], r: int) -> NdarrayOrTensor:
