@@ -492,6 +492,7 @@ class AUCNNPULoss(_Loss):
         super().__init__()
         _check_prior_beta_gamma(prior, beta, gamma)
         get_surrogate(surrogate)
+        get_surrogate(classification_surrogate)
         if not classification_weight >= 0.0:
             raise ValueError(f"classification_weight must be >= 0, got {classification_weight!r}.")
         if int(block) < 1:
