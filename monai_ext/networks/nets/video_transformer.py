@@ -183,7 +183,7 @@ class TimeSformer(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, self.num_patches + 1, hidden_size))
         self.time_embed = nn.Parameter(torch.zeros(1, self.num_frames, 1, hidden_size))
         self.pos_drop = nn.Dropout(dropout_rate)
-        rates = torch.linspace(0, drop_path_rate, num_layers).tolist()
+        rates = [drop_path_rate * i / max(num_layers - 1, 1) for i in range(num_layers)]
         mlp_dim = int(mlp_dim) if mlp_dim is not None else 4 * hidden_size
         self.blocks = nn.ModuleList(
             [
