@@ -21,6 +21,7 @@ __all__ = [
     "PMFMSELoss",
     "SoftCrossEntropyLoss",
     "check_pmf_pair",
+    "check_reduction",
     "get_distribution_loss",
 ]
 
@@ -61,6 +62,14 @@ def check_pmf_pair(
     return p, target
 
 
+def check_reduction(reduction: LossReduction | str) -> str:
+    """The value of ``reduction`` as a string; ``ValueError`` naming the argument when it is not a reduction."""
+    try:
+        return LossReduction(reduction).value
+    except ValueError:
+        raise ValueError(f'reduction must be one of ["mean", "sum", "none"], got {reduction!r}.') from None
+
+
 def _reduce(per_sample: torch.Tensor, reduction: str) -> torch.Tensor:
     if reduction == LossReduction.MEAN.value:
         return per_sample.mean()
@@ -83,7 +92,7 @@ class DistributionLoss(_Loss):
     """
 
     def __init__(self, softmax: bool = True, reduction: LossReduction | str = LossReduction.MEAN) -> None:
-        super().__init__(reduction=LossReduction(reduction).value)
+        super().__init__(reduction=check_reduction(reduction))
         self.softmax = bool(softmax)
 
     def per_sample(self, p: torch.Tensor, q: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,8 @@ import torch.nn.functional as F
 from monai.utils import LossReduction
 from torch.nn.modules.loss import _Loss
 
+from .distribution import check_reduction
+
 __all__ = ["InfoNCELoss"]
 
 
@@ -55,7 +57,7 @@ class InfoNCELoss(_Loss):
         symmetric: bool = True,
         reduction: LossReduction | str = LossReduction.MEAN,
     ) -> None:
-        super().__init__(reduction=LossReduction(reduction).value)
+        super().__init__(reduction=check_reduction(reduction))
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature!r}.")
         self.temperature = float(temperature)

@@ -9,6 +9,8 @@ import torch.nn.functional as F
 from monai.utils import LossReduction, ensure_tuple
 from torch.nn.modules.loss import _Loss
 
+from .distribution import check_reduction
+
 __all__ = ["RegionHistogramLoss"]
 
 
@@ -57,7 +59,7 @@ class RegionHistogramLoss(_Loss):
         softmax: bool = True,
         reduction: LossReduction | str = LossReduction.MEAN,
     ) -> None:
-        super().__init__(reduction=LossReduction(reduction).value)
+        super().__init__(reduction=check_reduction(reduction))
         self.grid_sizes = tuple(int(r) for r in ensure_tuple(grid_sizes))
         if not self.grid_sizes or any(r < 1 for r in self.grid_sizes):
             raise ValueError(f"grid_sizes must be one or more positive integers, got {grid_sizes!r}.")
