@@ -148,16 +148,13 @@ class RegionHistogram(Transform):
                 f"patch sides {spatial} must be divisible by every grid size in {self.grid_sizes}; "
                 f"not divisible by {bad}."
             )
-        countable = lab if self.ignore_index is None else lab[lab != self.ignore_index]
-        if countable.numel():
-            lo, hi = torch.aminmax(countable)
-            if int(lo) < 0 or int(hi) >= self.num_classes:
-                vals = torch.unique(countable[(countable < 0) | (countable >= self.num_classes)])[:5].tolist()
-                raise ValueError(
-                    f"label values must be in [0, {self.num_classes - 1}] or ignore_index={self.ignore_index}, "
-                    f"found {vals}."
-                )
-        counts = self._counts(lab, spatial)
+        if lab.device.type != "cpu":
+            self._check_values(lab)  # an out-of-range scatter index is a device-side assert on accelerators
+        try:
+            counts = self._counts(lab, spatial)
+        except RuntimeError:  # on CPU, scatter_add_ rejects indices outside its bins: name the bad labels instead
+            self._check_values(lab)
+            raise
         outs = []
         for r in self.grid_sizes:
             c = counts[r]
@@ -165,6 +162,16 @@ class RegionHistogram(Transform):
             pmf = torch.where(total > 0, c / total.clamp_min(1), torch.zeros_like(c))
             outs.append(pmf if batched else pmf[0])
         return tuple(self._wrap(o, label, spatial, r) for o, r in zip(outs, self.grid_sizes, strict=True))
+
+    def _check_values(self, lab: torch.Tensor) -> None:
+        """Raise ``ValueError`` naming the labels outside ``0 .. K - 1`` that are not ``ignore_index``."""
+        countable = lab if self.ignore_index is None else lab[lab != self.ignore_index]
+        bad = countable[(countable < 0) | (countable >= self.num_classes)]
+        if bad.numel():
+            raise ValueError(
+                f"label values must be in [0, {self.num_classes - 1}] or ignore_index={self.ignore_index}, "
+                f"found {torch.unique(bad)[:5].tolist()}."
+            )
 
     def _counts(self, lab: torch.Tensor, spatial: tuple[int, ...]) -> dict[int, torch.Tensor]:
         """Per-block class counts ``(B, K, r, ...)`` for each grid size; coarser levels pool finer ones."""
@@ -190,13 +197,22 @@ class RegionHistogram(Transform):
         """Counts per (class, pixel row, block along the last axis), shaped ``(B, K, *spatial[:-1], r)``.
 
         A batched bincount with no copy of the labels: the last axis is viewed as ``(r, side // r)`` and one
-        ``scatter_add_`` adds each pixel into the ``K`` class bins of its block (plus one bin for ignored pixels).
+        ``scatter_add_`` adds each pixel into the ``K`` class bins of its block (plus one bin for ignored pixels). The
+        scatter doubles as the range check on CPU: indices outside the bins raise, and bin ``K`` must hold exactly the
+        ignored pixels.
         """
         k, last = self.num_classes, spatial[-1]
-        idx = lab if self.ignore_index is None else torch.where(lab == self.ignore_index, k, lab)
+        if self.ignore_index is None:
+            idx, n_ignored = lab, 0
+        else:
+            ignored = lab == self.ignore_index
+            idx, n_ignored = torch.where(ignored, k, lab), int(ignored.sum())
         idx = idx.reshape(lab.shape[:-1] + (r, last // r))
         bins = torch.zeros(lab.shape[:-1] + (r, k + 1), dtype=torch.int32, device=lab.device)
         bins.scatter_add_(-1, idx, torch.ones(1, dtype=torch.int32, device=lab.device).expand_as(idx))
+        # bin k holds the ignored pixels; anything else there is a label equal to K (out of range)
+        if int(bins[..., k].sum()) != n_ignored:
+            self._check_values(lab)
         return bins[..., :k].movedim(-1, 1)
 
     @staticmethod

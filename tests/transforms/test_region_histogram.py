@@ -211,6 +211,9 @@ def test_bad_options(kwargs, match):
         (np.full((1, 4, 4), np.nan), {}, ValueError, "integer class ids"),
         (np.full((1, 4, 4), 3), {}, ValueError, r"label values must be in \[0, 2\] or ignore_index=None, found \[3\]"),
         (np.full((1, 4, 4), -1), {"ignore_index": 255}, ValueError, r"found \[-1\]"),
+        (np.full((1, 4, 4), 7), {}, ValueError, r"found \[7\]"),
+        (np.array([[[255, 3], [0, 1]]]), {"ignore_index": 255, "grid_sizes": 1}, ValueError, r"found \[3\]"),
+        (np.array([[[255, 4], [0, 1]]]), {"ignore_index": 255, "grid_sizes": 2}, ValueError, r"found \[4\]"),
         (
             np.zeros((1, 6, 8), dtype=int),
             {},
