@@ -137,6 +137,14 @@ class TriPlanarPatch(Transform):
           ``"reflect"``).
         * ``"error"``: raise ``ValueError`` naming the offending centres.
 
+    Performance (``benchmarks/bench_transforms.py``, figures in ``docs/results.md``): the gather path copies each
+    plane with one ``index_select`` over strided window views, so its cost is that of reading the patches. Planes 0
+    and 1 read ``p`` contiguous runs of ``p`` voxels each; plane 2 (orthogonal to the last, contiguous axis) reads
+    every voxel from a different cache line and dominates the time, as it does for a plain slicing loop. A
+    ``(C, Z, X, Y)`` transposed copy makes plane 2 contiguous but costs about ten such calls to build, so it only
+    pays off for a volume sampled many times; it is not made here. The resampling path is bound by the trilinear
+    ``grid_sample`` kernel (eight reads per sample).
+
     Output type follows the input: numpy in, numpy out; torch in, torch out on the same device. The dtype is the
     input dtype, except that bilinear resampling of an integer image returns float32. A MetaTensor input gives a
     MetaTensor whose meta is a copy of the input's meta, with ``affine`` set to the 3x3 identity (the planes of one
