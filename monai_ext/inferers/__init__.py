@@ -1,5 +1,7 @@
-"""monai_ext.inferers."""
+"""monai_ext.inferers: dense inference from patch predictions (region-histogram pmfs, centre-pixel classifiers)."""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from .region_histogram import CenterPixelInferer, RegionHistogramInferer
+
+__all__ = ["CenterPixelInferer", "RegionHistogramInferer"]
