@@ -91,9 +91,7 @@ class MiniVGG(nn.Module):
         prev = in_channels
         for c in channels:
             for _ in range(convs_per_block):
-                blocks.append(
-                    Convolution(spatial_dims, prev, c, kernel_size=3, act=act, norm=norm, bias=norm is None)
-                )
+                blocks.append(Convolution(spatial_dims, prev, c, kernel_size=3, act=act, norm=norm, bias=norm is None))
                 prev = c
             blocks.append(Pool[Pool.MAX, spatial_dims](kernel_size=2, stride=2))
         self.blocks = nn.Sequential(*blocks)
