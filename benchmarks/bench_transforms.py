@@ -14,6 +14,7 @@ interleaved repeats, which is robust to the background load of a shared machine.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import time
 from collections.abc import Callable
@@ -94,7 +95,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repeats (smoke run)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (the loops use one core)")
     args = parser.parse_args()
-    reps = 2 if args.quick else 15
+    reps = 2 if args.quick else 25
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
     size, p, n = 192, 32, 1024
@@ -102,6 +103,7 @@ def main() -> None:
     vol_t = torch.from_numpy(vol)
     centers = rng.integers(p // 2, size - p // 2, size=(n, 3))
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {platform.processor() or platform.machine()}")
+    print(f"load average at start {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores (a shared machine inflates timings)")
 
     print(f"\n== tri-planar: {n} centres, {p}x{p}, volume {size}^3 float32 ==")
     ours = TriPlanarPatch(patch_size=p)
@@ -195,6 +197,7 @@ def main() -> None:
     t_h, t_hl = t["ours"], t["loop"]
     print(f"ours (batched)        {t_h * 1e3:9.2f} ms")
     print(f"per-patch Python loop {t_hl * 1e3:9.2f} ms   ratio loop/ours {t_hl / t_h:6.1f}x")
+    print(f"\nload average at end {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":
