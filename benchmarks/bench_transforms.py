@@ -103,7 +103,7 @@ def main() -> None:
     vol_t = torch.from_numpy(vol)
     centers = rng.integers(p // 2, size - p // 2, size=(n, 3))
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {platform.processor() or platform.machine()}")
-    print(f"load average at start {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores (a shared machine inflates timings)")
+    print(f"load average at start {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores (load inflates timings)")
 
     print(f"\n== tri-planar: {n} centres, {p}x{p}, volume {size}^3 float32 ==")
     ours = TriPlanarPatch(patch_size=p)
