@@ -5,6 +5,8 @@ are labeled, every other training image is unlabeled (a mix of positives and neg
 ``prior``), and a small MLP is trained with
 
 - ``PN``: the unlabeled samples taken as negatives (sigmoid loss, labeled +1 vs unlabeled -1);
+- ``PN-logistic``: the same with the logistic loss (binary cross-entropy), the usual "U as N" baseline (the
+  bounded sigmoid loss saturates on this 100-vs-1158 imbalance: see ``docs/results.md``);
 - ``uPU``: :class:`~monai_ext.losses.NNPULoss` with ``nonnegative=False`` (du Plessis et al. 2015);
 - ``nnPU``: :class:`~monai_ext.losses.NNPULoss` (Kiryo et al. 2017, beta = 0, gamma = 1);
 - ``PU-AUC``: :class:`~monai_ext.losses.AUCNNPULoss` with ``nonnegative=False`` (Sakai et al. 2018);
@@ -36,7 +38,7 @@ from monai_ext.data import PositiveBatchSampler
 from monai_ext.losses import AUCNNPULoss, NNPULoss, pu_risk_terms
 from monai_ext.metrics import compute_auc
 
-METHODS = ("PN", "uPU", "nnPU", "PU-AUC", "AUC-nnPU")
+METHODS = ("PN", "PN-logistic", "uPU", "nnPU", "PU-AUC", "AUC-nnPU")
 
 
 def make_data(seed: int, n_labeled: int) -> dict[str, np.ndarray | float]:
@@ -63,12 +65,18 @@ def pn_loss(f: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(-y * f).mean()
 
 
+def pn_logistic_loss(f: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """Unlabeled taken as negative with binary cross-entropy on the logits."""
+    return nn.functional.binary_cross_entropy_with_logits(f, s.to(f.dtype))
+
+
 def run(method: str, data: dict, seed: int, epochs: int, lr: float, hidden: int, batch: int) -> dict:
     prior = data["prior"]
     model = make_model(seed, hidden)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=1e-4)
     loss_fn = {
         "PN": pn_loss,
+        "PN-logistic": pn_logistic_loss,
         "uPU": NNPULoss(prior, nonnegative=False),
         "nnPU": NNPULoss(prior),
         "PU-AUC": AUCNNPULoss(prior, nonnegative=False),
