@@ -26,6 +26,8 @@ class ToGrayscale(Transform):
         out = to_grayscale(img)
         if hasattr(img, "meta") and hasattr(out, "meta"):
             out.meta = dict(img.meta)  # type: ignore[union-attr]
+            # the grey result is a single-channel image like a grey file: writers must not look for a colour axis
+            out.meta["original_channel_dim"] = "no_channel"  # type: ignore[union-attr]
         return out
 
 

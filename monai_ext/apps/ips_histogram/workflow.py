@@ -84,7 +84,7 @@ class IPSHistogramWorkflow:
     all test images). Outputs under ``output_dir``: ``jaccard_table.{csv,md}``; with several patch sizes also
     ``patch_size_sweep.{csv,md,png}``; ``qualitative.png`` (input, truth, one map per method); per case a label
     map and probability maps as NIfTI and an overlay PNG under ``predictions/<method>_p<size>/``; TensorBoard logs
-    under ``tensorboard/``. The histogram network of the first patch size is also written as
+    under ``tensorboard/``. The histogram network of ``export_patch_size`` is also written as
     ``<ckpt_dir>/model.pt`` (``{"model": state_dict}``), the weights ``inference.json`` loads.
 
     Args:
@@ -117,6 +117,8 @@ class IPSHistogramWorkflow:
         image_size: synthetic data: image side.
         save_predictions: write NIfTI/PNG predictions of every test case.
         eval_section: datalist section evaluated.
+        export_patch_size: patch size of the histogram network exported as ``<ckpt_dir>/model.pt`` (default: the
+            first of ``patch_sizes``); it must match ``inference.json``'s ``patch_size``.
 
     Raises:
         ValueError: for an unknown method, an empty ``methods`` / ``patch_sizes``, or a patch size not divisible by
@@ -133,7 +135,7 @@ class IPSHistogramWorkflow:
                  class_names: Sequence[str] = CLASS_NAMES, ignore_label: int = IGNORE_LABEL,
                  device: str | torch.device | None = None, seed: int = 0, resume: bool = True,
                  num_cases: int = 16, image_size: int = 256, save_predictions: bool = True,
-                 eval_section: str = "test") -> None:
+                 eval_section: str = "test", export_patch_size: int | None = None) -> None:
         methods = [methods] if isinstance(methods, str) else list(methods)
         bad = [m for m in methods if m not in METHODS]
         if not methods or bad:
@@ -173,6 +175,7 @@ class IPSHistogramWorkflow:
         self.image_size = int(image_size)
         self.save_predictions = bool(save_predictions)
         self.eval_section = eval_section
+        self.export_patch_size = sizes[0] if export_patch_size is None else int(export_patch_size)
         self.rows: list[dict[str, Any]] = []
         self._datalist: Path | None = None
 
@@ -418,7 +421,7 @@ class IPSHistogramWorkflow:
                 self.rows.append(row)
                 firsts[self.tag(m, p)] = first
                 logger.info(f"{self.tag(m, p)}: mean Jaccard {row['mean_jaccard']:.2f} %")
-                if m == "histogram" and p == self.patch_sizes[0]:
+                if m == "histogram" and p == self.export_patch_size:
                     export = net
         self._write_outputs(firsts)
         if export is not None:
