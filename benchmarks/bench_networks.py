@@ -12,14 +12,15 @@ Sections (each prints a Markdown table):
    quantisation of ``nn.Linear`` layers, ``torch.compile``; ratio = fp32 time / variant time (> 1: faster), with the
    maximum absolute logit difference to fp32 as the accuracy proxy.
 
-Run: ``python benchmarks/bench_networks.py`` (about 5-8 minutes on 2 CPU cores; ``--quick`` for fewer repeats,
-``--no-compile`` to skip ``torch.compile``).
+Run: ``python benchmarks/bench_networks.py`` (one thread by default; about 10 minutes on a loaded 2-core machine;
+``--quick`` for fewer repeats, ``--no-compile`` to skip ``torch.compile``, ``--threads N``).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import os
 import platform
 import statistics
 import time
@@ -270,13 +271,22 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (default 1: on a shared, oversubscribed machine multi-threaded timings are noise)",
+    )
+    parser.add_argument(
         "--sections", default="networks,hf,dense,speedups", help="comma-separated subset of the sections to run"
     )
     args = parser.parse_args()
     scale = 0.5 if args.quick else 1.0
+    torch.set_num_threads(args.threads)
     print(
         f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-        f"{torch.get_num_threads()} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}"
+        f"{torch.get_num_threads()} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
+        f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}",
+        flush=True,
     )
     sections = set(args.sections.split(","))
     if "networks" in sections:
@@ -287,6 +297,7 @@ def main() -> None:
         section_dense(scale)
     if "speedups" in sections:
         section_speedups(scale, use_compile=not args.no_compile)
+    print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

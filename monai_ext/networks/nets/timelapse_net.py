@@ -24,11 +24,12 @@ _POOLINGS = ("mean", "attention")
 class TimeLapseOutput(NamedTuple):
     """Everything :py:meth:`TimeLapseNet.forward_all` returns for a batch of ``B`` sequences of ``T`` frames.
 
-    Attributes:
-        logit: ``(B,)`` sequence logit (e.g. live birth), equal to ``(attention * frame_logits).sum(1)``.
-        frame_logits: ``(B, T)`` per-frame logits, for a score timeline.
-        attention: ``(B, T)`` temporal pooling weights (non-negative, summing to one; uniform for mean pooling).
-        embedding: ``(B, T, D)`` per-frame projections for the contrastive / mutual-information loss.
+    Fields, in order:
+
+    - ``logit``: ``(B,)`` sequence logit (e.g. live birth), equal to ``(attention * frame_logits).sum(1)``.
+    - ``frame_logits``: ``(B, T)`` per-frame logits, for a score timeline.
+    - ``attention``: ``(B, T)`` temporal pooling weights (non-negative, summing to one; uniform for mean pooling).
+    - ``embedding``: ``(B, T, D)`` per-frame projections for the contrastive / mutual-information loss.
     """
 
     logit: torch.Tensor

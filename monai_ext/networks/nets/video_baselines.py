@@ -53,8 +53,8 @@ def _check_widths(name: str, values: Sequence[int], length: int | None = None) -
 class ResNetTemporalPool(nn.Module):
     """2D ResNet frame encoder + temporal pooling + linear classifier: ``(B, C, T, H, W)`` -> ``(B, num_classes)``.
 
-    The frame encoder is MONAI's :class:`monai.networks.nets.ResNet` (basic blocks, ``spatial_dims=2``, no
-    classification layer); frame features are pooled over time (mean or max) and classified by a linear layer.
+    The frame encoder is MONAI's :class:`monai.networks.nets.ResNet` (basic blocks, ``spatial_dims=2``, the standard
+    stride-2 7x7 stem, no classification layer); frame features are pooled over time (mean or max) and classified by a linear layer.
 
     Reference: He et al., "Deep Residual Learning for Image Recognition", CVPR 2016; temporal late pooling as in
     Karpathy et al., CVPR 2014.
@@ -104,6 +104,7 @@ class ResNetTemporalPool(nn.Module):
             block_inplanes=list(channels),
             spatial_dims=2,
             n_input_channels=in_channels,
+            conv1_t_stride=2,  # the standard ResNet stem (7x7 conv at stride 2, then 3x3 max-pool at stride 2)
             feed_forward=False,
             act=act,
             norm=norm,
