@@ -1,0 +1,216 @@
+"""Videos -> tracks -> fixed-size head-centred crops -> ``T``-frame clips with grade-distribution labels.
+
+The study's input datalist lists videos with one annotation JSON each (the synthetic generator
+:func:`monai_ext.data.synthetic.sperm.generate_sperm_dataset` writes this format; a lab can write it for its own
+videos)::
+
+    dataset.json   {"training": [{"video": "videos/v0.mp4", "annotation": "annotations/v0.json"}, ...],
+                    "validation": [...], "test": [...]}
+    v0.json        {"fps": 15, "sperm": [{"id": 0, "track": [[y, x] or null per frame], "distribution": [5 floats]},
+                    ...]}
+
+:func:`build_clip_datalist` tracks every video, gives each track the grade distribution of the annotated sperm it
+follows (the one whose head stays within ``match_distance`` pixels in most of the track's frames; tracks of debris
+or of unannotated sperm get no label and are left out), crops ``crop_size`` pixels around the tracked head in every
+frame of the track, stores one ``uint8`` array per track, and writes a clip datalist whose items address ``T``-frame
+windows of those arrays.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import imageio.v3 as iio
+import numpy as np
+import torch
+
+from monai_ext.data import load_datalist
+
+from .tracking import SpermDetector, SpermTracker, Track, evaluate_tracking, track_video
+
+__all__ = ["SpermClipDataset", "build_clip_datalist", "crop_at", "match_track", "read_video", "track_positions"]
+
+
+def read_video(path: str | os.PathLike) -> np.ndarray:
+    """Grey ``uint8`` frames ``(T, H, W)`` of a video file (PyAV through imageio).
+
+    Raises:
+        FileNotFoundError: when the file does not exist.
+    """
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"video file not found: '{path}'.")
+    frames = iio.imread(path, plugin="pyav")
+    if frames.ndim == 4:
+        frames = frames[..., :3].mean(-1).round().astype(np.uint8)
+    return frames
+
+
+def crop_at(frame: np.ndarray, centre: Sequence[float], size: int) -> np.ndarray:
+    """``size x size`` crop of a 2D ``frame`` centred on ``centre`` (y, x); outside pixels are zero."""
+    h, w = frame.shape
+    y0, x0 = int(round(centre[0])) - size // 2, int(round(centre[1])) - size // 2
+    out = np.zeros((size, size), frame.dtype)
+    ys, xs = max(y0, 0), max(x0, 0)
+    ye, xe = min(y0 + size, h), min(x0 + size, w)
+    if ye > ys and xe > xs:
+        out[ys - y0:ye - y0, xs - x0:xe - x0] = frame[ys:ye, xs:xe]
+    return out
+
+
+def track_positions(track: Track) -> tuple[int, np.ndarray]:
+    """First frame and ``(L, 2)`` positions of a track (detected, or Kalman-predicted in missed frames)."""
+    first = track.history[0][0]
+    return first, np.asarray([(y, x) for _, y, x, _ in track.history], np.float64)
+
+
+def match_track(track: Track, gt_tracks: Mapping[int, np.ndarray], max_distance: float = 5.0,
+                min_fraction: float = 0.5) -> int | None:
+    """Id of the ground-truth sperm that ``track`` follows, or ``None``.
+
+    A ground-truth sperm is followed when its head is within ``max_distance`` pixels of the track's detected
+    positions in at least ``min_fraction`` of those frames (the best such sperm wins).
+    """
+    det = [(f, y, x) for f, y, x, d in track.history if d]
+    if not det:
+        return None
+    best, best_frac = None, 0.0
+    for gid, gt in gt_tracks.items():
+        hits = 0
+        for f, y, x in det:
+            if f < len(gt) and np.isfinite(gt[f]).all() and np.hypot(gt[f][0] - y, gt[f][1] - x) <= max_distance:
+                hits += 1
+        frac = hits / len(det)
+        if frac >= min_fraction and frac > best_frac:
+            best, best_frac = gid, frac
+    return best
+
+
+def _gt_tracks(annotation: Mapping[str, Any], path: str) -> dict[int, np.ndarray]:
+    if "sperm" not in annotation:
+        raise ValueError(f"annotation '{path}' lacks the key 'sperm' (list of annotated sperm).")
+    out = {}
+    for i, s in enumerate(annotation["sperm"]):
+        missing = [k for k in ("id", "track", "distribution") if k not in s]
+        if missing:
+            raise ValueError(f"annotation '{path}' sperm {i} lacks key(s) {missing}.")
+        out[int(s["id"])] = np.asarray([p if p is not None else (np.nan, np.nan) for p in s["track"]], np.float64)
+    return out
+
+
+def build_clip_datalist(datalist: str | os.PathLike, out_dir: str | os.PathLike, crop_size: int = 32,
+                        clip_length: int = 8, clip_stride: int = 4, match_distance: float = 5.0,
+                        detector_kwargs: Mapping[str, Any] | None = None,
+                        tracker_kwargs: Mapping[str, Any] | None = None,
+                        sections: Sequence[str] = ("training", "validation", "test")
+                        ) -> tuple[Path, list[dict[str, Any]]]:
+    """Track every video of a video datalist and write the clip datalist ``<out_dir>/clips.json``.
+
+    Args:
+        datalist: video datalist JSON (see the module docstring).
+        out_dir: output folder for ``tracks/*.npy`` and ``clips.json``.
+        crop_size: side of the head-centred crop in pixels.
+        clip_length: frames per clip ``T``.
+        clip_stride: frames between the starts of consecutive clips of a track.
+        match_distance: pixels within which a track follows an annotated sperm (labels and tracking metrics).
+        detector_kwargs: arguments of :class:`SpermDetector`.
+        tracker_kwargs: arguments of :class:`SpermTracker`.
+        sections: datalist sections to process (missing ones are skipped).
+
+    Returns:
+        ``(clips_json, tracking_rows)``: the clip datalist path and one row of tracking metrics per video
+        (MOTA, IDF1, identity switches, ... and the numbers of tracks, labelled tracks and clips).
+
+    Raises:
+        ValueError: for ``crop_size``, ``clip_length`` or ``clip_stride`` below 1, or a malformed annotation.
+    """
+    if crop_size < 1 or clip_length < 1 or clip_stride < 1:
+        raise ValueError(f"crop_size, clip_length and clip_stride must be >= 1, got {crop_size}, {clip_length}, "
+                         f"{clip_stride}.")
+    out = Path(out_dir)
+    (out / "tracks").mkdir(parents=True, exist_ok=True)
+    with open(datalist) as f:
+        content = json.load(f)
+    present = [s for s in sections if s in content]
+    clips: dict[str, list[dict[str, Any]]] = {}
+    rows = []
+    for section in present:
+        clips[section] = []
+        for item in load_datalist(datalist, section, required_keys=("video", "annotation")):
+            with open(item["annotation"]) as f:
+                ann = json.load(f)
+            gt = _gt_tracks(ann, item["annotation"])
+            dists = {int(s["id"]): [float(v) for v in s["distribution"]] for s in ann["sperm"]}
+            frames = read_video(item["video"])
+            tracks = track_video(frames, SpermDetector(**dict(detector_kwargs or {})),
+                                 SpermTracker(**dict(tracker_kwargs or {})))
+            name = Path(item["video"]).stem
+            n_labelled = n_clips = 0
+            for tr in tracks:
+                gid = match_track(tr, gt, match_distance)
+                first, pos = track_positions(tr)
+                if gid is None or len(pos) < clip_length:
+                    continue
+                n_labelled += 1
+                crops = np.stack([crop_at(frames[first + i], p, crop_size) for i, p in enumerate(pos)])
+                rel = f"tracks/{name}_t{tr.track_id:03d}.npy"
+                np.save(out / rel, crops)
+                for start in range(0, len(pos) - clip_length + 1, clip_stride):
+                    clips[section].append({"image": rel, "start": start, "length": clip_length,
+                                           "label": dists[gid], "video": name, "track_id": tr.track_id,
+                                           "sperm_id": gid, "first_frame": first + start})
+                    n_clips += 1
+            gt_full = {k: v for k, v in gt.items() if len(v) == len(frames)}
+            metrics = evaluate_tracking(gt_full, tracks, match_distance) if gt_full else {}
+            rows.append({"section": section, "video": name, "num_sperm": len(gt), "num_tracks": len(tracks),
+                         "labelled_tracks": n_labelled, "clips": n_clips, **metrics})
+    path = out / "clips.json"
+    with open(path, "w") as f:
+        json.dump({"crop_size": crop_size, "clip_length": clip_length, "clip_stride": clip_stride,
+                   "source": str(datalist), **clips}, f, indent=1)
+    return path, rows
+
+
+class SpermClipDataset(torch.utils.data.Dataset):
+    """Clips of a clip datalist as ``(1, T, H, W)`` float tensors in ``0 .. 1`` with their ``(K,)`` targets.
+
+    Args:
+        items: clip datalist items (``image`` an absolute ``.npy`` path, ``start``, ``length``, ``label``).
+        augment: random flips and 90-degree rotations (the same for all frames of a clip), drawn from ``seed``.
+        seed: seed of the augmentation generator.
+
+    Raises:
+        ValueError: when an item's window runs past the end of its track array.
+    """
+
+    def __init__(self, items: Sequence[Mapping[str, Any]], augment: bool = False, seed: int = 0) -> None:
+        self.items = list(items)
+        self.augment = augment
+        self.rng = np.random.default_rng(seed)
+        self._cache: dict[str, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def _array(self, path: str) -> np.ndarray:
+        if path not in self._cache:
+            self._cache[path] = np.load(path)
+        return self._cache[path]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.items[index]
+        arr = self._array(item["image"])
+        s, n = int(item["start"]), int(item["length"])
+        if s + n > len(arr):
+            raise ValueError(f"clip item {index}: frames {s}..{s + n} run past the {len(arr)} frames of "
+                             f"'{item['image']}'.")
+        clip = arr[s:s + n].astype(np.float32) / 255.0
+        if self.augment:
+            clip = np.rot90(clip, int(self.rng.integers(4)), axes=(1, 2))
+            if self.rng.random() < 0.5:
+                clip = clip[:, :, ::-1]
+        image = torch.from_numpy(np.ascontiguousarray(clip))[None]
+        return {"image": image, "label": torch.as_tensor(item["label"], dtype=torch.float32), "index": index}
