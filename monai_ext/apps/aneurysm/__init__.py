@@ -1,0 +1,52 @@
+"""The aneurysm study: landmark pre-training on tri-planar patches and transfer to aneurysm classification."""
+
+from __future__ import annotations
+
+from .afids import afids_names, generate_afids_mni152_dataset, load_afids, load_mni152
+from .data import (
+    Case,
+    candidate_patches,
+    landmark_names_of,
+    load_cases,
+    normalize_intensity,
+    resolve_aneurysm_datalist,
+    sample_landmark_patches,
+)
+from .evaluation import adaboost_auc_curve, confusion_matrix, localise_landmarks
+from .inference import AneurysmInference, TriPlanarPointInferer, load_priors, save_priors
+from .landmarks import PointSet, points_to_voxels, read_points, write_points_json
+from .natural import NATURAL_IMAGE_NAMES, load_natural_images, sample_natural_patches
+from .training import predict, train_classifier
+from .workflow import AneurysmWorkflow, replace_head
+
+__all__ = [
+    "AneurysmInference",
+    "AneurysmWorkflow",
+    "TriPlanarPointInferer",
+    "afids_names",
+    "generate_afids_mni152_dataset",
+    "load_afids",
+    "load_mni152",
+    "load_priors",
+    "resolve_aneurysm_datalist",
+    "save_priors",
+    "Case",
+    "NATURAL_IMAGE_NAMES",
+    "PointSet",
+    "adaboost_auc_curve",
+    "candidate_patches",
+    "confusion_matrix",
+    "landmark_names_of",
+    "load_cases",
+    "load_natural_images",
+    "localise_landmarks",
+    "normalize_intensity",
+    "points_to_voxels",
+    "predict",
+    "read_points",
+    "replace_head",
+    "sample_landmark_patches",
+    "sample_natural_patches",
+    "train_classifier",
+    "write_points_json",
+]

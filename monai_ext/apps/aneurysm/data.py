@@ -1,0 +1,316 @@
+"""Loading the aneurysm study's cases and sampling tri-planar patch sets from them.
+
+A case is one volume with its landmark file and (optionally) its candidate file, listed in a datalist (see
+:mod:`monai_ext.data.synthetic.aneurysm` for the format). :func:`load_cases` reads a datalist section into memory
+(volumes are small); the ``sample_*`` functions turn cases into ``(patches, labels)`` tensors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.transforms import LoadImage
+
+from monai_ext.data import load_datalist
+from monai_ext.transforms import RandTriPlanarPatchd, TriPlanarPatch
+
+from .landmarks import points_to_voxels, read_points
+
+__all__ = [
+    "Case",
+    "landmark_names_of",
+    "load_cases",
+    "normalize_intensity",
+    "sample_landmark_patches",
+    "candidate_patches",
+    "augment_intensity",
+    "resolve_aneurysm_datalist",
+]
+
+
+@dataclass
+class Case:
+    """One volume with its landmarks and candidates in voxel coordinates.
+
+    Attributes:
+        name: file stem of the image.
+        image: ``(1, X, Y, Z)`` float32 MetaTensor (with the affine), intensities normalised by
+            :func:`normalize_intensity`.
+        affine: ``4x4`` voxel-to-RAS affine (float64 numpy).
+        landmarks: ``(L, 3)`` voxel positions.
+        landmark_labels: ``(L,)`` class ids (``1..num_landmarks``).
+        candidates: ``(K, 3)`` voxel positions (``K = 0`` when the case has no candidate file).
+        candidate_labels: ``(K,)`` 0/1 labels (1 = aneurysm).
+        extra_points: other point sets of the case keyed by datalist key (e.g. rater annotations), voxel positions
+            and labels.
+    """
+
+    name: str
+    image: torch.Tensor
+    affine: np.ndarray
+    landmarks: np.ndarray
+    landmark_labels: np.ndarray
+    candidates: np.ndarray
+    candidate_labels: np.ndarray
+    extra_points: dict[str, tuple[np.ndarray, np.ndarray]]
+
+    @property
+    def spacing(self) -> np.ndarray:
+        return np.linalg.norm(self.affine[:3, :3], axis=0)
+
+
+def normalize_intensity(img: np.ndarray | torch.Tensor, lower: float = 1.0, upper: float = 99.9) -> torch.Tensor:
+    """Map the ``lower`` and ``upper`` intensity percentiles to 0 and 1 (no clipping), float32.
+
+    Raises:
+        ValueError: when the percentiles are not ``0 <= lower < upper <= 100`` or the image is constant.
+    """
+    if not 0 <= lower < upper <= 100:
+        raise ValueError(f"percentiles must satisfy 0 <= lower < upper <= 100, got {lower}, {upper}.")
+    x = torch.as_tensor(np.asarray(img), dtype=torch.float32)
+    lo, hi = np.percentile(x.numpy(), [lower, upper])
+    if not hi > lo:
+        raise ValueError(f"cannot normalise a constant image (percentiles {lower}/{upper} are both {lo}).")
+    return (x - float(lo)) / float(hi - lo)
+
+
+def landmark_names_of(datalist: str | os.PathLike) -> list[str]:
+    """The datalist's ``landmark_names`` (class ``k`` is ``names[k - 1]``).
+
+    Raises:
+        ValueError: when the datalist has no non-empty ``landmark_names`` list of strings.
+    """
+    path = Path(datalist)
+    path = path / "dataset.json" if path.is_dir() else path
+    content = json.loads(path.read_text())
+    names = content.get("landmark_names") if isinstance(content, dict) else None
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise ValueError(
+            f"datalist '{path}' needs a top-level 'landmark_names' list of strings (class k is names[k - 1]); "
+            f"got {names!r}."
+        )
+    return names
+
+
+def load_cases(datalist: str | os.PathLike, section: str, names: Sequence[str] | None = None,
+               extra_keys: Sequence[str] = (), max_cases: int | None = None,
+               match_by_label: bool = False) -> list[Case]:
+    """Read the cases of one datalist section into memory.
+
+    Args:
+        datalist: datalist JSON (or folder holding ``dataset.json``).
+        section: ``"training"``, ``"validation"`` or ``"test"``.
+        names: landmark names (defaults to the datalist's ``landmark_names``); file points are mapped to class ids by
+            name unless ``match_by_label``.
+        extra_keys: further point-file keys to read (e.g. ``"raters"``, a list of files per item).
+        max_cases: read at most this many cases.
+        match_by_label: keep the files' integer labels instead of matching names (AFIDs raters spell names
+            differently).
+
+    Raises:
+        ValueError: from the datalist, the landmark files, or points outside their volume (names the file).
+    """
+    names = list(names) if names is not None else landmark_names_of(datalist)
+    items = load_datalist(datalist, section, required_keys=("image", "landmarks"),
+                          path_keys=("image", "landmarks", "candidates", *extra_keys))
+    loader = LoadImage(image_only=True, ensure_channel_first=True)
+    cases = []
+    for item in items[:max_cases]:
+        img = loader(item["image"])
+        affine = np.asarray(img.affine, dtype=np.float64)
+        shape = tuple(img.shape[1:])
+        if img.shape[0] != 1:
+            raise ValueError(f"{item['image']}: expected a single-channel volume, got {img.shape[0]} channels.")
+
+        def read(path: str, by_name: bool, affine: np.ndarray = affine, shape: tuple = shape
+                 ) -> tuple[np.ndarray, np.ndarray]:
+            pts = read_points(path, names=names if by_name else None)
+            return points_to_voxels(pts, affine, shape), pts.labels
+
+        lm, lm_labels = read(item["landmarks"], not match_by_label)
+        bad = lm_labels[(lm_labels < 1) | (lm_labels > len(names))]
+        if bad.size:
+            raise ValueError(f"{item['landmarks']}: labels {bad.tolist()} outside 1..{len(names)}.")
+        if item.get("candidates"):
+            pts = read_points(item["candidates"])
+            cand, cand_labels = points_to_voxels(pts, affine, shape), pts.labels
+            if not np.isin(cand_labels, (0, 1)).all():
+                raise ValueError(
+                    f"{item['candidates']}: candidate labels must be 0 or 1, got {np.unique(cand_labels)}."
+                )
+        else:
+            cand, cand_labels = np.zeros((0, 3)), np.zeros((0,), dtype=np.int64)
+        extra = {}
+        for key in extra_keys:
+            files = item.get(key, [])
+            for j, f in enumerate(files if isinstance(files, list) else [files]):
+                extra[f"{key}{j}"] = read(f, False)
+        image = MetaTensor(normalize_intensity(img.as_tensor()), affine=torch.as_tensor(affine))
+        cases.append(Case(Path(item["image"]).name.split(".")[0], image, affine, lm, lm_labels, cand, cand_labels,
+                          extra))
+    return cases
+
+
+def augment_intensity(patches: torch.Tensor, generator: torch.Generator, gamma: float = 0.3, gain: float = 0.2,
+                      noise: float = 0.03) -> torch.Tensor:
+    """Per-patch random gain, offset, gamma-like contrast change and Gaussian noise (drawn from ``generator``)."""
+    n = patches.shape[0]
+    shape = (n,) + (1,) * (patches.ndim - 1)
+    g = 1.0 + gain * (2 * torch.rand(shape, generator=generator) - 1)
+    off = 0.05 * (2 * torch.rand(shape, generator=generator) - 1)
+    exp = torch.exp(gamma * (2 * torch.rand(shape, generator=generator) - 1))
+    x = torch.sign(patches) * patches.abs() ** exp
+    return x * g + off + noise * torch.randn(patches.shape, generator=generator)
+
+
+def _plain(x: torch.Tensor) -> torch.Tensor:
+    return x.as_tensor() if isinstance(x, MetaTensor) else torch.as_tensor(x)
+
+
+def _ring_points(landmarks: np.ndarray, rng: np.random.Generator, count: int, r_min: float, r_max: float,
+                 spacing: np.ndarray) -> np.ndarray:
+    """``count`` points at a distance in ``[r_min, r_max]`` mm from randomly chosen landmarks (voxel units)."""
+    if count == 0 or len(landmarks) == 0:
+        return np.zeros((0, 3))
+    d = rng.normal(size=(count, 3))
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    r = rng.uniform(r_min, r_max, size=(count, 1))
+    return landmarks[rng.integers(len(landmarks), size=count)] + d * r / spacing
+
+
+def sample_landmark_patches(cases: Sequence[Case], samples_per_case: int, seed: int, patch_size: int = 32,
+                            extent_mm: float | None = None, jitter: float = 1.5, rotate_range: float = 0.15,
+                            scale_range: float = 0.1, background_prob: float = 0.3, near_miss_fraction: float = 0.25,
+                            near_miss_range: tuple[float, float] = (4.0, 8.0), min_background_distance: float = 4.0,
+                            augment: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tri-planar patches at (jittered) landmarks (class = landmark id) and background points (class 0).
+
+    Background samples are of two kinds: uniform over the volume at least ``min_background_distance`` mm from
+    every landmark (via :class:`~monai_ext.transforms.RandTriPlanarPatchd`), and "near misses" at
+    ``near_miss_range`` mm from a landmark, which teach the classifier to peak on the landmark itself (needed for
+    localisation). With ``augment=False`` the frame is neither rotated nor scaled and intensities are untouched.
+
+    Returns:
+        ``(patches (N, 3, p, p) float32, labels (N,) int64)`` with ``N = len(cases) * samples_per_case``.
+    """
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(int(seed))
+    all_x, all_y = [], []
+    for i, case in enumerate(cases):
+        n_near = int(round(near_miss_fraction * len(case.landmarks)))
+        near = _ring_points(case.landmarks, rng, n_near, *near_miss_range, case.spacing)
+        inside = np.all((near >= 0) & (near <= np.asarray(case.image.shape[1:]) - 1), axis=1)
+        near = near[inside]
+        sampler = RandTriPlanarPatchd(
+            "image", num_samples=samples_per_case, patch_size=patch_size, extent_mm=extent_mm,
+            background_prob=background_prob, min_background_distance=min_background_distance,
+            jitter=jitter if augment else 0.0, rotate_range=rotate_range if augment else 0.0,
+            scale_range=scale_range if augment else 0.0, background_margin=2,
+        )
+        sampler.set_random_state(int(rng.integers(2**31)) + i)
+        out = sampler({
+            "image": case.image,
+            "points": np.concatenate([case.landmarks, near], 0),
+            "point_labels": np.concatenate([case.landmark_labels, np.zeros(len(near), dtype=np.int64)]),
+        })
+        all_x.append(torch.stack([_plain(o["image"]) for o in out]))
+        all_y.append(torch.tensor([o["patch_class"] for o in out], dtype=torch.long))
+    x = torch.cat(all_x).float()
+    if augment:
+        x = augment_intensity(x, gen)
+    return x, torch.cat(all_y)
+
+
+def candidate_patches(cases: Sequence[Case], patch_size: int = 32, extent_mm: float | None = None,
+                      copies: int = 1, seed: int = 0, jitter: float = 1.0, rotate_range: float = 0.15
+                      ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray, np.ndarray]:
+    """Tri-planar patches at every candidate point of every case.
+
+    Args:
+        cases: cases with candidates.
+        patch_size: plane side.
+        extent_mm: physical plane side (``None``: one voxel per pixel).
+        copies: ``1`` gives the plain patch; more adds ``copies - 1`` randomly rotated and jittered views per
+            candidate (training-time augmentation).
+        seed: seed of the augmentation.
+        jitter: jitter radius (mm) of the augmented views.
+        rotate_range: maximum rotation (radians) of the augmented views.
+
+    Returns:
+        ``(patches (N, 3, p, p), labels (N,), case index (N,), original (N,) bool)``; ``original`` marks the plain
+        (non-augmented) patch of each candidate.
+    """
+    patcher = TriPlanarPatch(patch_size=patch_size, extent_mm=extent_mm)
+    sampler = RandTriPlanarPatchd("image", num_samples=1, patch_size=patch_size, extent_mm=extent_mm,
+                                  background_prob=0.0, jitter=jitter, rotate_range=rotate_range)
+    sampler.set_random_state(seed)
+    xs, ys, groups, original = [], [], [], []
+    for ci, case in enumerate(cases):
+        if len(case.candidates) == 0:
+            continue
+        xs.append(_plain(patcher(case.image, case.candidates)).float())
+        ys.append(torch.as_tensor(case.candidate_labels))
+        groups.append(np.full(len(case.candidates), ci))
+        original.append(np.ones(len(case.candidates), dtype=bool))
+        if copies > 1:
+            sampler.num_samples = (copies - 1) * len(case.candidates)
+            out = sampler({"image": case.image, "points": case.candidates, "point_labels": case.candidate_labels})
+            xs.append(torch.stack([_plain(o["image"]) for o in out]).float())
+            ys.append(torch.tensor([o["patch_class"] for o in out]))
+            groups.append(np.full(len(out), ci))
+            original.append(np.zeros(len(out), dtype=bool))
+    if not xs:
+        raise ValueError("no case has candidate points: the transfer stage needs a 'candidates' file per case.")
+    return torch.cat(xs), torch.cat(ys).long(), np.concatenate(groups), np.concatenate(original)
+
+
+def resolve_aneurysm_datalist(dataset_dir: str | os.PathLike | None, output_dir: str | os.PathLike,
+                              data_source: str = "synthetic", seed: int = 0, num_cases: int = 32,
+                              volume_size: int = 64, afids_instances: Sequence[int] = (8, 2, 4)) -> Path:
+    """The datalist the bundle uses: the user's (``dataset_dir``), or one generated once under ``output_dir``.
+
+    Args:
+        dataset_dir: folder with ``dataset.json`` or a datalist path; ``None`` selects ``data_source``.
+        output_dir: the bundle's output folder.
+        data_source: ``"synthetic"`` (:func:`~monai_ext.data.synthetic.aneurysm.generate_aneurysm_dataset`) or
+            ``"afids_mni152"`` (:func:`~monai_ext.apps.aneurysm.afids.generate_afids_mni152_dataset`).
+        seed: generator seed.
+        num_cases: synthetic cases.
+        volume_size: synthetic volume side (voxels).
+        afids_instances: deformed MNI152 instances ``(train, validation, test)``.
+
+    Under ``torch.distributed`` rank 0 writes the data while the other ranks wait.
+
+    Raises:
+        ValueError: for an unknown ``data_source``.
+    """
+    import torch.distributed as dist
+
+    from monai_ext.data import resolve_datalist
+    from monai_ext.data.synthetic.aneurysm import generate_aneurysm_dataset
+
+    from .afids import generate_afids_mni152_dataset
+
+    if data_source == "synthetic":
+        gen, kwargs, folder = generate_aneurysm_dataset, {"seed": seed, "num_cases": num_cases,
+                                                          "shape": volume_size}, "synthetic_data"
+    elif data_source == "afids_mni152":
+        n_train, n_val, n_test = (int(v) for v in afids_instances)
+        gen, kwargs, folder = generate_afids_mni152_dataset, {"seed": seed, "num_train": n_train, "num_val": n_val,
+                                                              "num_test": n_test}, "afids_mni152_data"
+    else:
+        raise ValueError(f"data_source must be 'synthetic' or 'afids_mni152', got {data_source!r}.")
+    distributed = dist.is_available() and dist.is_initialized()
+    if distributed and dist.get_rank() != 0:
+        dist.barrier()
+    path = resolve_datalist(dataset_dir, output_dir, gen, kwargs, folder_name=folder)
+    if distributed and dist.get_rank() == 0:
+        dist.barrier()
+    return path

@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from sklearn.ensemble import AdaBoostClassifier
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedGroupKFold
+
+from monai_ext.apps.aneurysm.evaluation import adaboost_auc_curve, confusion_matrix, localise_landmarks
+
+
+@pytest.mark.parametrize("as_torch", [False, True])
+def test_confusion_matrix_matches_loop(as_torch):
+    rng = np.random.default_rng(0)
+    t, p = rng.integers(0, 4, 50), rng.integers(0, 4, 50)
+    expected = np.zeros((4, 4), dtype=int)
+    for a, b in zip(t, p, strict=True):
+        expected[a, b] += 1
+    cm = confusion_matrix(torch.as_tensor(t) if as_torch else t, torch.as_tensor(p) if as_torch else p, 4)
+    np.testing.assert_array_equal(cm, expected)
+
+
+@pytest.mark.parametrize(
+    "t, p, match", [([0, 1], [0], "same length"), ([0, 5], [0, 1], "y_true holds classes outside 0..3"),
+                    ([0, 1], [-1, 1], "y_pred holds classes outside")],
+)
+def test_confusion_matrix_errors(t, p, match):
+    with pytest.raises(ValueError, match=match):
+        confusion_matrix(t, p, 4)
+
+
+def _toy(n_cases=10, per_case=12, seed=0, signal=1.0):
+    rng = np.random.default_rng(seed)
+    groups = np.repeat(np.arange(n_cases), per_case)
+    y = rng.integers(0, 2, len(groups))
+    y[::per_case] = 1
+    y[1::per_case] = 0
+    x = rng.normal(size=(len(y), 5))
+    x[:, 0] += signal * y
+    original = np.tile(np.arange(per_case) % 2 == 0, n_cases)
+    return x, y, groups, original
+
+
+def test_adaboost_curve_matches_independent_fits():
+    x, y, groups, original = _toy()
+    curves = adaboost_auc_curve(x, y, groups, original, n_estimators=12, n_splits=3, seed=1)
+    assert curves.shape == (3, 12)
+    folds = list(StratifiedGroupKFold(n_splits=3, shuffle=True, random_state=1).split(x, y, groups))
+    for f, (tr, te) in enumerate(folds):
+        te = te[original[te]]
+        assert set(groups[tr]).isdisjoint(groups[te])
+        for k in (1, 5, 12):  # a separate fit with k learners gives the k-th staged score
+            clf = AdaBoostClassifier(n_estimators=k, random_state=1).fit(x[tr], y[tr])
+            ref = roc_auc_score(y[te], clf.decision_function(x[te]))
+            assert curves[f, k - 1] == pytest.approx(ref, abs=1e-12)
+
+
+def test_adaboost_curve_separable_and_random():
+    x, y, groups, original = _toy(signal=20.0)
+    assert adaboost_auc_curve(x, y, groups, original, 5, 3).min() == pytest.approx(1.0)
+    x, y, groups, original = _toy(signal=0.0, n_cases=20, seed=3)
+    assert abs(adaboost_auc_curve(x, y, groups, original, 20, 4).mean() - 0.5) < 0.2
+
+
+@pytest.mark.parametrize(
+    "mutate, match",
+    [(lambda y, g: (np.zeros_like(y), g), "both classes"), (lambda y, g: (y, np.zeros_like(g)), "at least n_splits")],
+)
+def test_adaboost_curve_errors(mutate, match):
+    x, y, groups, original = _toy()
+    y, groups = mutate(y, groups)
+    with pytest.raises(ValueError, match=match):
+        adaboost_auc_curve(x, y, groups, original, 5, 3)
+
+
+class _CentreNet(nn.Module):
+    """Class k (k >= 1) wins where the centre of plane 0 has intensity k (the k-th blob's peak); background -10."""
+
+    def __init__(self, num_classes):
+        super().__init__()
+        self.num_classes = num_classes
+        self.w = nn.Parameter(torch.ones(1))
+
+    def forward(self, x):
+        c = x[:, 0, 16, 16]  # centre of plane 0 (patch 32)
+        logits = torch.zeros(x.shape[0], self.num_classes)
+        logits[:, 0] = -10.0
+        for k in range(1, self.num_classes):
+            logits[:, k] = -40 * (c - k) ** 2  # blob k has intensity k
+        return logits * self.w
+
+
+@pytest.mark.parametrize("offset", [(0, 0, 0), (4, -3, 2), (-6, 5, -5)])
+def test_localise_landmarks_finds_blobs(offset):
+    vol = torch.zeros(1, 48, 48, 48)
+    true = np.array([[16.0, 20.0, 24.0], [30.0, 28.0, 18.0]])
+    zz = np.stack(np.meshgrid(*[np.arange(48)] * 3, indexing="ij"), -1)
+    for k, p in enumerate(true, start=1):
+        d2 = ((zz - p) ** 2).sum(-1)
+        vol[0] += torch.as_tensor(k * np.exp(-d2 / 2.0), dtype=torch.float32)
+    priors = true + np.array(offset)
+    pos, peak = localise_landmarks(_CentreNet(3), vol, priors, [1, 2], torch.device("cpu"), search_radius=8,
+                                   step=2, refine_radius=2)
+    np.testing.assert_allclose(pos, true, atol=0.51)
+    assert np.all(peak > 0.9)
+
+
+def test_localise_landmarks_errors():
+    vol = torch.zeros(1, 16, 16, 16)
+    with pytest.raises(ValueError, match="same length"):
+        localise_landmarks(_CentreNet(3), vol, np.zeros((2, 3)), [1], torch.device("cpu"))
+    with pytest.raises(ValueError, match="step > 0"):
+        localise_landmarks(_CentreNet(3), vol, np.zeros((1, 3)), [1], torch.device("cpu"), step=0)
+    with pytest.raises(ValueError, match="lies outside the volume"):
+        localise_landmarks(_CentreNet(3), vol, np.full((1, 3), 100.0), [1], torch.device("cpu"), search_radius=2)
