@@ -32,6 +32,8 @@ __all__ = [
     "extract_state_dict",
     "export_trained_weights",
     "write_datalist",
+    "CONTRACT_IDS",
+    "parse_train_request",
 ]
 
 MODEL_FILE = "model.pt"
@@ -41,6 +43,9 @@ UNTRAINED_MARKER = ".untrained"
 """File next to ``model.pt`` saying the weights are the seeded initialisation, not a trained model."""
 
 _COPIED = ("configs", "docs", "LICENSE")
+
+CONTRACT_IDS = ("bundle_root", "dataset_dir", "output_dir", "ckpt_dir", "epochs", "device")
+"""Top-level ids of every monai_ext ``train.json`` that the MONAI Label train task sets itself."""
 
 
 def default_bundles_dir() -> Path:
@@ -263,3 +268,42 @@ def write_datalist(items: Sequence[Mapping[str, str]], out_dir: str | os.PathLik
     with open(path, "w") as f:
         json.dump({"name": "monailabel", "training": train, "validation": val, "test": val}, f, indent=2)
     return path
+
+
+def parse_train_request(request: Mapping[str, Any], train_config: str | os.PathLike) -> dict[str, Any]:
+    """Check the options of a MONAI Label train request for a bundle whose training config is ``train_config``.
+
+    Args:
+        request: the request; used keys: ``max_epochs`` (int >= 1, default 1), ``val_split`` (number in [0, 1),
+            default 0.2), ``bundle_overrides`` (JSON object of other top-level ids of ``train.json``, default none).
+        train_config: the bundle's ``configs/train.json``.
+
+    Returns:
+        ``{"max_epochs": int, "val_split": float, "bundle_overrides": dict}``.
+
+    Raises:
+        ValueError: naming the bad option and what was expected: a non-integer or < 1 ``max_epochs``, a
+            ``val_split`` outside [0, 1), ``bundle_overrides`` that is not an object, sets a contract id
+            (:data:`CONTRACT_IDS`), or names an id ``train.json`` does not have.
+    """
+    max_epochs = request.get("max_epochs", 1)
+    if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
+        raise ValueError(f"max_epochs must be an integer >= 1, got {max_epochs!r}.")
+    val_split = request.get("val_split", 0.2)
+    if isinstance(val_split, bool) or not isinstance(val_split, int | float) or not 0 <= val_split < 1:
+        raise ValueError(f"val_split must be a number in [0, 1), got {val_split!r}.")
+    extra = request.get("bundle_overrides") or {}
+    if not isinstance(extra, Mapping) or not all(isinstance(k, str) for k in extra):
+        raise ValueError(f"bundle_overrides must be a JSON object of config ids to values, got {extra!r}.")
+    reserved = sorted(set(extra) & set(CONTRACT_IDS))
+    if reserved:
+        raise ValueError(f"bundle_overrides must not set {reserved}: the train task sets them (use max_epochs).")
+    if extra:
+        from monai.bundle import ConfigParser
+
+        parser = ConfigParser()
+        parser.read_config(str(train_config))
+        unknown = sorted(k for k in extra if k not in parser)
+        if unknown:
+            raise ValueError(f"bundle_overrides names ids {unknown} that '{train_config}' does not have.")
+    return {"max_epochs": int(max_epochs), "val_split": float(val_split), "bundle_overrides": dict(extra)}

@@ -48,6 +48,7 @@ from monai_ext.label.bundles import (
     ensure_initial_weights,
     export_trained_weights,
     list_label_bundles,
+    parse_train_request,
     prepare_bundle,
     select_bundles,
     write_datalist,
@@ -111,8 +112,9 @@ class MonaiExtInferTask(BundleInferTask):
     """MONAI Label's bundle infer task over a served copy of a monai_ext bundle.
 
     Additions to :class:`monailabel.tasks.infer.bundle.BundleInferTask`: 2D bundles end with :class:`Restore2Dd`
-    (a label image of the stored image's size, written as PNG for PNG input) instead of MONAI Label's 3D restore,
-    and ``/info`` says whether the weights are trained (``trained: false`` while ``models/.untrained`` exists).
+    (a label image of the stored image's size, written as PNG for PNG input) instead of MONAI Label's 3D restore;
+    the bundle's ``Save*`` post-transforms are dropped (the label goes back in the answer, not to files); ``/info``
+    says whether the weights are trained (``trained: false`` while ``models/.untrained`` exists).
     """
 
     def __init__(self, path: str, conf: dict[str, str]):
@@ -123,7 +125,9 @@ class MonaiExtInferTask(BundleInferTask):
         self._untrained_marker = Path(path) / "models" / UNTRAINED_MARKER
 
     def post_transforms(self, data: dict[str, Any] | None = None) -> Sequence[Callable]:
-        post = list(super().post_transforms(data))
+        # a server answers with the label; the bundle's Save* transforms (NIfTI, overlays) would write a file per
+        # request under the served copy
+        post = [t for t in super().post_transforms(data) if not type(t).__name__.startswith("Save")]
         if self._is_2d:
             post.append(Restore2Dd(self.key_pred, self.key_image))
         return post
@@ -144,7 +148,8 @@ class MonaiExtTrainTask(TrainTask):
     next request (MONAI Label compares the file time).
 
     Request options: ``max_epochs`` (int >= 1, default 1), ``val_split`` (float in [0, 1), default 0.2),
-    ``device`` (default: CUDA when available, else CPU).
+    ``device`` (default: CUDA when available, else CPU), ``bundle_overrides`` (other top-level ids of ``train.json``,
+    e.g. ``{"batch_size": 16}``; not the contract ids above).
     """
 
     def __init__(self, path: str, name: str):
@@ -165,27 +170,24 @@ class MonaiExtTrainTask(TrainTask):
             return json.load(f)
 
     def __call__(self, request: dict[str, Any], datastore: Datastore) -> dict[str, Any]:
-        max_epochs = request.get("max_epochs", 1)
-        if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
-            raise ValueError(f"max_epochs must be an integer >= 1, got {max_epochs!r}.")
-        val_split = request.get("val_split", 0.2)
-        if isinstance(val_split, bool) or not isinstance(val_split, int | float) or not 0 <= val_split < 1:
-            raise ValueError(f"val_split must be a number in [0, 1), got {val_split!r}.")
+        configs = Path(self.bundle_path) / "configs"
+        opts = parse_train_request(request, configs / "train.json")
+        max_epochs, val_split, extra = opts["max_epochs"], opts["val_split"], opts["bundle_overrides"]
         device = name_to_device(request.get("device"))
         device = device if isinstance(device, str) else str(device)
 
-        run_dir = Path(self.bundle_path) / "monailabel_runs" / time.strftime("%Y%m%d_%H%M%S")
-        datalist = write_datalist(datastore.datalist(), run_dir, val_fraction=float(val_split))
+        run_dir = Path(self.bundle_path) / "monailabel_runs" / f"{time.strftime('%Y%m%d_%H%M%S')}_{os.getpid()}"
+        datalist = write_datalist(datastore.datalist(), run_dir, val_fraction=val_split)
         ckpt_dir = run_dir / "checkpoints"
-        configs = Path(self.bundle_path) / "configs"
         logging_file = configs / "logging.conf"
         overrides = {
             "bundle_root": self.bundle_path,
             "dataset_dir": str(run_dir),
             "output_dir": str(run_dir / "outputs"),
             "ckpt_dir": str(ckpt_dir),
-            "epochs": int(max_epochs),
+            "epochs": max_epochs,
             "device": device,
+            **extra,
         }
         logger.info(f"Training {self.name}: {overrides}")
         start = time.time()

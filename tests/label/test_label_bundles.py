@@ -22,6 +22,7 @@ from monai_ext.label.bundles import (
     export_trained_weights,
     extract_state_dict,
     list_label_bundles,
+    parse_train_request,
     prepare_bundle,
     select_bundles,
     write_datalist,
@@ -231,3 +232,43 @@ def test_write_datalist_split(tmp_path, n, val_fraction, n_train, n_val):
 def test_write_datalist_errors(tmp_path, items, val_fraction, match):
     with pytest.raises(ValueError, match=match):
         write_datalist(items, tmp_path, val_fraction=val_fraction)
+
+
+@pytest.mark.parametrize(
+    "request_, expected",
+    [
+        ({}, {"max_epochs": 1, "val_split": 0.2, "bundle_overrides": {}}),
+        ({"max_epochs": 3, "val_split": 0}, {"max_epochs": 3, "val_split": 0.0, "bundle_overrides": {}}),
+        (
+            {"max_epochs": 1, "val_split": 0.5, "bundle_overrides": {"batch_size": 4, "train#x": 2}},
+            {"max_epochs": 1, "val_split": 0.5, "bundle_overrides": {"batch_size": 4, "train#x": 2}},
+        ),
+        ({"bundle_overrides": None, "model": "seg"}, {"max_epochs": 1, "val_split": 0.2, "bundle_overrides": {}}),
+    ],
+)
+def test_parse_train_request(tmp_path, request_, expected):
+    cfg = tmp_path / "train.json"
+    cfg.write_text(json.dumps({"epochs": 1, "batch_size": 2, "train": {"x": 1}}))
+    assert parse_train_request(request_, cfg) == expected
+
+
+@pytest.mark.parametrize(
+    "request_, match",
+    [
+        ({"max_epochs": 0}, "max_epochs must be an integer >= 1, got 0"),
+        ({"max_epochs": 1.5}, "max_epochs must be an integer >= 1, got 1.5"),
+        ({"max_epochs": True}, "max_epochs must be an integer >= 1, got True"),
+        ({"max_epochs": "2"}, "max_epochs must be an integer >= 1, got '2'"),
+        ({"val_split": 1}, r"val_split must be a number in \[0, 1\), got 1"),
+        ({"val_split": -0.5}, r"val_split must be a number in \[0, 1\), got -0.5"),
+        ({"val_split": "0.2"}, r"val_split must be a number in \[0, 1\), got '0.2'"),
+        ({"bundle_overrides": [1]}, r"bundle_overrides must be a JSON object of config ids to values, got \[1\]"),
+        ({"bundle_overrides": {"epochs": 3, "device": "cpu"}}, r"must not set \['device', 'epochs'\]"),
+        ({"bundle_overrides": {"no_such_id": 1}}, r"names ids \['no_such_id'\] that '.*train.json' does not have"),
+    ],
+)
+def test_parse_train_request_errors(tmp_path, request_, match):
+    cfg = tmp_path / "train.json"
+    cfg.write_text(json.dumps({"epochs": 1, "batch_size": 2}))
+    with pytest.raises(ValueError, match=match):
+        parse_train_request(request_, cfg)
