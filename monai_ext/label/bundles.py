@@ -63,10 +63,24 @@ def default_bundles_dir() -> Path:
     return here
 
 
+def _servable(folder: Path) -> bool:
+    configs = folder / "configs"
+    if not (configs / "inference.json").is_file() or not (configs / "metadata.json").is_file():
+        return False
+    try:
+        with open(configs / "metadata.json") as f:
+            outputs = json.load(f)["network_data_format"]["outputs"]
+        return next(iter(outputs.values())).get("format") == "segmentation"
+    except (OSError, ValueError, KeyError, StopIteration, AttributeError):
+        return False
+
+
 def list_label_bundles(bundles_dir: str | os.PathLike) -> list[str]:
     """Names of the bundles in ``bundles_dir`` that MONAI Label can serve, sorted.
 
-    A bundle qualifies when it has ``configs/inference.json`` and ``configs/metadata.json``.
+    A bundle qualifies when it has ``configs/inference.json`` and a ``configs/metadata.json`` whose first network
+    output has ``"format": "segmentation"`` (MONAI Label's bundle infer task returns a label image; bundles that
+    return class probabilities or points, such as ``aneurysm`` and ``sperm_emd``, need their own task).
 
     Raises:
         FileNotFoundError: when ``bundles_dir`` is not a folder.
@@ -74,11 +88,7 @@ def list_label_bundles(bundles_dir: str | os.PathLike) -> list[str]:
     root = Path(bundles_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"bundles_dir '{root}' is not a folder.")
-    return sorted(
-        p.name
-        for p in root.iterdir()
-        if (p / "configs" / "inference.json").is_file() and (p / "configs" / "metadata.json").is_file()
-    )
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and _servable(p))
 
 
 def select_bundles(models: str | Sequence[str] | None, available: Sequence[str]) -> list[str]:
@@ -101,7 +111,10 @@ def select_bundles(models: str | Sequence[str] | None, available: Sequence[str])
         names = list(dict.fromkeys(n.strip() for n in items if n.strip()))
     unknown = [n for n in names if n not in available]
     if unknown:
-        raise ValueError(f"--conf models names unknown bundle(s) {unknown}; available: {sorted(available)}.")
+        raise ValueError(
+            f"--conf models names bundle(s) {unknown} that cannot be served (missing, or no configs/inference.json "
+            f"with a 'segmentation' output in metadata.json); available: {sorted(available)}."
+        )
     if not names:
         raise ValueError(f"no bundle with configs/inference.json and configs/metadata.json to serve ({available=}).")
     return names

@@ -36,13 +36,18 @@ def _net() -> torch.nn.Module:  # the same network, built directly (reference fo
     return BasicUNet(spatial_dims=2, in_channels=1, out_channels=3, features=(4, 4, 8, 8, 16, 4))
 
 
-def _bundle(root: Path, name: str = "seg", inference: bool = True, metadata: bool = True) -> Path:
+def _metadata(fmt: str = "segmentation") -> dict:
+    out = {"type": "image", "format": fmt, "num_channels": 3}
+    return {"version": "0.1.0", "network_data_format": {"inputs": {"image": {}}, "outputs": {"pred": out}}}
+
+
+def _bundle(root: Path, name: str = "seg", inference: bool = True, metadata: dict | None = None) -> Path:
     b = root / name
     (b / "configs").mkdir(parents=True)
     if inference:
         (b / "configs" / "inference.json").write_text(json.dumps({"network_def": NET}))
-    if metadata:
-        (b / "configs" / "metadata.json").write_text(json.dumps({"version": "0.1.0"}))
+    if metadata != {}:
+        (b / "configs" / "metadata.json").write_text(json.dumps(metadata or _metadata()))
     return b
 
 
@@ -54,7 +59,9 @@ def test_list_label_bundles_needs_inference_and_metadata(tmp_path):
     _bundle(tmp_path, "b_ok")
     _bundle(tmp_path, "a_ok")
     _bundle(tmp_path, "no_inference", inference=False)
-    _bundle(tmp_path, "no_metadata", metadata=False)
+    _bundle(tmp_path, "no_metadata", metadata={})
+    _bundle(tmp_path, "classifier", metadata=_metadata("classes"))  # e.g. aneurysm: probabilities, not a label map
+    _bundle(tmp_path, "bad_metadata", metadata={"version": "0.1.0"})
     (tmp_path / "loose_file.json").write_text("{}")
     assert list_label_bundles(tmp_path) == ["a_ok", "b_ok"]
     with pytest.raises(FileNotFoundError, match="bundles_dir '.*missing' is not a folder"):
@@ -80,7 +87,7 @@ def test_select_bundles(models, expected):
 @pytest.mark.parametrize(
     "models, available, match",
     [
-        ("a,zzz", ["a", "b"], r"unknown bundle\(s\) \['zzz'\]; available: \['a', 'b'\]"),
+        ("a,zzz", ["a", "b"], r"bundle\(s\) \['zzz'\] that cannot be served .*; available: \['a', 'b'\]"),
         ("all", [], "no bundle with configs/inference.json"),
         (",", ["a"], "no bundle with configs/inference.json"),
     ],
@@ -107,7 +114,7 @@ def test_prepare_bundle_copies_configs_and_keeps_weights(tmp_path):
     (dst / "models" / MODEL_FILE).write_bytes(b"trained")
     (src / "models").mkdir()
     (src / "models" / MODEL_FILE).write_bytes(b"shipped")
-    (src / "configs" / "metadata.json").write_text(json.dumps({"version": "0.2.0"}))
+    (src / "configs" / "metadata.json").write_text(json.dumps({**_metadata(), "version": "0.2.0"}))
     prepare_bundle(src, dst)
     assert (dst / "models" / MODEL_FILE).read_bytes() == b"trained"
     assert json.loads((dst / "configs" / "metadata.json").read_text())["version"] == "0.2.0"
