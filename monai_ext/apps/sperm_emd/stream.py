@@ -32,7 +32,7 @@ from .kinematics import casa_kinematics, motility_class
 from .networks import build_network
 from .tracking import SpermDetector, SpermTracker
 
-__all__ = ["SpermStream", "iter_frames", "optimise_network"]
+__all__ = ["SpermStream", "default_stream_video", "iter_frames", "load_stream_network", "optimise_network"]
 
 GRADE_NAMES = ("A", "B", "C", "D", "E")
 _COLOURS = ((255, 80, 80), (80, 220, 80), (90, 160, 255), (255, 210, 60), (220, 100, 255), (60, 230, 230))
@@ -97,6 +97,7 @@ class SpermStream:
         detector: head detector (default :class:`SpermDetector()`).
         tracker: tracker (default :class:`SpermTracker()`).
         preprocessing: callable applied to the ``uint8`` crop batch ``(N, 1, T, H, W)`` tensor (default: ``/ 255``).
+        inferer: MONAI-style ``inferer(inputs, network)`` (default: ``network(inputs)``).
         postprocessing: callable applied to the logits (default: softmax over grades).
         annotate: draw the annotated frames (``False`` for a headless benchmark of the analysis alone).
 
@@ -116,6 +117,7 @@ class SpermStream:
                  fps: float = 15.0, um_per_pixel: float = 1.0, device: str | torch.device = "cpu", bf16: bool = False,
                  detector: SpermDetector | None = None, tracker: SpermTracker | None = None,
                  preprocessing: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 inferer: Callable[..., torch.Tensor] | None = None,
                  postprocessing: Callable[[torch.Tensor], torch.Tensor] | None = None, annotate: bool = True) -> None:
         if min(rescore_every, clip_length, crop_size) < 1:
             raise ValueError(f"rescore_every, clip_length and crop_size must be >= 1, got {rescore_every}, "
@@ -128,6 +130,7 @@ class SpermStream:
         self.detector = detector or SpermDetector()
         self.tracker = tracker or SpermTracker()
         self.preprocessing = preprocessing or (lambda x: x.float() / 255.0)
+        self.inferer = inferer
         self.postprocessing = postprocessing or (lambda x: torch.softmax(x.float(), -1))
         self.reset()
 
@@ -144,7 +147,7 @@ class SpermStream:
         """Grade pmfs ``(N, K)`` of ``uint8`` clips ``(N, T, H, W)`` in one batch."""
         x = self.preprocessing(torch.from_numpy(clips)[:, None].to(self.device))
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            logits = self.network(x)
+            logits = self.network(x) if self.inferer is None else self.inferer(x, self.network)
         return self.postprocessing(logits).float().cpu().numpy()
 
     def process_frame(self, frame: np.ndarray) -> np.ndarray | None:
@@ -283,6 +286,25 @@ def load_stream_network(backbone: str, checkpoint: str | os.PathLike | None, cro
     if checkpoint is not None:
         net.load_state_dict(load_checkpoint(checkpoint, map_location=device)["model"])
     return net.to(device).eval()
+
+
+def default_stream_video(dataset_dir: str | os.PathLike | None, output_dir: str | os.PathLike, seed: int = 0,
+                         generator_kwargs: Mapping[str, Any] | None = None, section: str = "test") -> str:
+    """First video of ``section`` of the study's video datalist (the embedded synthetic one when ``dataset_dir`` is
+    ``None``, generated once under ``output_dir`` exactly as by the training workflow).
+
+    Raises:
+        ValueError: when the datalist has no video in ``section``.
+    """
+    from monai_ext.data import load_datalist, resolve_datalist
+    from monai_ext.data.synthetic.sperm import generate_sperm_dataset
+
+    path = resolve_datalist(dataset_dir, output_dir, generate_sperm_dataset, {"seed": seed, **dict(generator_kwargs
+                                                                                                  or {})})
+    items = load_datalist(path, section, required_keys=("video",))
+    if not items:
+        raise ValueError(f"datalist '{path}' has no video in section '{section}'.")
+    return str(items[0]["video"])
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:

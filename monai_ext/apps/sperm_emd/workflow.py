@@ -27,7 +27,6 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from monai_ext.data import load_datalist, resolve_datalist
-from monai_ext.data.synthetic.sperm import generate_sperm_dataset
 from monai_ext.losses.distribution import JSDLoss, PMFMSELoss, get_distribution_loss
 from monai_ext.losses.emd import EMDLoss
 from monai_ext.metrics import compute_distribution_metrics
@@ -149,6 +148,9 @@ class SpermEMDWorkflow:
                                 "det": self.detector_kwargs, "trk": self.tracker_kwargs}, sort_keys=True, default=str)
         stamp = clip_dir / ".signature.json"
         if self.rank == 0:
+            # imported here: the generator imports this package's kinematics module
+            from monai_ext.data.synthetic.sperm import generate_sperm_dataset
+
             datalist = resolve_datalist(self.dataset_dir, self.output_dir, generate_sperm_dataset,
                                         {"seed": self.seed, **self.generator_kwargs})
             if not (stamp.is_file() and stamp.read_text() == signature and (clip_dir / "clips.json").is_file()):
@@ -201,7 +203,10 @@ class SpermEMDWorkflow:
         best_path, last_path = cell_dir / "model.pt", cell_dir / "checkpoint_last.pt"
         history: list[dict[str, float]] = []
         if self.mode == "train":
-            ddp = torch.nn.parallel.DistributedDataParallel(net) if self.distributed else net
+            ddp = net
+            if self.distributed:
+                ids = [self.device] if self.device.type == "cuda" else None
+                ddp = torch.nn.parallel.DistributedDataParallel(net, device_ids=ids)
             loss_fn = get_distribution_loss(loss_name)
             opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.max_epochs)
@@ -233,8 +238,8 @@ class SpermEMDWorkflow:
                     loss = loss_fn(ddp(batch["image"].to(self.device)), batch["label"].to(self.device))
                     loss.backward()
                     opt.step()
-                    total, count = total + float(loss) * len(batch["label"]), count + len(batch["label"])
-                    bar.set_postfix(loss=f"{float(loss):.4f}")
+                    total, count = total + loss.item() * len(batch["label"]), count + len(batch["label"])
+                    bar.set_postfix(loss=f"{loss.item():.4f}")
                 sched.step()
                 probs, targets = self.predict(net, val_items)
                 val = {k: float(v.mean()) for k, v in distribution_scores(probs, targets).items()}
