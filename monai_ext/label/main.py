@@ -8,7 +8,8 @@ Start it (with the ``label`` extra installed; see ``docs/monailabel.md``)::
 Configuration (``--conf key value``):
 
 - ``models``: bundle names separated by commas, or ``all`` (default): every bundle under ``bundles_dir`` with
-  ``configs/inference.json`` and ``configs/metadata.json``.
+  ``configs/inference.json`` and a ``configs/metadata.json`` whose first output is a ``segmentation``
+  (:func:`monai_ext.label.bundles.list_label_bundles`).
 - ``bundles_dir``: folder of the bundles (default: the ``bundles/`` folder of this checkout).
 - ``model_dir``: where the served copies live, with their weights, training logs and checkpoints
   (default ``~/.cache/monai_ext/label``).
