@@ -307,7 +307,7 @@ class _ChunkedPairwiseMean(torch.autograd.Function):
         rows = max(1, block // max(1, b.numel()))
         total = torch.zeros((), dtype=torch.float64, device=a.device)
         for s in range(0, a.numel(), rows):
-            total += fn(a[s : s + rows, None] - b[None, :]).sum(dtype=torch.float64)
+            total += fn(a[s : s + rows, None] - b[None, :]).sum().double()
         ctx.save_for_backward(a, b)
         ctx.name, ctx.block = name, block
         return (total / (a.numel() * b.numel())).to(a.dtype)
