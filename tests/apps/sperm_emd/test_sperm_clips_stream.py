@@ -1,0 +1,146 @@
+"""Tests of crops/clips, the clip dataset, the study metrics and the real-time stream (sperm_emd)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.distance import jensenshannon
+
+from monai_ext.apps.sperm_emd import (
+    SpermClipDataset,
+    SpermEMDWorkflow,
+    build_clip_datalist,
+    build_network,
+    crop_at,
+    distribution_scores,
+    match_track,
+)
+from monai_ext.apps.sperm_emd.stream import SpermStream, optimise_network
+from monai_ext.apps.sperm_emd.tracking import Track
+from monai_ext.data.synthetic.sperm import generate_sperm_dataset
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sperm")
+    return generate_sperm_dataset(out, num_videos=3, num_frames=12, num_sperm=3, size=96, num_debris=1)
+
+
+@pytest.mark.parametrize("centre", [(10, 10), (0, 0), (31.6, 2.2), (63, 63), (100, 100)])
+@pytest.mark.parametrize("size", [8, 9])
+def test_crop_at_matches_naive(centre, size):
+    frame = np.arange(64 * 64, dtype=np.int64).reshape(64, 64) + 1
+    out = crop_at(frame, centre, size)
+    y0, x0 = int(round(centre[0])) - size // 2, int(round(centre[1])) - size // 2
+    for i in range(size):
+        for j in range(size):
+            y, x = y0 + i, x0 + j
+            assert out[i, j] == (frame[y, x] if 0 <= y < 64 and 0 <= x < 64 else 0)
+
+
+def test_match_track():
+    gt = {0: np.array([[10.0, 10.0]] * 4), 1: np.array([[30.0, 30.0], [30, 31], [30, 32], [np.nan, np.nan]])}
+    follow1 = Track(0, np.zeros(4), np.eye(4), history=[(f, 30.0, 30.0 + f, True) for f in range(3)])
+    assert match_track(follow1, gt) == 1
+    debris = Track(1, np.zeros(4), np.eye(4), history=[(f, 50.0, 50.0, True) for f in range(4)])
+    assert match_track(debris, gt) is None
+    half = Track(2, np.zeros(4), np.eye(4), history=[(0, 10.0, 10.0, True), (1, 50.0, 50.0, True),
+                                                      (2, 50.0, 50.0, True)])
+    assert match_track(half, gt, min_fraction=0.5) is None
+    assert match_track(half, gt, min_fraction=0.3) == 0
+
+
+def test_build_clip_datalist_and_dataset(tiny_data, tmp_path):
+    path, rows = build_clip_datalist(tiny_data, tmp_path, crop_size=16, clip_length=4, clip_stride=2)
+    content = json.loads(path.read_text())
+    assert len(rows) == 3 and {r["section"] for r in rows} == {"training", "validation", "test"}
+    assert all(0.0 <= r["recall"] <= 1.0 and r["mota"] <= 1.0 for r in rows)
+    items = content["training"]
+    assert items, "no training clip"
+    for it in items:
+        arr = np.load(tmp_path / it["image"])
+        assert arr.shape[1:] == (16, 16) and it["start"] + 4 <= len(arr)
+        assert sum(it["label"]) == pytest.approx(1.0)
+    abs_items = [{**it, "image": str(tmp_path / it["image"])} for it in items]
+    ds = SpermClipDataset(abs_items)
+    sample = ds[0]
+    assert sample["image"].shape == (1, 4, 16, 16) and sample["image"].dtype == torch.float32
+    expected = np.load(abs_items[0]["image"])[abs_items[0]["start"]:abs_items[0]["start"] + 4] / 255.0
+    np.testing.assert_allclose(sample["image"][0].numpy(), expected, rtol=1e-6)
+    aug = SpermClipDataset(abs_items, augment=True, seed=0)[0]["image"]
+    assert sorted(aug.flatten().tolist()) == pytest.approx(sorted(sample["image"].flatten().tolist()))
+    bad = SpermClipDataset([{**abs_items[0], "start": 10_000}])
+    with pytest.raises(ValueError, match="run past"):
+        bad[0]
+
+
+def test_build_clip_datalist_errors(tiny_data, tmp_path):
+    with pytest.raises(ValueError, match="clip_length"):
+        build_clip_datalist(tiny_data, tmp_path, clip_length=0)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_distribution_scores_match_naive(seed):
+    rng = np.random.default_rng(seed)
+    p, q = rng.dirichlet(np.ones(5), 6), rng.dirichlet(np.ones(5), 6)
+    out = distribution_scores(torch.as_tensor(p), torch.as_tensor(q))
+    for i in range(6):
+        assert out["mse"][i] == pytest.approx(np.mean((p[i] - q[i]) ** 2))
+        assert out["jsd"][i] == pytest.approx(jensenshannon(p[i], q[i]) ** 2, rel=1e-6)
+        assert out["intersection"][i] == pytest.approx(np.minimum(p[i], q[i]).sum())
+        assert out["chebyshev"][i] == pytest.approx(np.abs(p[i] - q[i]).max())
+        d = np.cumsum(p[i]) - np.cumsum(q[i])
+        assert out["emd"][i] == pytest.approx(np.sqrt(np.mean(d**2)))
+        assert out["mode_accuracy"][i] == float(np.argmax(p[i]) == np.argmax(q[i]))
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [({"backbones": ["vgg"]}, "backbones must be among"), ({"losses": ["l1"]}, "losses must be among"),
+     ({"mode": "test"}, "mode must be"), ({"max_epochs": 0}, "max_epochs must be")],
+)
+def test_workflow_errors(tmp_path, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SpermEMDWorkflow(None, str(tmp_path), str(tmp_path / "m"), **kwargs)
+
+
+def test_build_network_errors():
+    with pytest.raises(ValueError, match="name must be one of"):
+        build_network("slowfast")
+
+
+def test_stream_rescoring_and_outputs(tiny_data, tmp_path):
+    video = tiny_data.parent / json.loads(tiny_data.read_text())["test"][0]["video"]
+    net = build_network("timesformer_tiny", img_size=16, num_frames=4, patch_size=8, num_layers=1)
+    calls = []
+    net.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    stream = SpermStream(net, crop_size=16, clip_length=4, rescore_every=3)
+    stats = stream.run(str(video), tmp_path / "out.mp4", tmp_path / "tracks.csv", verbose=False)
+    assert stats["frames"] == 12 and stats["fps"] > 0
+    # scoring happens only on frames 0, 3, 6, 9 and only for tracks with 4 buffered crops: at most 3 batches
+    assert 1 <= len(calls) <= 3 and sum(calls) == sum(stream.batches)
+    with open(tmp_path / "tracks.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == stats["tracks"] >= 3
+    scored = [r for r in rows if r["p_A"]]
+    assert scored and all(abs(sum(float(r[f"p_{g}"]) for g in "ABCDE") - 1) < 1e-3 for r in scored)
+    import imageio.v3 as iio
+
+    assert iio.imread(tmp_path / "out.mp4", plugin="pyav").shape[:3] == (12, 96, 96)
+
+
+def test_stream_errors_and_quantised_network(tmp_path):
+    net = build_network("timesformer_tiny", img_size=16, num_frames=4, patch_size=8, num_layers=1)
+    with pytest.raises(ValueError, match="rescore_every"):
+        SpermStream(net, rescore_every=0)
+    with pytest.raises(FileNotFoundError, match="video source not found"):
+        SpermStream(net).run(str(tmp_path / "missing.mp4"))
+    x = torch.rand(3, 1, 4, 16, 16)
+    ref = torch.softmax(net.eval()(x), -1)
+    # int8 dynamic quantisation of the same weights keeps the distributions close
+    qnet = optimise_network(net, quantize=True)
+    assert (torch.softmax(qnet(x), -1) - ref).abs().max() < 0.05
