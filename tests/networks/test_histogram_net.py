@@ -11,7 +11,7 @@ from _network_checks import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monai_ext.networks.nets import HistogramNet
+from monai_ext.networks.nets import FlatHistogramNet, HistogramNet
 
 SMALL = {"channels": (4, 8, 8)}
 
@@ -177,3 +177,23 @@ def test_bad_inputs():
         net.dense_forward(torch.zeros(1, 1, 64, 64), 6)
     with pytest.raises(ValueError, match="smaller than patch_size"):
         net.dense_forward(torch.zeros(1, 1, 64, 20), 4)
+
+
+def test_flat_histogram_net_matches_levels(tmp_path):
+    """Same parameters as ``HistogramNet``; the concatenated output splits back into the per-level tensors."""
+    torch.manual_seed(0)
+    flat = FlatHistogramNet(patch_size=32, grid_sizes=(1, 2, 4), **SMALL).eval()
+    levels = HistogramNet(patch_size=32, grid_sizes=(1, 2, 4), **SMALL).eval()
+    levels.load_state_dict(flat.state_dict())
+    x = torch.randn(3, 1, 32, 32)
+    with torch.no_grad():
+        y = flat(x)
+        assert y.shape == (3, 3, 1 + 4 + 16)
+        ref = levels(x)
+        for a, b in zip(flat.split_levels(y), ref, strict=True):
+            torch.testing.assert_close(a, b)
+        # row-major cell order inside a level, levels in grid order
+        torch.testing.assert_close(y[:, :, 5:], ref[2].reshape(3, 3, 16))
+    loaded = assert_torchscript_round_trip(flat, x, tmp_path)
+    for a, b in zip(loaded.split_levels(y), ref, strict=True):
+        torch.testing.assert_close(a, b)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from monai.networks.blocks import Convolution
 from monai.networks.layers.factories import Conv, Dropout, Pool
 
-__all__ = ["HistogramNet"]
+__all__ = ["HistogramNet", "FlatHistogramNet"]
 
 
 def _region_weights_1d(patch_size: int, grid: int, offset: float, jump: int, n_feat: int) -> np.ndarray:
@@ -190,6 +190,9 @@ class HistogramNet(nn.Module):
         Raises:
             ValueError: if the spatial size of ``x`` is not ``patch_size``.
         """
+        return self._patch_levels(x)
+
+    def _patch_levels(self, x: torch.Tensor) -> list[torch.Tensor]:
         for s in x.shape[2:]:
             if s != self.patch_size:
                 raise ValueError(f"expected patches of size {self.patch_size} along every axis, got {x.shape}.")
@@ -232,4 +235,40 @@ class HistogramNet(nn.Module):
             else:
                 y = y[:, : n[0], : n[1], : n[2]]
             out.append(y)
+        return out
+
+
+class FlatHistogramNet(HistogramNet):
+    """:class:`HistogramNet` whose ``forward`` returns one tensor: the levels' cells flattened and concatenated.
+
+    Output ``(B, num_classes, sum_r r**spatial_dims)``, the levels in ``grid_sizes`` order and each level's cells in
+    row-major order. It has the same parameters (and ``state_dict``) as :class:`HistogramNet`, so a checkpoint of one
+    loads into the other; use this form where a single output tensor is required, e.g. by ``monai.bundle``
+    ``verify_net_in_out`` (which reads ``output.shape[1]`` as the channel count) or a plain ``SimpleInferer``.
+    ``split_levels`` recovers the list of per-level tensors; ``dense_forward`` is unchanged.
+
+    Example::
+
+        >>> net = FlatHistogramNet(in_channels=1, num_classes=3, patch_size=32, grid_sizes=(1, 2, 4))
+        >>> y = net(torch.zeros(5, 1, 32, 32))
+        >>> y.shape  # 1 + 4 + 16 cells
+        torch.Size([5, 3, 21])
+        >>> [t.shape for t in net.split_levels(y)]
+        [torch.Size([5, 3, 1, 1]), torch.Size([5, 3, 2, 2]), torch.Size([5, 3, 4, 4])]
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        """Patches ``(B, in_channels, p, p[, p])`` -> ``(B, num_classes, sum_r r**spatial_dims)``."""
+        levels = self._patch_levels(x)
+        return torch.cat([y.flatten(2) for y in levels], dim=2)
+
+    @torch.jit.export
+    def split_levels(self, y: torch.Tensor) -> list[torch.Tensor]:
+        """Inverse of the concatenation: ``(B, K, sum_r r**d)`` -> list of ``(B, K, r, ..., r)`` in grid order."""
+        out: list[torch.Tensor] = []
+        start = 0
+        for r in self.grid_sizes:
+            n = int(r**self.spatial_dims)  # TorchScript: int ** int is a float
+            out.append(y[:, :, start : start + n].reshape([y.shape[0], y.shape[1]] + [r] * self.spatial_dims))
+            start += n
         return out

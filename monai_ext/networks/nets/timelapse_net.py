@@ -51,7 +51,8 @@ class TimeLapseNet(nn.Module):
 
     The network has four entry points:
 
-    - ``forward(x)``: ``(B, C, T, H, W)`` -> ``(B,)`` sequence logits (the TorchScript / ``verify_net_in_out`` path).
+    - ``forward(x)``: ``(B, C, T, H, W)`` -> ``(B, 1)`` sequence logits (MONAI's classifier layout; the TorchScript,
+      ``ckpt_export`` and ``verify_net_in_out`` path).
     - ``forward_all(x)``: the same input -> :class:`TimeLapseOutput` (logit, frame_logits, attention, embedding).
     - ``forward_frames(x)``: single frames ``(B, C, H, W)`` -> ``(B,)`` frame logits.
     - ``frame_scorer()``: a module sharing these weights that maps ``(B, C, H, W)`` to ``(B, 1)`` frame logits, for
@@ -77,7 +78,7 @@ class TimeLapseNet(nn.Module):
         >>> net = TimeLapseNet(in_channels=1, channels=(16, 32, 64), pooling="attention")
         >>> x = torch.zeros(2, 1, 8, 64, 64)  # (B, C, T, H, W)
         >>> net(x).shape
-        torch.Size([2])
+        torch.Size([2, 1])
         >>> out = net.forward_all(x)
         >>> out.frame_logits.shape, out.attention.shape, out.embedding.shape
         (torch.Size([2, 8]), torch.Size([2, 8]), torch.Size([2, 8, 64]))
@@ -153,10 +154,10 @@ class TimeLapseNet(nn.Module):
         return torch.full(h.shape[:2], 1.0 / h.shape[1], dtype=h.dtype, device=h.device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C, T, H, W)`` -> ``(B,)`` sequence logits."""
+        """``(B, C, T, H, W)`` -> ``(B, 1)`` sequence logits (``forward_all(x).logit`` with a channel axis)."""
         h = self._sequence_features(x)
         frame_logits = self.frame_head(h).squeeze(-1)
-        return (self._pool_weights(h) * frame_logits).sum(1)
+        return (self._pool_weights(h) * frame_logits).sum(1, keepdim=True)
 
     @torch.jit.export
     def forward_all(self, x: torch.Tensor) -> TimeLapseOutput:

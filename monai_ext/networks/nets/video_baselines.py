@@ -54,7 +54,8 @@ class ResNetTemporalPool(nn.Module):
     """2D ResNet frame encoder + temporal pooling + linear classifier: ``(B, C, T, H, W)`` -> ``(B, num_classes)``.
 
     The frame encoder is MONAI's :class:`monai.networks.nets.ResNet` (basic blocks, ``spatial_dims=2``, the standard
-    stride-2 7x7 stem, no classification layer); frame features are pooled over time (mean or max) and classified by a linear layer.
+    stride-2 7x7 stem, no classification layer); frame features are pooled over time (mean or max) and classified
+    by a linear layer.
 
     Reference: He et al., "Deep Residual Learning for Image Recognition", CVPR 2016; temporal late pooling as in
     Karpathy et al., CVPR 2014.
