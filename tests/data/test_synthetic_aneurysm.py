@@ -38,7 +38,8 @@ def test_same_seed_same_files_and_other_seed_differs(tmp_path, dataset):
     a = nib.load(dataset.parent / "imagesTr/case_000.nii.gz").get_fdata()
     b = nib.load(again.parent / "imagesTr/case_000.nii.gz").get_fdata()
     np.testing.assert_array_equal(a, b)
-    assert (dataset.parent / "landmarks/case_001.json").read_text() == (again.parent / "landmarks/case_001.json").read_text()
+    lm = "landmarks/case_001.json"
+    assert (dataset.parent / lm).read_text() == (again.parent / lm).read_text()
     other = generate_aneurysm_dataset(tmp_path / "o", seed=4, num_cases=4, shape=40)
     c = nib.load(other.parent / "imagesTr/case_000.nii.gz").get_fdata()
     assert not np.allclose(a, c)
@@ -65,7 +66,8 @@ def test_anatomical_variation_but_consistent_identity():
     spread = pos.std(0).mean()
     assert spread > 0.5  # positions vary between cases
     # ... but less than the distance between landmark classes: left stays left, right stays right
-    assert np.all(pos[:, LANDMARK_NAMES.index("left_bifurcation"), 0] < pos[:, LANDMARK_NAMES.index("right_bifurcation"), 0])
+    left, right = LANDMARK_NAMES.index("left_bifurcation"), LANDMARK_NAMES.index("right_bifurcation")
+    assert np.all(pos[:, left, 0] < pos[:, right, 0])
 
 
 @pytest.mark.parametrize(
@@ -82,7 +84,11 @@ def test_bad_arguments(tmp_path, kwargs, match):
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [({"shape": 16}, "shape must be >= 24"), ({"max_aneurysms": -1}, "must be >= 0"), ({"noise": -0.1}, "must be >= 0")],
+    [
+        ({"shape": 16}, "shape must be >= 24"),
+        ({"max_aneurysms": -1}, "must be >= 0"),
+        ({"noise": -0.1}, "must be >= 0"),
+    ],
 )
 def test_bad_case_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -26,8 +26,9 @@ def _fcsv(path, system="0", label_style="name"):
 
 
 def _json(path, system="RAS", units="mm"):
-    path.write_text(json.dumps({"coordinate_system": system, "units": units, "landmarks": [
-        {"name": "AC", "label": 1, "position": POS[0].tolist()}, {"name": "PC", "label": 2, "position": POS[1].tolist()}]}))
+    points = [{"name": "AC", "label": 1, "position": POS[0].tolist()},
+              {"name": "PC", "label": 2, "position": POS[1].tolist()}]
+    path.write_text(json.dumps({"coordinate_system": system, "units": units, "landmarks": points}))
     return path
 
 
