@@ -132,11 +132,13 @@ def frame_saliency(scorer: torch.nn.Module, frames: torch.Tensor, method: str = 
             cam = GradCAM(nn_module=scorer, target_layers=target_layers)
             maps = cam(frames, class_idx=0)[:, 0]
         else:
-            occ = OcclusionSensitivity(nn_module=scorer, mask_size=mask_size, n_batch=64, overlap=0.5)
+            # masked regions are replaced by the frame's mean; raw logits (activate=False), one frame at a time
+            occ = OcclusionSensitivity(nn_module=scorer, mask_size=mask_size, n_batch=64, overlap=0.5,
+                                       mode="mean_img", activate=False, verbose=False)
             with torch.no_grad():
                 base = scorer(frames)[:, 0]
-                occ_map, _ = occ(frames)
-            maps = (base[:, None, None] - occ_map[:, 0, ..., 0]).clamp_min(0)
+                occ_map = torch.cat([occ(frames[i : i + 1])[0][:, 0] for i in range(frames.shape[0])])
+            maps = (base[:, None, None] - occ_map).clamp_min(0)
     finally:
         scorer.train(was_training)
     maps = maps.detach().float().cpu().numpy()
