@@ -78,7 +78,7 @@ class HistogramNet(nn.Module):
     sub-region pooling is then a strided convolution whose every output position is one patch. Because the
     convolutions are unpadded and patch positions are multiples of :py:attr:`feature_stride`, the result equals
     :py:meth:`forward` on each cropped patch (to float rounding), while the work is shared between overlapping
-    patches (for stride ``s`` and patch size ``p`` the body costs ``~(p/s)**2`` times less than cropping).
+    patches (for stride ``s`` and patch size ``p`` the body does up to ``(p / s)**2`` times less work than cropping).
 
     Reference: the histogram targets follow the iPS colony study (sub-region class histograms at several grid
     levels); dense scanning with shared convolutions follows Giusti et al., ICIP 2013.
