@@ -82,14 +82,14 @@ def main() -> None:
         for name, (fn, pixels) in runs.items():
             seconds = _best_time(fn, args.repeats)
             results[name] = pixels / 1e6 / seconds
-            print(f"{name:40s} {results[name]:10.4f} Mpx/s  ({pixels} px in {seconds:.3f} s)", flush=True)
+            print(f"{name:40s} {results[name]:10.4g} Mpx/s  ({pixels} px in {seconds:.3f} s)", flush=True)
     ref = results["histogram (shared convolutions)"]
     print(f"\nimage {args.size}x{args.size}, patch {args.patch}, histogram stride {args.stride}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
     print("| method | Mpx/s | histogram (shared) is faster by |")
     print("|---|---|---|")
     for name, mpx in results.items():
-        print(f"| {name} | {mpx:.4f} | {ref / mpx:.1f}x |")
+        print(f"| {name} | {mpx:.4g} | {ref / mpx:.3g}x |")
 
 
 if __name__ == "__main__":

@@ -96,10 +96,12 @@ class RegionHistogramInferer(Inferer):
 
     Windows of ``roi_size`` are placed every ``stride`` pixels over the (padded) image; the network maps a batch
     of windows ``(N, C, P, P)`` to one logits tensor per grid level ``(N, K, r, r)`` (e.g.
-    :py:class:`monai_ext.networks.nets.HistogramNet`). The softmax of each sub-region is spread over the
-    ``P / r`` pixels of its side, and a pixel's probability is the average over every window covering it
-    (Eq. of the dense inference in Aoki et al., "Region histogram targets for patch-based segmentation of iPS
-    colonies", 2019-2021 line of work on iPS colony segmentation; see the ``ips_histogram`` bundle).
+    :py:class:`monai_ext.networks.nets.HistogramNet`), or to the levels flattened into one tensor
+    ``(N, K, sum r*r)`` when it has a ``split_levels`` method that undoes this
+    (:py:class:`monai_ext.networks.nets.FlatHistogramNet`). The softmax of each sub-region is spread over the
+    ``P / r`` pixels of its side, and a pixel's probability is the average over every window covering it: the
+    dense inference of the multi-level region-histogram method for iPS colony segmentation (the seed study of the
+    ``ips_histogram`` bundle, see its README).
 
     ``combine="finest"`` uses the finest level only (default); ``combine="mean"`` averages the levels after
     spreading each to pixels (every level's pmf is an estimate of the class distribution of the pixels it covers).
@@ -208,6 +210,9 @@ class RegionHistogramInferer(Inferer):
             pmf = self._levels_to_pmf([t.reshape((-1,) + tuple(t.shape[3:])) for t in levels])
         else:
             outs = _run_batched(view, self.sw_batch_size, network, *args, **kwargs)
+            split = getattr(getattr(network, "module", network), "split_levels", None)
+            if split is not None:  # single-tensor form (FlatHistogramNet): (N, K, sum r*r) back to levels
+                outs = [split(o) if isinstance(o, torch.Tensor) and o.ndim == 3 else o for o in outs]
             pmf = torch.cat([self._levels_to_pmf(o) for o in outs])
         k, r0, r1 = pmf.shape[1:]
         c0, c1 = p0 // r0, p1 // r1  # sub-region side in pixels

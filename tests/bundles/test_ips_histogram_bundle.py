@@ -108,7 +108,7 @@ def test_net_in_out_and_torchscript_export(trained, tmp_path):
     ts = export_torchscript(NAME, Path(paths["ckpt_dir"]) / "model.pt", tmp_path / "model.ts", key_in_ckpt="model",
                             patch_size=32, channels=[4, 8])
     net = torch.jit.load(str(ts))
-    assert net(torch.zeros(2, 1, 32, 32)).shape == (2, 3, 4, 4)
+    assert net(torch.zeros(2, 1, 32, 32)).shape == (2, 3, 1 + 4 + 16)  # FlatHistogramNet: levels 1/2/4 flattened
 
 
 def test_multi_gpu_train_torchrun_gloo(tmp_path):

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from monai.data import MetaTensor
 
 from monai_ext.inferers import CenterPixelInferer, RegionHistogramInferer
-from monai_ext.networks.nets import HistogramNet
+from monai_ext.networks.nets import FlatHistogramNet, HistogramNet
 
 
 class ContentNet(torch.nn.Module):
@@ -81,6 +81,19 @@ def test_dense_forward_path_equals_cropped_windows(combine):
         cropped = RegionHistogramInferer(32, 8, combine=combine, use_dense_forward=False)(x, net)
     assert calls == [8]
     torch.testing.assert_close(shared, cropped, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("combine", ["finest", "mean"])
+def test_flat_single_tensor_network_is_split_into_levels(combine):
+    torch.manual_seed(2)
+    flat = FlatHistogramNet(2, 1, 3, 16, (1, 2, 4), channels=(4, 8)).eval()
+    ref = HistogramNet(2, 1, 3, 16, (1, 2, 4), channels=(4, 8)).eval()
+    ref.load_state_dict(flat.state_dict())
+    x = torch.randn(1, 1, 23, 20)
+    with torch.no_grad():
+        got = RegionHistogramInferer(16, 4, combine=combine, use_dense_forward=False)(x, flat)
+        want = RegionHistogramInferer(16, 4, combine=combine, use_dense_forward=False)(x, ref)
+    torch.testing.assert_close(got, want)
 
 
 def test_dense_path_skipped_when_stride_not_multiple_of_feature_stride():

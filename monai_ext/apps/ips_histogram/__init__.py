@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from .data import PatchSampler, load_case, normalize_image, to_grayscale
 from .evaluation import ConfusionAccumulator, jaccard_from_confusion
-from .network import FinestLevelHistogramNet
 from .plots import overlay_labels, plot_patch_size_sweep, plot_qualitative, save_overlay_png
 from .transforms import SaveOverlayd, ToGrayscale, ToGrayscaled
 from .workflow import METHODS, IPSHistogramWorkflow
@@ -12,7 +11,6 @@ from .workflow import METHODS, IPSHistogramWorkflow
 __all__ = [
     "METHODS",
     "ConfusionAccumulator",
-    "FinestLevelHistogramNet",
     "IPSHistogramWorkflow",
     "PatchSampler",
     "SaveOverlayd",

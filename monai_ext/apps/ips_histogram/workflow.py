@@ -389,7 +389,7 @@ class IPSHistogramWorkflow:
                            title="iPS colony segmentation: Jaccard (%) over non-ignored test pixels")
         if len(self.patch_sizes) > 1:
             sweep = []
-            for p in self.patch_sizes:
+            for p in sorted(self.patch_sizes):
                 entry: dict[str, Any] = {"patch_size": p}
                 for m in self.methods:
                     match = [r["mean_jaccard"] for r in self.rows if r["method"] == m and r["patch_size"] == p]
@@ -423,7 +423,7 @@ class IPSHistogramWorkflow:
                 logger.info(f"{self.tag(m, p)}: mean Jaccard {row['mean_jaccard']:.2f} %")
                 if m == "histogram" and p == self.export_patch_size:
                     export = net
-        self._write_outputs(firsts)
+                self._write_outputs(firsts)  # after every training, so an interrupted comparison keeps its rows
         if export is not None:
             self._export_inference_model(export)  # last file written: the newest checkpoint is the served model
         return self.rows
@@ -436,5 +436,5 @@ class IPSHistogramWorkflow:
                 row, first = self.evaluate_one(m, p, self.load_trained(m, p))
                 self.rows.append(row)
                 firsts[self.tag(m, p)] = first
-        self._write_outputs(firsts)
+                self._write_outputs(firsts)
         return self.rows

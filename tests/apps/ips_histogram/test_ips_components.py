@@ -13,7 +13,6 @@ from sklearn.metrics import jaccard_score
 
 from monai_ext.apps.ips_histogram import (
     ConfusionAccumulator,
-    FinestLevelHistogramNet,
     PatchSampler,
     SaveOverlayd,
     ToGrayscaled,
@@ -22,7 +21,6 @@ from monai_ext.apps.ips_histogram import (
     overlay_labels,
     to_grayscale,
 )
-from monai_ext.networks.nets import HistogramNet
 
 
 def naive_jaccard(preds, truths, k, ignore):
@@ -194,18 +192,3 @@ def test_overlay_and_save_overlayd(tmp_path):
         SaveOverlayd("pred", output_dir=tmp_path)({"image": data["image"], "pred": torch.zeros(1, 4, 4)})
     with pytest.raises(ValueError, match="same shape"):
         overlay_labels(image, label[:2])
-
-
-def test_finest_level_net_matches_histogram_net_and_scripts():
-    torch.manual_seed(0)
-    kw = {"spatial_dims": 2, "in_channels": 1, "num_classes": 3, "patch_size": 32, "grid_sizes": (4, 1, 2),
-          "channels": (8, 16)}
-    net = FinestLevelHistogramNet(**kw).eval()
-    ref = HistogramNet(**kw).eval()
-    ref.load_state_dict(net.state_dict())
-    x = torch.randn(3, 1, 32, 32)
-    with torch.no_grad():
-        torch.testing.assert_close(net(x), ref(x)[0])
-        torch.testing.assert_close(torch.jit.script(net)(x), ref(x)[0])
-    with pytest.raises(ValueError, match="patches of size 32"):
-        net(torch.zeros(1, 1, 16, 16))
