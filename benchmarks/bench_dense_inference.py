@@ -47,6 +47,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=8, help="rows timed for the per-pixel centre-pixel method")
     parser.add_argument("--repeats", type=int, default=1, help="timed repeats (best is kept) after a warm-up")
     parser.add_argument("--channels", type=int, nargs="+", default=[16, 32, 64], help="HistogramNet stage widths")
+    parser.add_argument("--fcn_features", type=int, nargs=6, default=[16, 16, 32, 64, 128, 16],
+                        help="BasicUNet features (the bundle's default is 8 8 16 32 64 8)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
     if args.threads:
@@ -56,7 +58,7 @@ def main() -> None:
     band = image[:, :, : args.rows]
     hist = HistogramNet(2, 1, 3, args.patch, (1, 2, 4), args.channels).eval()
     centre = HistogramNet(2, 1, 3, args.patch, (1,), args.channels).eval()
-    fcn = BasicUNet(spatial_dims=2, in_channels=1, out_channels=3, features=(16, 16, 32, 64, 128, 16)).eval()
+    fcn = BasicUNet(spatial_dims=2, in_channels=1, out_channels=3, features=tuple(args.fcn_features)).eval()
     small = image[:, :, : 2 * args.patch, : 2 * args.patch]
     with torch.no_grad():  # warm-up of every code path on a small crop (lazy initialisation, allocator)
         RegionHistogramInferer(args.patch, args.stride)(small, hist)

@@ -130,7 +130,7 @@ class IPSHistogramWorkflow:
                  patch_sizes: Sequence[int] = (64,), max_epochs: int = 10, grid_sizes: Sequence[int] = (1, 2, 4),
                  level_weights: Sequence[float] | None = None, num_patches: int = 1024, batch_size: int = 32,
                  learning_rate: float = 1e-3, channels: Sequence[int] = (32, 64, 96),
-                 fcn_features: Sequence[int] = (16, 16, 32, 64, 128, 16), hist_stride: int | None = None,
+                 fcn_features: Sequence[int] = (8, 8, 16, 32, 64, 8), hist_stride: int | None = None,
                  patch_stride: int = 4, fcn_overlap: float = 0.5, combine: str = "finest", num_classes: int = 3,
                  class_names: Sequence[str] = CLASS_NAMES, ignore_label: int = IGNORE_LABEL,
                  device: str | torch.device | None = None, seed: int = 0, resume: bool = True,
