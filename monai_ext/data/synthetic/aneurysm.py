@@ -132,8 +132,8 @@ def synthesize_aneurysm_case(
         variation: standard deviation of the landmark displacement as a fraction of ``shape``.
 
     Returns:
-        ``(volume (X, Y, Z) float32, {landmark name: voxel position (3,)}, candidate voxel positions (K, 3),
-        candidate labels (K,))``.
+        A tuple: the float32 volume ``(X, Y, Z)``; a dict from landmark name to voxel position ``(3,)``; the
+        candidate voxel positions ``(K, 3)``; the candidate labels ``(K,)`` (1 = aneurysm, 0 = normal vessel).
 
     Raises:
         ValueError: for ``shape < 24``, negative counts or a negative ``noise``/``variation``.
