@@ -57,8 +57,8 @@ def test_train_leaves_checkpoints_tables_and_plots(trained):
     assert list((out / "outputs" / "runs" / "timesformer_tiny_emd").iterdir())
     with open(out / "outputs" / "results.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [(r["backbone"], r["loss"]) for r in rows] == [("timesformer_tiny", "emd")]
-    assert 0.0 <= float(rows[0]["intersection"]) <= 1.0
+    assert [(r["backbone"], r["loss"]) for r in rows] == [("training-mean prior", "-"), ("timesformer_tiny", "emd")]
+    assert all(0.0 <= float(r["intersection"]) <= 1.0 for r in rows)
     with open(out / "outputs" / "tracking_quality.csv") as f:
         assert len(list(csv.DictReader(f))) == 3
 
@@ -97,7 +97,7 @@ def test_grid_cli_from_bundle_folder(tmp_path):
     proc = run_bundle_cli(NAME, ["train.json"], overrides, cwd=bundle_dir(NAME))
     assert proc.returncode == 0
     with open(tmp_path / "outputs" / "results.csv") as f:
-        assert [r["loss"] for r in csv.DictReader(f)] == ["mse", "hi"]
+        assert [r["loss"] for r in csv.DictReader(f)] == ["-", "mse", "hi"]
 
 
 def test_torchrun_two_gloo_processes(tmp_path):

@@ -272,12 +272,22 @@ class SpermEMDWorkflow:
                       "items": test_items}
         return row
 
+    def prior_row(self, sections: Mapping[str, list]) -> dict[str, Any]:
+        """Reference row: every test clip predicted as the mean training distribution (no network)."""
+        prior = torch.tensor([it["label"] for it in sections["training"]], dtype=torch.float64).mean(0)
+        test_items = sections["test"] or sections["validation"]
+        targets = torch.tensor([it["label"] for it in test_items], dtype=torch.float64).reshape(-1, prior.numel())
+        scores = distribution_scores(prior.expand_as(targets), targets)
+        return {"backbone": "training-mean prior", "loss": "-", "params": 0, "test_clips": len(test_items),
+                **{k: float(v.mean()) for k, v in scores.items()}}
+
     # ---------------------------------------------------------------- run
     def run(self) -> list[dict[str, Any]]:
-        """Prepare the data, run the grid and write ``results.{csv,md}``, ``tracking_quality.{csv,md}`` and plots."""
+        """Prepare the data, run the grid (after a training-mean prior row) and write ``results.{csv,md}``,
+        ``tracking_quality.{csv,md}`` and plots."""
         self.output_dir.mkdir(parents=True, exist_ok=True)
         sections = self.prepare_data()
-        self.results = []
+        self.results = [self.prior_row(sections)]
         for backbone in self.backbones:
             for loss_name in self.losses:
                 row = self.train_cell(backbone, loss_name, sections)
