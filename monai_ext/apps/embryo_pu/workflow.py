@@ -31,7 +31,7 @@ import torch.distributed as dist
 
 from monai_ext.data import PositiveBatchSampler, load_datalist, resolve_datalist
 from monai_ext.data.synthetic.embryo import generate_embryo_dataset
-from monai_ext.losses import AUCNNPULoss, InfoNCELoss, NNPULoss
+from monai_ext.losses import AUCNNPULoss, InfoNCELoss, NNPULoss, pu_risk_terms
 from monai_ext.metrics import binary_metrics_at_threshold, compute_auc, select_threshold
 from monai_ext.networks.nets import TimeLapseNet
 from monai_ext.utils import get_rng_state, load_checkpoint, save_checkpoint, save_results_table, set_rng_state
@@ -51,6 +51,17 @@ def _rank() -> int:
 
 def _world() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _as_bool(value: Any, name: str) -> bool:
+    """``True``/``False`` or the CLI strings ``"true"``/``"false"`` (``monai.bundle run --resume false``)."""
+    if isinstance(value, str):
+        if value.lower() in ("true", "1", "yes"):
+            return True
+        if value.lower() in ("false", "0", "no"):
+            return False
+        raise ValueError(f"{name} must be a boolean (true/false), got {value!r}.")
+    return bool(value)
 
 
 def parse_method(name: str) -> tuple[str, bool]:
@@ -138,6 +149,8 @@ class EmbryoPUWorkflow:
         figure_method: method (at the first prior) whose fold-0 model draws the timeline and saliency figures and is
             saved as ``model.pt``; ``None`` for the last method.
         saliency_method: ``gradcam`` or ``occlusion``.
+        save_figures: draw the decision-basis figures and save ``model.pt`` (off for a prior sweep, so that the main
+            run's ``model.pt`` is kept).
         table_name: stem of the results files.
         device: torch device.
         seed: seed of the folds, network initialisation and sampling.
@@ -156,7 +169,8 @@ class EmbryoPUWorkflow:
                  infonce_weight: float = 0.1, temperature: float = 0.1, augment: bool = True,
                  train_frames: int | None = 4,
                  num_cases: int = 200, num_frames: int = 8, image_size: int = 64, figure_method: str | None = None,
-                 saliency_method: str = "gradcam", table_name: str = "results", device: str | torch.device = "cpu",
+                 saliency_method: str = "gradcam", save_figures: bool = True, table_name: str = "results",
+                 device: str | torch.device = "cpu",
                  seed: int = 0, resume: bool = True) -> None:
         methods = list(methods)
         if not methods:
@@ -185,18 +199,21 @@ class EmbryoPUWorkflow:
         self.classification_weight = float(classification_weight)
         self.infonce_weight = float(infonce_weight)
         self.temperature = float(temperature)
-        self.augment = bool(augment)
+        self.augment = _as_bool(augment, "augment")
         self.train_frames = int(train_frames) if train_frames else None
         self.num_cases, self.num_frames, self.image_size = int(num_cases), int(num_frames), int(image_size)
         self.figure_method = figure_method if figure_method is not None else methods[-1]
         parse_method(self.figure_method)
         self.saliency_method = saliency_method
+        self.save_figures = _as_bool(save_figures, "save_figures")
         self.table_name = table_name
         self.device = torch.device(device)
         self.seed = int(seed)
-        self.resume = bool(resume)
+        self.resume = _as_bool(resume, "resume")
         self._data: dict[str, Any] | None = None
         self.rows: list[dict[str, Any]] = []
+        #: per job, the number of training batches whose unbiased PU estimate was below ``-beta``
+        self.negative_risk_batches: dict[tuple[str, float, int], int] = {}
 
     # ------------------------------------------------------------------------------------------------- data
     @property
@@ -268,8 +285,11 @@ class EmbryoPUWorkflow:
             opt.load_state_dict(ckpt["optimizer"])
             sched.load_state_dict(ckpt["scheduler"])
             start = int(ckpt["epoch"])
+            self.negative_risk_batches[(method, prior, fold)] = int(ckpt.get("negative_risk_batches", 0))
             if start < self.max_epochs:
                 set_rng_state(ckpt["rng"])
+        else:
+            self.negative_risk_batches[(method, prior, fold)] = 0
         if start >= self.max_epochs:
             return net.eval()
         criterion = build_criterion(base, prior, self.beta, self.gamma, self.classification_weight)
@@ -297,7 +317,7 @@ class EmbryoPUWorkflow:
         for epoch in epochs:
             net.train()
             sampler.set_epoch(epoch)
-            total, n = 0.0, 0
+            total, n, below = 0.0, 0, 0
             for batch in sampler:
                 idx = train_idx[np.asarray(batch)]
                 x = data["x"][idx]
@@ -311,7 +331,12 @@ class EmbryoPUWorkflow:
                 frames_per_seq = x.shape[2]
                 target = torch.as_tensor(data["y"][idx], dtype=torch.float32, device=self.device)
                 out = net.forward_all(x)
-                loss = criterion(out.frame_logits.reshape(-1), target.repeat_interleave(frames_per_seq))
+                frame_logits = out.frame_logits.reshape(-1)
+                frame_target = target.repeat_interleave(frames_per_seq)
+                loss = criterion(frame_logits, frame_target)
+                negative_risk = self._negative_risk(base, criterion, frame_logits.detach(), frame_target, prior)
+                if negative_risk is not None:
+                    below += int(negative_risk < -self.beta)
                 if infonce is not None:
                     groups = torch.arange(x.shape[0], device=self.device).repeat_interleave(frames_per_seq)
                     loss = loss + self.infonce_weight * infonce(out.embedding.reshape(-1, out.embedding.shape[-1]),
@@ -324,12 +349,29 @@ class EmbryoPUWorkflow:
             sched.step()
             if writer is not None:
                 writer.add_scalar("train/loss", total / max(n, 1), epoch + 1)
+            # how often the unbiased estimate went below -beta (where nnPU / AUC-nnPU take the correction step)
+            writer.add_scalar("train/fraction_negative_risk", below / max(n, 1), epoch + 1)
+            self.negative_risk_batches[(method, prior, fold)] += below
             save_checkpoint({"model": net.state_dict(), "optimizer": opt.state_dict(),
                              "scheduler": sched.state_dict(), "epoch": epoch + 1, "rng": get_rng_state(),
+                             "negative_risk_batches": self.negative_risk_batches[(method, prior, fold)],
                              "method": method, "prior": prior, "fold": fold}, path)
         if writer is not None:
             writer.close()
         return net.eval()
+
+    @staticmethod
+    @torch.no_grad()
+    def _negative_risk(base: str, criterion: torch.nn.Module, logits: torch.Tensor, target: torch.Tensor,
+                       prior: float) -> float | None:
+        """The unbiased negative-class risk (uPU bracket) or the unbiased PU-AUC risk of a batch; ``None`` for PN."""
+        pos = target > 0.5
+        if base == "pn" or not bool(pos.any()) or bool(pos.all()):
+            return None
+        if base in ("upu", "nnpu"):
+            _, rp_minus, ru_minus = pu_risk_terms(logits, pos.to(logits.dtype), criterion.surrogate)
+            return float(ru_minus - prior * rp_minus)
+        return float(criterion.auc_risk(logits, target))
 
     @torch.no_grad()
     def predict(self, net: torch.nn.Module, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -356,6 +398,7 @@ class EmbryoPUWorkflow:
             "recall@0.5": at_half.recall, "precision@0.5": at_half.precision, "f1@0.5": at_half.f1,
             "accuracy@0.5": at_half.accuracy, "threshold@val": thr.threshold, "recall@val": at_val.recall,
             "precision@val": at_val.precision, "f1@val": at_val.f1,
+            "batches_below_beta": self.negative_risk_batches.get((method, prior, fold), 0),
             "test_index": f["test"].tolist(), "test_scores": p_test.tolist(),
         }
 
@@ -413,6 +456,7 @@ class EmbryoPUWorkflow:
                 for k in _METRIC_KEYS:
                     v = np.asarray([r[k] for r in sel], dtype=np.float64)
                     row[k] = f"{v.mean():.3f} ± {v.std(ddof=1) if v.size > 1 else 0.0:.3f}"
+                row["batches_below_beta"] = int(sum(r.get("batches_below_beta", 0) for r in sel))
                 out.append(row)
         return out
 
@@ -423,7 +467,7 @@ class EmbryoPUWorkflow:
         title = (f"embryo_pu: {self.num_folds}-fold CV, seed {self.seed}, {len(self.data['y'])} sequences, "
                  f"{self.max_epochs} epochs, threshold on validation: {self.threshold_method}{prior_note}")
         fold_cols = ["method", "prior", "fold", "auc", "recall@0.5", "precision@0.5", "f1@0.5", "accuracy@0.5",
-                     "threshold@val", "recall@val", "precision@val", "f1@val"]
+                     "threshold@val", "recall@val", "precision@val", "f1@val", "batches_below_beta"]
         save_results_table(rows, self.output_dir / f"{self.table_name}_folds", columns=fold_cols, precision=3,
                            title=title)
         save_results_table(self.summary_rows(rows), self.output_dir / self.table_name, precision=3, title=title)
@@ -438,7 +482,7 @@ class EmbryoPUWorkflow:
             suffix = "" if len(self.priors) == 1 else f"_pi{prior:g}"
             plot_roc_curves(curves, self.output_dir / f"roc{suffix}.png",
                             title=f"pooled test scores over {self.num_folds} folds, prior {prior:g}")
-        if self.figure_method in self.methods:
+        if self.save_figures and self.figure_method in self.methods:
             self.save_decision_figures(self.figure_method, self.priors[0])
 
     def save_decision_figures(self, method: str, prior: float, fold: int = 0, num_sequences: int = 2) -> list[Path]:
@@ -465,6 +509,9 @@ class EmbryoPUWorkflow:
             s = int(test[i])
             name = self.data["names"][s]
             kind = "live birth" if y[s] else "failure"
+            item = self.data["items"][s]
+            if not y[s] and item.get("viable") and item.get("abnormal"):
+                kind += ", viable-looking with hidden abnormality"  # known only for the synthetic data
             paths.append(plot_score_timeline(p_frames[i], fig_dir / f"timeline_{name}.png", sequence_score=p_seq[i],
                                              title=f"{name} ({kind}) {method}: per-frame live-birth probability"))
             frames = self.data["x"][s, 0]

@@ -185,5 +185,8 @@ def test_workflow_errors(tmp_path):
         _tiny_workflow(tmp_path, priors=[0.2, 1.0])
     with pytest.raises(ValueError, match="at least one method"):
         _tiny_workflow(tmp_path, methods=[])
+    with pytest.raises(ValueError, match="resume must be a boolean"):
+        _tiny_workflow(tmp_path, resume="maybe")
+    assert _tiny_workflow(tmp_path, resume="false", augment="True").resume is False
     with pytest.raises(FileNotFoundError, match="no finished checkpoint"):
         _tiny_workflow(tmp_path).evaluate()
