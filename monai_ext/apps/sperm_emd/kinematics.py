@@ -1,11 +1,12 @@
 """CASA (computer-aided sperm analysis) kinematics of a head track: VCL, VSL, LIN and the WHO motility class.
 
-Definitions follow the WHO laboratory manual for the examination and processing of human semen (6th ed., 2021,
-section 3.5 / 8.3): curvilinear velocity ``VCL`` is the path length over the time, straight-line velocity ``VSL``
-the distance between the first and the last position over the time, linearity ``LIN = VSL / VCL``. Motility
-grades: *progressive* sperm move actively in a line or large circle, *non-progressive* ones move without
-progression, *immotile* ones do not move; progressive motility is split at ``VSL >= 25 um/s`` into rapid and slow
-(WHO 5th ed., 2010, grades a and b).
+Definitions follow the WHO laboratory manual for the examination and processing of human semen (5th ed. 2010, 6th
+ed. 2021): curvilinear velocity ``VCL`` is the path length over the time, straight-line velocity ``VSL`` the
+distance between the first and the last position over the time, linearity ``LIN = VSL / VCL``. Motility grades:
+*progressive* sperm move actively in a line or large circle, *non-progressive* ones move without progression,
+*immotile* ones do not move; the 5th edition's rapid / slow split of progressive motility uses ``25 um/s``. The
+WHO grades are qualitative; the CASA thresholds of :func:`motility_class` are this package's defaults (arguments),
+as CASA thresholds are set per laboratory.
 """
 
 from __future__ import annotations
