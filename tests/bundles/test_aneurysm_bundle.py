@@ -107,4 +107,5 @@ def test_cli_from_inside_the_bundle_folder(tmp_path):
     overrides = {**TINY, "output_dir": str(tmp_path / "outputs"), "ckpt_dir": str(tmp_path / "models"),
                  "device": "cpu", "stages": ["pretrain"], "epochs": 0}
     run_bundle_cli(NAME, ["train.json"], overrides, cwd=bundle_dir(NAME))
-    assert (tmp_path / "models" / "landmark_net.pt").is_file()
+    assert (tmp_path / "models" / "landmark_priors.json").is_file()
+    assert (tmp_path / "outputs" / "results.csv").is_file()
