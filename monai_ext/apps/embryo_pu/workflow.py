@@ -285,7 +285,8 @@ class EmbryoPUWorkflow:
             opt.load_state_dict(ckpt["optimizer"])
             sched.load_state_dict(ckpt["scheduler"])
             start = int(ckpt["epoch"])
-            self.negative_risk_batches[(method, prior, fold)] = int(ckpt.get("negative_risk_batches", 0))
+            # -1: unknown (a checkpoint written before this count was kept)
+            self.negative_risk_batches[(method, prior, fold)] = int(ckpt.get("negative_risk_batches", -1))
             if start < self.max_epochs:
                 set_rng_state(ckpt["rng"])
         else:
@@ -347,17 +348,16 @@ class EmbryoPUWorkflow:
                 total += float(loss.detach())
                 n += 1
             sched.step()
-            if writer is not None:
-                writer.add_scalar("train/loss", total / max(n, 1), epoch + 1)
+            writer.add_scalar("train/loss", total / max(n, 1), epoch + 1)
             # how often the unbiased estimate went below -beta (where nnPU / AUC-nnPU take the correction step)
             writer.add_scalar("train/fraction_negative_risk", below / max(n, 1), epoch + 1)
-            self.negative_risk_batches[(method, prior, fold)] += below
+            if self.negative_risk_batches[(method, prior, fold)] >= 0:
+                self.negative_risk_batches[(method, prior, fold)] += below
             save_checkpoint({"model": net.state_dict(), "optimizer": opt.state_dict(),
                              "scheduler": sched.state_dict(), "epoch": epoch + 1, "rng": get_rng_state(),
                              "negative_risk_batches": self.negative_risk_batches[(method, prior, fold)],
                              "method": method, "prior": prior, "fold": fold}, path)
-        if writer is not None:
-            writer.close()
+        writer.close()
         return net.eval()
 
     @staticmethod
@@ -456,7 +456,8 @@ class EmbryoPUWorkflow:
                 for k in _METRIC_KEYS:
                     v = np.asarray([r[k] for r in sel], dtype=np.float64)
                     row[k] = f"{v.mean():.3f} ± {v.std(ddof=1) if v.size > 1 else 0.0:.3f}"
-                row["batches_below_beta"] = int(sum(r.get("batches_below_beta", 0) for r in sel))
+                counts = [int(r.get("batches_below_beta", -1)) for r in sel]
+                row["batches_below_beta"] = -1 if min(counts) < 0 else sum(counts)
                 out.append(row)
         return out
 
