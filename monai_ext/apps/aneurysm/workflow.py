@@ -76,7 +76,7 @@ class AneurysmWorkflow:
 
     Args:
         network: landmark classifier with ``features(x)`` and a ``head`` ending in ``nn.Linear`` (a
-            :class:`~monai_ext.networks.nets.mini_vgg.MiniVGG` with ``num_classes = len(landmark_names) + 1``).
+            :class:`~monai_ext.networks.nets.MiniVGG` with ``num_classes = len(landmark_names) + 1``).
         datalist: datalist JSON with ``training``/``validation``/``test`` sections and ``landmark_names``.
         output_dir: folder of tables, plots and TensorBoard logs (``tb/``).
         ckpt_dir: folder of the checkpoints.
