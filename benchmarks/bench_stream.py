@@ -25,20 +25,22 @@ from monai_ext.apps.sperm_emd.stream import SpermStream, optimise_network
 from monai_ext.data.synthetic.sperm import synthesize_sperm_video, write_video
 
 MODELS = {
-    # name: (backbone, constructor overrides) -- crops 32x32, 8 frames, patch 8 as in the bundle's default
+    # name: (backbone, constructor overrides) -- 8 frames, patch 8 as in the bundle's default; crop size --crop_size
     "timesformer_tiny_4l": ("timesformer_tiny", {"num_layers": 4}),
     "timesformer_tiny": ("timesformer_tiny", {}),
     "tiny3d": ("tiny3d", {}),
 }
 
 
-def run_once(video: str, model: str, variant: str, rescore_every: int, write: bool, out_dir: Path) -> dict:
+def run_once(video: str, model: str, variant: str, rescore_every: int, write: bool, out_dir: Path,
+             crop_size: int = 48, crop_mode: str = "clip") -> dict:
     backbone, kwargs = MODELS[model]
     torch.manual_seed(0)
-    net = build_network(backbone, img_size=32, num_frames=8, patch_size=8, **kwargs).eval()
+    net = build_network(backbone, img_size=crop_size, num_frames=8, patch_size=8, **kwargs).eval()
     net = optimise_network(net, quantize=variant == "int8", compile=variant == "compile")
-    stream = SpermStream(net, crop_size=32, clip_length=8, rescore_every=rescore_every, bf16=variant == "bf16")
-    stream.score(torch.zeros(2, 8, 32, 32, dtype=torch.uint8).numpy())  # warm-up (and compilation)
+    stream = SpermStream(net, crop_size=crop_size, clip_length=8, rescore_every=rescore_every,
+                         bf16=variant == "bf16", crop_mode=crop_mode)
+    stream.score(torch.zeros(2, 8, crop_size, crop_size, dtype=torch.uint8).numpy())  # warm-up (and compilation)
     out = out_dir / f"{Path(video).stem}_{model}_{variant}.mp4" if write else None
     return stream.run(video, out, None, verbose=False)
 
@@ -52,12 +54,15 @@ def main() -> None:
     p.add_argument("--variants", nargs="+", default=["fp32", "bf16", "int8"],
                    choices=["fp32", "bf16", "int8", "compile"])
     p.add_argument("--rescore_every", type=int, default=8)
+    p.add_argument("--crop_size", type=int, default=48, help="crop side (the bundle's default: 48)")
+    p.add_argument("--crop_mode", choices=["clip", "head"], default="clip")
     p.add_argument("--no-write", dest="write", action="store_false", help="skip encoding the annotated video")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; {a.frames} frames of 256x256 at 15 fps, re-score every "
-          f"{a.rescore_every} frames, annotated video {'written' if a.write else 'not written'}")
+          f"{a.rescore_every} frames, {a.crop_size}x{a.crop_size} {a.crop_mode} crops, annotated video "
+          f"{'written' if a.write else 'not written'}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp_dir = Path(tmp)
@@ -70,7 +75,8 @@ def main() -> None:
                 base = None
                 for variant in a.variants:
                     t0 = time.perf_counter()
-                    s = run_once(videos[n], model, variant, a.rescore_every, a.write, tmp_dir)
+                    s = run_once(videos[n], model, variant, a.rescore_every, a.write, tmp_dir, a.crop_size,
+                                 a.crop_mode)
                     base = s["fps"] if variant == "fp32" else base
                     rows.append({"model": model, "variant": variant, "sperm": n, "tracks": s["tracks"],
                                  "mean_batch": s["mean_batch"], "fps": s["fps"],

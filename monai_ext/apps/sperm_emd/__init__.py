@@ -6,7 +6,16 @@ The bundle ``bundles/sperm_emd`` calls :class:`SpermEMDWorkflow` (training / eva
 
 from __future__ import annotations
 
-from .data import SpermClipDataset, build_clip_datalist, crop_at, match_track, read_video, track_positions
+from .data import (
+    CROP_MODES,
+    SpermClipDataset,
+    build_clip_datalist,
+    clip_crops,
+    crop_at,
+    match_track,
+    read_video,
+    track_positions,
+)
 from .kinematics import MOTILITY_CLASSES, casa_kinematics, motility_class
 from .networks import BACKBONES, build_network
 from .tracking import SpermDetector, SpermTracker, Track, evaluate_tracking, track_video
@@ -14,6 +23,7 @@ from .workflow import LOSSES, SpermEMDWorkflow, distribution_scores
 
 __all__ = [
     "BACKBONES",
+    "CROP_MODES",
     "LOSSES",
     "MOTILITY_CLASSES",
     "SpermClipDataset",
@@ -24,6 +34,7 @@ __all__ = [
     "build_clip_datalist",
     "build_network",
     "casa_kinematics",
+    "clip_crops",
     "crop_at",
     "distribution_scores",
     "evaluate_tracking",

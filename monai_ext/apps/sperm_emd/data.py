@@ -11,9 +11,18 @@ videos)::
 
 :func:`build_clip_datalist` tracks every video, gives each track the grade distribution of the annotated sperm it
 follows (the one whose head stays within ``match_distance`` pixels in most of the track's frames; tracks of debris
-or of unannotated sperm get no label and are left out), crops ``crop_size`` pixels around the tracked head in every
-frame of the track, stores one ``uint8`` array per track, and writes a clip datalist whose items address ``T``-frame
-windows of those arrays.
+or of unannotated sperm get no label and are left out), cuts the track into ``T``-frame clips, crops them, stores
+one ``uint8`` array per track, and writes a clip datalist whose items address ``T``-frame windows of those arrays.
+
+Two crop modes (``crop_mode``):
+
+- ``"clip"`` (default): every frame of a clip is cropped at the same place, the mean head position over the clip, so
+  the sperm *moves* inside the window as under the microscope (the seed study rates fixed 150x150 regions); the
+  swimming speed and path shape (the WHO motility class, most of what the experts grade) are visible to the network.
+  Choose ``crop_size`` larger than the distance a fast sperm covers in ``T`` frames (48 px for 8 frames of a
+  55 um/s sperm at 1 um/pixel and 15 fps).
+- ``"head"``: every frame is cropped around the tracked head. Head shape and tail beat stay visible but the head's
+  translation is removed, so fast and slow progressive sperm look alike (kept for comparison).
 """
 
 from __future__ import annotations
@@ -32,7 +41,18 @@ from monai_ext.data import load_datalist
 
 from .tracking import SpermDetector, SpermTracker, Track, evaluate_tracking, track_video
 
-__all__ = ["SpermClipDataset", "build_clip_datalist", "crop_at", "match_track", "read_video", "track_positions"]
+__all__ = [
+    "CROP_MODES",
+    "SpermClipDataset",
+    "build_clip_datalist",
+    "clip_crops",
+    "crop_at",
+    "match_track",
+    "read_video",
+    "track_positions",
+]
+
+CROP_MODES = ("clip", "head")
 
 
 def read_video(path: str | os.PathLike) -> np.ndarray:
@@ -59,6 +79,30 @@ def crop_at(frame: np.ndarray, centre: Sequence[float], size: int) -> np.ndarray
     if ye > ys and xe > xs:
         out[ys - y0:ye - y0, xs - x0:xe - x0] = frame[ys:ye, xs:xe]
     return out
+
+
+def clip_crops(frames: Sequence[np.ndarray], positions: np.ndarray, size: int, mode: str = "clip") -> np.ndarray:
+    """``(T, size, size)`` crops of the ``T`` frames of one clip with the head at ``positions`` ``(T, 2)`` (y, x).
+
+    Args:
+        frames: the clip's ``T`` grey frames.
+        positions: the tracked head position in each of those frames.
+        size: crop side in pixels.
+        mode: ``"clip"`` crops every frame at the mean head position (the sperm moves inside the window);
+            ``"head"`` crops each frame around its own head position.
+
+    Raises:
+        ValueError: for an unknown ``mode`` or a number of positions that differs from the number of frames.
+    """
+    if mode not in CROP_MODES:
+        raise ValueError(f"crop_mode must be one of {CROP_MODES}, got {mode!r}.")
+    positions = np.asarray(positions, np.float64).reshape(-1, 2)
+    if len(positions) != len(frames):
+        raise ValueError(f"clip_crops: {len(frames)} frames but {len(positions)} head positions.")
+    if mode == "clip":
+        anchor = positions.mean(0)
+        return np.stack([crop_at(f, anchor, size) for f in frames])
+    return np.stack([crop_at(f, p, size) for f, p in zip(frames, positions, strict=True)])
 
 
 def track_positions(track: Track) -> tuple[int, np.ndarray]:
@@ -101,32 +145,37 @@ def _gt_tracks(annotation: Mapping[str, Any], path: str) -> dict[int, np.ndarray
     return out
 
 
-def build_clip_datalist(datalist: str | os.PathLike, out_dir: str | os.PathLike, crop_size: int = 32,
+def build_clip_datalist(datalist: str | os.PathLike, out_dir: str | os.PathLike, crop_size: int = 48,
                         clip_length: int = 8, clip_stride: int = 4, match_distance: float = 5.0,
                         detector_kwargs: Mapping[str, Any] | None = None,
                         tracker_kwargs: Mapping[str, Any] | None = None,
-                        sections: Sequence[str] = ("training", "validation", "test")
+                        sections: Sequence[str] = ("training", "validation", "test"), crop_mode: str = "clip"
                         ) -> tuple[Path, list[dict[str, Any]]]:
     """Track every video of a video datalist and write the clip datalist ``<out_dir>/clips.json``.
 
     Args:
         datalist: video datalist JSON (see the module docstring).
         out_dir: output folder for ``tracks/*.npy`` and ``clips.json``.
-        crop_size: side of the head-centred crop in pixels.
+        crop_size: side of the crop in pixels.
         clip_length: frames per clip ``T``.
         clip_stride: frames between the starts of consecutive clips of a track.
         match_distance: pixels within which a track follows an annotated sperm (labels and tracking metrics).
         detector_kwargs: arguments of :class:`SpermDetector`.
         tracker_kwargs: arguments of :class:`SpermTracker`.
         sections: datalist sections to process (missing ones are skipped).
+        crop_mode: ``"clip"`` (one window per clip at the mean head position) or ``"head"`` (head-centred crop in
+            every frame); see the module docstring.
 
     Returns:
         ``(clips_json, tracking_rows)``: the clip datalist path and one row of tracking metrics per video
         (MOTA, IDF1, identity switches, ... and the numbers of tracks, labelled tracks and clips).
 
     Raises:
-        ValueError: for ``crop_size``, ``clip_length`` or ``clip_stride`` below 1, or a malformed annotation.
+        ValueError: for ``crop_size``, ``clip_length`` or ``clip_stride`` below 1, an unknown ``crop_mode``, or a
+            malformed annotation.
     """
+    if crop_mode not in CROP_MODES:
+        raise ValueError(f"crop_mode must be one of {CROP_MODES}, got {crop_mode!r}.")
     if crop_size < 1 or clip_length < 1 or clip_stride < 1:
         raise ValueError(f"crop_size, clip_length and clip_stride must be >= 1, got {crop_size}, {clip_length}, "
                          f"{clip_stride}.")
@@ -155,11 +204,15 @@ def build_clip_datalist(datalist: str | os.PathLike, out_dir: str | os.PathLike,
                 if gid is None or len(pos) < clip_length:
                     continue
                 n_labelled += 1
-                crops = np.stack([crop_at(frames[first + i], p, crop_size) for i, p in enumerate(pos)])
+                starts = range(0, len(pos) - clip_length + 1, clip_stride)
+                # one stack of clips per track: clip c occupies rows c*T .. (c+1)*T (a "head" crop of a frame does
+                # not depend on the clip, but storing per clip keeps one layout for both modes)
+                crops = np.concatenate([clip_crops(frames[first + s:first + s + clip_length], pos[s:s + clip_length],
+                                                   crop_size, crop_mode) for s in starts])
                 rel = f"tracks/{name}_t{tr.track_id:03d}.npy"
                 np.save(out / rel, crops)
-                for start in range(0, len(pos) - clip_length + 1, clip_stride):
-                    clips[section].append({"image": rel, "start": start, "length": clip_length,
+                for c, start in enumerate(starts):
+                    clips[section].append({"image": rel, "start": c * clip_length, "length": clip_length,
                                            "label": dists[gid], "video": name, "track_id": tr.track_id,
                                            "sperm_id": gid, "first_frame": first + start})
                     n_clips += 1
@@ -169,8 +222,8 @@ def build_clip_datalist(datalist: str | os.PathLike, out_dir: str | os.PathLike,
                          "labelled_tracks": n_labelled, "clips": n_clips, **metrics})
     path = out / "clips.json"
     with open(path, "w") as f:
-        json.dump({"crop_size": crop_size, "clip_length": clip_length, "clip_stride": clip_stride,
-                   "source": str(datalist), **clips}, f, indent=1)
+        json.dump({"crop_size": crop_size, "crop_mode": crop_mode, "clip_length": clip_length,
+                   "clip_stride": clip_stride, "source": str(datalist), **clips}, f, indent=1)
     return path, rows
 
 

@@ -1,11 +1,13 @@
 """Real-time sperm grading on a video stream: detect -> track -> re-score every track every ``k`` frames in one batch.
 
 :class:`SpermStream` consumes frames one at a time (a video file or a camera through imageio/PyAV). For every
-frame it detects heads, updates the tracker and appends a head-centred crop to each track's ring buffer of the
-last ``T`` crops; every ``rescore_every`` frames all tracks with a full buffer are scored together in one batch by
-the grade network. Each output frame is annotated with the track ids, a bar chart of the latest predicted grade
-distribution (A..E) and the CASA kinematics (VCL, VSL in um/s, LIN) of the track so far; a per-track CSV is written
-at the end. Nothing leaves the machine.
+frame it detects heads, updates the tracker and appends the head position to each track's ring buffer of its last
+``T`` positions (the last ``T`` frames are kept once, for all tracks); every ``rescore_every`` frames all tracks
+seen in each of the last ``T`` frames are cropped exactly as the training clips were (``crop_mode``, see
+:mod:`monai_ext.apps.sperm_emd.data`) and scored together in one batch by the grade network. Each output frame
+is annotated with the track ids, a bar chart of the latest predicted grade distribution (A..E) and the CASA
+kinematics (VCL, VSL in um/s, LIN) of the track so far; a per-track CSV is written at the end. Nothing leaves the
+machine.
 
 Command line (reads a video file, or ``<video0>`` for the first camera)::
 
@@ -27,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data import crop_at
+from .data import CROP_MODES, clip_crops
 from .kinematics import casa_kinematics, motility_class
 from .networks import build_network
 from .tracking import SpermDetector, SpermTracker
@@ -72,10 +74,11 @@ def iter_frames(source: str | os.PathLike | Iterable[np.ndarray]) -> Iterable[np
 
 
 class _TrackState:
-    __slots__ = ("crops", "positions", "first", "last", "probs", "num_scores")
+    __slots__ = ("window", "positions", "first", "last", "probs", "num_scores")
 
     def __init__(self, clip_length: int, first: int) -> None:
-        self.crops: deque[np.ndarray] = deque(maxlen=clip_length)
+        # (frame index, y, x) of the last T frames of the track, detected or Kalman-predicted
+        self.window: deque[tuple[int, float, float]] = deque(maxlen=clip_length)
         self.positions: list[tuple[float, float]] = []
         self.first, self.last = first, first
         self.probs: np.ndarray | None = None
@@ -87,7 +90,7 @@ class SpermStream:
 
     Args:
         network: grade network ``(N, 1, T, crop, crop)`` -> ``(N, K)`` logits (put in ``eval`` mode here).
-        crop_size: crop side around each head (the network's input size).
+        crop_size: crop side (the network's input size).
         clip_length: frames per clip ``T``.
         rescore_every: re-score all tracks every ``k`` frames, in one batch.
         fps: frame rate of the stream (for the kinematics).
@@ -100,28 +103,34 @@ class SpermStream:
         inferer: MONAI-style ``inferer(inputs, network)`` (default: ``network(inputs)``).
         postprocessing: callable applied to the logits (default: softmax over grades).
         annotate: draw the annotated frames (``False`` for a headless benchmark of the analysis alone).
+        crop_mode: ``"clip"`` (one window at the mean head position of the last ``T`` frames) or ``"head"``
+            (head-centred crop per frame); must match the mode the network was trained with.
 
     Raises:
-        ValueError: for ``rescore_every``, ``clip_length`` or ``crop_size`` below 1.
+        ValueError: for ``rescore_every``, ``clip_length`` or ``crop_size`` below 1, or an unknown ``crop_mode``.
 
     Example::
 
         >>> from monai_ext.apps.sperm_emd import build_network
-        >>> stream = SpermStream(build_network("timesformer_tiny", num_layers=1))
+        >>> stream = SpermStream(build_network("timesformer_tiny", img_size=48, num_layers=1), crop_size=48)
         >>> out = stream.process_frame(np.zeros((64, 64), np.uint8))
         >>> out.shape
         (64, 64, 3)
     """
 
-    def __init__(self, network: torch.nn.Module, crop_size: int = 32, clip_length: int = 8, rescore_every: int = 8,
+    def __init__(self, network: torch.nn.Module, crop_size: int = 48, clip_length: int = 8, rescore_every: int = 8,
                  fps: float = 15.0, um_per_pixel: float = 1.0, device: str | torch.device = "cpu", bf16: bool = False,
                  detector: SpermDetector | None = None, tracker: SpermTracker | None = None,
                  preprocessing: Callable[[torch.Tensor], torch.Tensor] | None = None,
                  inferer: Callable[..., torch.Tensor] | None = None,
-                 postprocessing: Callable[[torch.Tensor], torch.Tensor] | None = None, annotate: bool = True) -> None:
+                 postprocessing: Callable[[torch.Tensor], torch.Tensor] | None = None, annotate: bool = True,
+                 crop_mode: str = "clip") -> None:
         if min(rescore_every, clip_length, crop_size) < 1:
             raise ValueError(f"rescore_every, clip_length and crop_size must be >= 1, got {rescore_every}, "
                              f"{clip_length}, {crop_size}.")
+        if crop_mode not in CROP_MODES:
+            raise ValueError(f"crop_mode must be one of {CROP_MODES}, got {crop_mode!r}.")
+        self.crop_mode = crop_mode
         self.network = network.eval()
         self.crop_size, self.clip_length, self.rescore_every = int(crop_size), int(clip_length), int(rescore_every)
         self.fps, self.um_per_pixel = float(fps), float(um_per_pixel)
@@ -138,6 +147,7 @@ class SpermStream:
         """Forget all tracks and timers."""
         self.tracker.reset()
         self.states: dict[int, _TrackState] = {}
+        self.frames: deque[np.ndarray] = deque(maxlen=self.clip_length)
         self.frame_index = -1
         self.timings = {"detect_track": 0.0, "score": 0.0, "draw": 0.0}
         self.batches: list[int] = []
@@ -154,6 +164,7 @@ class SpermStream:
         """Analyse one grey frame; returns the annotated RGB frame (``None`` when ``annotate`` is off)."""
         self.frame_index += 1
         t0 = time.perf_counter()
+        self.frames.append(frame)
         alive = self.tracker.update(self.detector(frame), frame_index=self.frame_index)
         current = []
         for tr in alive:
@@ -161,16 +172,21 @@ class SpermStream:
             if st is None:
                 st = self.states[tr.track_id] = _TrackState(self.clip_length, self.frame_index)
             _, y, x, detected = tr.history[-1]
-            st.crops.append(crop_at(frame, (y, x), self.crop_size))
+            st.window.append((self.frame_index, y, x))
             if detected:
                 st.positions.append((y, x))
                 st.last = self.frame_index
             current.append((tr.track_id, y, x))
         t1 = time.perf_counter()
         if self.frame_index % self.rescore_every == 0:
-            ready = [tid for tid, _, _ in current if len(self.states[tid].crops) == self.clip_length]
+            first = self.frame_index - self.clip_length + 1
+            ready = [tid for tid, _, _ in current if len(self.states[tid].window) == self.clip_length
+                     and self.states[tid].window[0][0] == first]
             if ready:
-                probs = self.score(np.stack([np.stack(self.states[tid].crops) for tid in ready]))
+                frames = list(self.frames)
+                probs = self.score(np.stack([
+                    clip_crops(frames, np.asarray([w[1:] for w in self.states[tid].window]), self.crop_size,
+                               self.crop_mode) for tid in ready]))
                 for tid, p in zip(ready, probs, strict=True):
                     self.states[tid].probs, self.states[tid].num_scores = p, self.states[tid].num_scores + 1
                 self.batches.append(len(ready))
@@ -275,7 +291,7 @@ class SpermStream:
         return stats
 
 
-def load_stream_network(backbone: str, checkpoint: str | os.PathLike | None, crop_size: int = 32,
+def load_stream_network(backbone: str, checkpoint: str | os.PathLike | None, crop_size: int = 48,
                         clip_length: int = 8, patch_size: int = 8, network_kwargs: Mapping[str, Any] | None = None,
                         device: str | torch.device = "cpu") -> torch.nn.Module:
     """Build ``backbone`` and load ``checkpoint`` (a ``{"model": state_dict}`` file from the training workflow)."""
@@ -316,7 +332,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     p.add_argument("--checkpoint", default=None, help="model.pt written by the bundle's train.json")
     p.add_argument("--backbone", default="timesformer_tiny")
     p.add_argument("--network_kwargs", default="{}", help="JSON dict of extra network arguments")
-    p.add_argument("--crop_size", type=int, default=32)
+    p.add_argument("--crop_size", type=int, default=48)
+    p.add_argument("--crop_mode", choices=CROP_MODES, default="clip", help="as used in training")
     p.add_argument("--clip_length", type=int, default=8)
     p.add_argument("--patch_size", type=int, default=8)
     p.add_argument("--rescore_every", type=int, default=8)
@@ -331,7 +348,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     net = load_stream_network(a.backbone, a.checkpoint, a.crop_size, a.clip_length, a.patch_size,
                               json.loads(a.network_kwargs))
     stream = SpermStream(optimise_network(net, a.quantize, a.compile), crop_size=a.crop_size,
-                         clip_length=a.clip_length, rescore_every=a.rescore_every, fps=a.fps, bf16=a.bf16)
+                         clip_length=a.clip_length, rescore_every=a.rescore_every, crop_mode=a.crop_mode, fps=a.fps,
+                         bf16=a.bf16)
     return stream.run(a.video, a.output_video, a.output_csv, a.max_frames)
 
 

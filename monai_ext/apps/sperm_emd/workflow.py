@@ -39,7 +39,7 @@ from monai_ext.utils import (
     set_rng_state,
 )
 
-from .data import SpermClipDataset, build_clip_datalist
+from .data import CROP_MODES, SpermClipDataset, build_clip_datalist
 from .networks import BACKBONES, build_network
 
 __all__ = ["LOSSES", "SpermEMDWorkflow", "distribution_scores"]
@@ -82,6 +82,8 @@ class SpermEMDWorkflow:
         lr: AdamW learning rate.
         weight_decay: AdamW weight decay.
         crop_size: crop side in pixels.
+        crop_mode: ``"clip"`` (one window per clip at the mean head position: the sperm moves inside it) or
+            ``"head"`` (head-centred crop in every frame); see :mod:`monai_ext.apps.sperm_emd.data`.
         clip_length: frames per clip.
         clip_stride: frames between clip starts along a track.
         patch_size: TimeSformer patch side.
@@ -95,18 +97,18 @@ class SpermEMDWorkflow:
         num_workers: data loader workers.
 
     Raises:
-        ValueError: for an unknown backbone, loss or mode, or ``max_epochs < 1``.
+        ValueError: for an unknown backbone, loss, mode or crop mode, or ``max_epochs < 1``.
     """
 
     def __init__(self, dataset_dir: str | None, output_dir: str, ckpt_dir: str,
                  backbones: Sequence[str] = ("timesformer_tiny",), losses: Sequence[str] = ("emd",),
                  device: str | torch.device | None = None, max_epochs: int = 8, seed: int = 0, batch_size: int = 16,
-                 lr: float = 3e-4, weight_decay: float = 0.05, crop_size: int = 32, clip_length: int = 8,
+                 lr: float = 3e-4, weight_decay: float = 0.05, crop_size: int = 48, clip_length: int = 8,
                  clip_stride: int = 4, patch_size: int = 8,
                  network_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
                  generator_kwargs: Mapping[str, Any] | None = None, detector_kwargs: Mapping[str, Any] | None = None,
                  tracker_kwargs: Mapping[str, Any] | None = None, resume: bool = True, mode: str = "train",
-                 num_workers: int = 0) -> None:
+                 num_workers: int = 0, crop_mode: str = "clip") -> None:
         bad = [b for b in backbones if b not in BACKBONES]
         if bad:
             raise ValueError(f"backbones must be among {sorted(BACKBONES)}, got unknown {bad}.")
@@ -122,7 +124,10 @@ class SpermEMDWorkflow:
         self.device = default_device(device)
         self.max_epochs, self.seed, self.batch_size = int(max_epochs), int(seed), int(batch_size)
         self.lr, self.weight_decay = float(lr), float(weight_decay)
+        if crop_mode not in CROP_MODES:
+            raise ValueError(f"crop_mode must be one of {CROP_MODES}, got {crop_mode!r}.")
         self.crop_size, self.clip_length, self.clip_stride = int(crop_size), int(clip_length), int(clip_stride)
+        self.crop_mode = crop_mode
         self.patch_size = int(patch_size)
         self.network_kwargs = {k: dict(v) for k, v in (network_kwargs or {}).items()}
         self.generator_kwargs = dict(generator_kwargs or {})
@@ -144,8 +149,9 @@ class SpermEMDWorkflow:
         """Resolve the video datalist, track the videos once (cached) and return the clip datalist sections."""
         clip_dir = self.output_dir / "clips"
         signature = json.dumps({"dataset": str(self.dataset_dir), "gen": self.generator_kwargs,
-                                "crop": self.crop_size, "T": self.clip_length, "stride": self.clip_stride,
-                                "det": self.detector_kwargs, "trk": self.tracker_kwargs}, sort_keys=True, default=str)
+                                "crop": self.crop_size, "mode": self.crop_mode, "T": self.clip_length,
+                                "stride": self.clip_stride, "det": self.detector_kwargs, "trk": self.tracker_kwargs},
+                               sort_keys=True, default=str)
         stamp = clip_dir / ".signature.json"
         if self.rank == 0:
             # imported here: the generator imports this package's kinematics module
@@ -157,7 +163,7 @@ class SpermEMDWorkflow:
                 logger.info("tracking the videos of %s", datalist)
                 _, rows = build_clip_datalist(datalist, clip_dir, self.crop_size, self.clip_length, self.clip_stride,
                                               detector_kwargs=self.detector_kwargs,
-                                              tracker_kwargs=self.tracker_kwargs)
+                                              tracker_kwargs=self.tracker_kwargs, crop_mode=self.crop_mode)
                 save_results_table(rows, self.output_dir / "tracking_quality",
                                    title="Tracking quality against the annotated head tracks (motmetrics)")
                 with open(clip_dir / "tracking_rows.json", "w") as f:

@@ -15,12 +15,14 @@ from monai_ext.apps.sperm_emd import (
     SpermEMDWorkflow,
     build_clip_datalist,
     build_network,
+    clip_crops,
     crop_at,
     distribution_scores,
     match_track,
 )
+from monai_ext.apps.sperm_emd.data import read_video
 from monai_ext.apps.sperm_emd.stream import SpermStream, optimise_network
-from monai_ext.apps.sperm_emd.tracking import Track
+from monai_ext.apps.sperm_emd.tracking import SpermDetector, SpermTracker, Track, track_video
 from monai_ext.data.synthetic.sperm import generate_sperm_dataset
 
 
@@ -40,6 +42,33 @@ def test_crop_at_matches_naive(centre, size):
         for j in range(size):
             y, x = y0 + i, x0 + j
             assert out[i, j] == (frame[y, x] if 0 <= y < 64 and 0 <= x < 64 else 0)
+
+
+@pytest.mark.parametrize("mode", ["clip", "head"])
+def test_clip_crops_matches_naive(mode):
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 255, (5, 40, 50), dtype=np.uint8)
+    pos = np.array([[10.0, 12.0], [11.5, 15.0], [13.0, 18.2], [14.0, 21.0], [16.4, 24.0]])
+    out = clip_crops(frames, pos, 12, mode)
+    assert out.shape == (5, 12, 12) and out.dtype == np.uint8
+    anchor = (pos[:, 0].sum() / 5, pos[:, 1].sum() / 5)
+    for t in range(5):
+        cy, cx = (anchor if mode == "clip" else pos[t])
+        y0, x0 = int(round(cy)) - 6, int(round(cx)) - 6
+        for i in range(12):
+            for j in range(12):
+                y, x = y0 + i, x0 + j
+                assert out[t, i, j] == (frames[t, y, x] if 0 <= y < 40 and 0 <= x < 50 else 0)
+    if mode == "clip":  # a moving head moves inside the fixed window
+        assert not np.array_equal(out[0], out[-1])
+
+
+def test_clip_crops_errors():
+    frames = np.zeros((3, 20, 20), np.uint8)
+    with pytest.raises(ValueError, match="crop_mode must be one of"):
+        clip_crops(frames, np.zeros((3, 2)), 8, "centre")
+    with pytest.raises(ValueError, match="3 frames but 2 head positions"):
+        clip_crops(frames, np.zeros((2, 2)), 8)
 
 
 def test_match_track():
@@ -78,9 +107,33 @@ def test_build_clip_datalist_and_dataset(tiny_data, tmp_path):
         bad[0]
 
 
+@pytest.mark.parametrize("mode", ["clip", "head"])
+def test_clip_datalist_crops_follow_the_tracks(tiny_data, tmp_path, mode):
+    """Every stored clip equals the crops of its video frames at its track's positions (re-tracked independently)."""
+    path, _ = build_clip_datalist(tiny_data, tmp_path, crop_size=16, clip_length=4, clip_stride=2, crop_mode=mode,
+                                  sections=("training",))
+    content = json.loads(path.read_text())
+    assert content["crop_mode"] == mode
+    video_item = json.loads(tiny_data.read_text())["training"][0]
+    frames = read_video(tiny_data.parent / video_item["video"])
+    tracks = {t.track_id: t for t in track_video(frames, SpermDetector(), SpermTracker())}
+    checked = 0
+    for it in content["training"]:
+        hist = tracks[it["track_id"]].history
+        first = it["first_frame"]
+        pos = np.array([(y, x) for f, y, x, _ in hist if first <= f < first + 4])
+        expected = clip_crops(frames[first:first + 4], pos, 16, mode)
+        arr = np.load(tmp_path / it["image"])
+        np.testing.assert_array_equal(arr[it["start"]:it["start"] + 4], expected)
+        checked += 1
+    assert checked == len(content["training"]) > 0
+
+
 def test_build_clip_datalist_errors(tiny_data, tmp_path):
     with pytest.raises(ValueError, match="clip_length"):
         build_clip_datalist(tiny_data, tmp_path, clip_length=0)
+    with pytest.raises(ValueError, match="crop_mode must be one of"):
+        build_clip_datalist(tiny_data, tmp_path, crop_mode="centre")
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -133,10 +186,39 @@ def test_stream_rescoring_and_outputs(tiny_data, tmp_path):
     assert iio.imread(tmp_path / "out.mp4", plugin="pyav").shape[:3] == (12, 96, 96)
 
 
+@pytest.mark.parametrize("mode", ["clip", "head"])
+def test_stream_crops_match_training_crops(tiny_data, mode):
+    """The stream scores each ready track on the same crops as the training clips (same positions and mode)."""
+    video = tiny_data.parent / json.loads(tiny_data.read_text())["test"][0]["video"]
+    frames = read_video(video)
+    net = build_network("tiny3d", img_size=16, num_frames=4)
+    seen = []
+
+    def capture(x):
+        seen.append((stream.frame_index, x.clone()))
+        return x.float() / 255
+
+    stream = SpermStream(net, crop_size=16, clip_length=4, rescore_every=2, crop_mode=mode, preprocessing=capture)
+    stream.run(list(frames), verbose=False)
+    assert seen, "the stream never scored a clip"
+    tracks = {t.track_id: t for t in track_video(frames, SpermDetector(), SpermTracker())}
+    for frame_index, batch in seen:
+        assert frame_index % 2 == 0 and frame_index >= 3
+        first = frame_index - 3
+        expected = [clip_crops(frames[first:frame_index + 1],
+                               np.array([(y, x) for f, y, x, _ in t.history if first <= f <= frame_index]), 16, mode)
+                    for t in tracks.values() if t.history[0][0] <= first and t.history[-1][0] >= frame_index]
+        assert len(batch) == len(expected)
+        for row in batch[:, 0].numpy():
+            assert sum(np.array_equal(row, e) for e in expected) >= 1
+
+
 def test_stream_errors_and_quantised_network(tmp_path):
     net = build_network("timesformer_tiny", img_size=16, num_frames=4, patch_size=8, num_layers=1)
     with pytest.raises(ValueError, match="rescore_every"):
         SpermStream(net, rescore_every=0)
+    with pytest.raises(ValueError, match="crop_mode must be one of"):
+        SpermStream(net, crop_mode="centre")
     with pytest.raises(FileNotFoundError, match="video source not found"):
         SpermStream(net).run(str(tmp_path / "missing.mp4"))
     x = torch.rand(3, 1, 4, 16, 16)
