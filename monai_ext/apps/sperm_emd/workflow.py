@@ -1,11 +1,11 @@
 """The ``sperm_emd`` study workflow: data -> tracking -> clips -> backbone x loss grid -> metrics table and plots.
 
 For every ``(backbone, loss)`` pair of the grid, a network is trained from scratch on the training clips (AdamW,
-cosine schedule), the epoch with the best validation EMD is kept, and the test clips are scored with the
-distribution metrics of the study: MSE and JSD between the predicted and the expert grade distributions, histogram
-intersection ("distribution accuracy"), Chebyshev distance, EMD and grade-mode accuracy (the most voted grade is
-the predicted one). Each pair is checkpointed every epoch (model, optimiser, scheduler, epoch, RNG state) and
-resumes from its last checkpoint when ``resume`` is set.
+linear warm-up then cosine decay, stepped every batch), the epoch with the best validation EMD is kept, and the
+test clips are scored with the distribution metrics of the study: MSE and JSD between the predicted and the expert
+grade distributions, histogram intersection ("distribution accuracy"), Chebyshev distance, EMD and grade-mode
+accuracy (the most voted grade is the predicted one). Each pair is checkpointed every epoch (model, optimiser,
+scheduler, epoch, RNG state) and resumes from its last checkpoint when ``resume`` is set.
 
 Reference: the seed study fine-tunes TimeSformer (Bertasius et al., ICML 2021) with the EMD loss (Hou et al. 2016;
 Talebi & Milanfar, IEEE TIP 2018) on multi-expert grade distributions of tracked sperm clips.
@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ from monai_ext.utils import (
 from .data import CROP_MODES, SpermClipDataset, build_clip_datalist
 from .networks import BACKBONES, build_network
 
-__all__ = ["LOSSES", "SpermEMDWorkflow", "distribution_scores"]
+__all__ = ["LOSSES", "SpermEMDWorkflow", "distribution_scores", "warmup_cosine"]
 
 LOSSES = ("emd", "mse", "jsd", "ce", "hi")
 METRIC_COLUMNS = ("mse", "jsd", "intersection", "chebyshev", "emd", "mode_accuracy")
@@ -66,6 +67,19 @@ def distribution_scores(probs: torch.Tensor, target: torch.Tensor) -> dict[str, 
     return {k: out[k].reshape(-1) for k in METRIC_COLUMNS}
 
 
+def warmup_cosine(warmup_steps: float, total_steps: float) -> Callable[[int], float]:
+    """Learning-rate factor of step ``i``: linear warm-up over ``warmup_steps`` then cosine decay to 0 at
+    ``total_steps`` (for :class:`torch.optim.lr_scheduler.LambdaLR`)."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+    return factor
+
+
 class SpermEMDWorkflow:
     """Train and evaluate the grid of backbones x losses on tracked sperm clips (see the module docstring).
 
@@ -79,7 +93,9 @@ class SpermEMDWorkflow:
         max_epochs: training epochs per grid cell.
         seed: seed of weights, data order and augmentation.
         batch_size: clips per batch.
-        lr: AdamW learning rate.
+        lr: AdamW peak learning rate.
+        warmup_epochs: epochs of linear learning-rate warm-up (then cosine decay to zero at ``max_epochs``); the
+            warm-up lets the transformers train from scratch at the same peak rate as the CNNs.
         weight_decay: AdamW weight decay.
         crop_size: crop side in pixels.
         crop_mode: ``"clip"`` (one window per clip at the mean head position: the sperm moves inside it) or
@@ -108,7 +124,7 @@ class SpermEMDWorkflow:
                  network_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
                  generator_kwargs: Mapping[str, Any] | None = None, detector_kwargs: Mapping[str, Any] | None = None,
                  tracker_kwargs: Mapping[str, Any] | None = None, resume: bool = True, mode: str = "train",
-                 num_workers: int = 0, crop_mode: str = "clip") -> None:
+                 num_workers: int = 0, crop_mode: str = "clip", warmup_epochs: float = 1.0) -> None:
         bad = [b for b in backbones if b not in BACKBONES]
         if bad:
             raise ValueError(f"backbones must be among {sorted(BACKBONES)}, got unknown {bad}.")
@@ -119,11 +135,13 @@ class SpermEMDWorkflow:
             raise ValueError(f"mode must be 'train' or 'evaluate', got {mode!r}.")
         if int(max_epochs) < 1:
             raise ValueError(f"max_epochs must be >= 1, got {max_epochs}.")
+        if not 0 <= float(warmup_epochs) <= int(max_epochs):
+            raise ValueError(f"warmup_epochs must be in [0, max_epochs={max_epochs}], got {warmup_epochs}.")
         self.dataset_dir, self.output_dir, self.ckpt_dir = dataset_dir, Path(output_dir), Path(ckpt_dir)
         self.backbones, self.losses = list(backbones), list(losses)
         self.device = default_device(device)
         self.max_epochs, self.seed, self.batch_size = int(max_epochs), int(seed), int(batch_size)
-        self.lr, self.weight_decay = float(lr), float(weight_decay)
+        self.lr, self.weight_decay, self.warmup_epochs = float(lr), float(weight_decay), float(warmup_epochs)
         if crop_mode not in CROP_MODES:
             raise ValueError(f"crop_mode must be one of {CROP_MODES}, got {crop_mode!r}.")
         self.crop_size, self.clip_length, self.clip_stride = int(crop_size), int(clip_length), int(clip_stride)
@@ -214,8 +232,14 @@ class SpermEMDWorkflow:
                 ids = [self.device] if self.device.type == "cuda" else None
                 ddp = torch.nn.parallel.DistributedDataParallel(net, device_ids=ids)
             loss_fn = get_distribution_loss(loss_name)
+            ds = SpermClipDataset(sections["training"], augment=True, seed=self.seed + self.rank)
+            sampler = DistributedSampler(ds, shuffle=True, seed=self.seed) if self.distributed else None
+            g = torch.Generator().manual_seed(self.seed)
+            loader = DataLoader(ds, batch_size=self.batch_size, shuffle=sampler is None, sampler=sampler,
+                                generator=g, num_workers=self.num_workers, drop_last=len(ds) > self.batch_size)
             opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.max_epochs)
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(self.warmup_epochs * len(loader),
+                                                                         self.max_epochs * len(loader)))
             start, best = 0, float("inf")
             if self.resume and last_path.is_file():
                 ck = load_checkpoint(last_path, map_location=self.device)
@@ -225,11 +249,6 @@ class SpermEMDWorkflow:
                 start, best, history = int(ck["epoch"]), float(ck["best"]), json.loads(ck["history"])
                 set_rng_state(ck["rng"])
                 logger.info("%s: resumed after epoch %d", name, start)
-            ds = SpermClipDataset(sections["training"], augment=True, seed=self.seed + self.rank)
-            sampler = DistributedSampler(ds, shuffle=True, seed=self.seed) if self.distributed else None
-            g = torch.Generator().manual_seed(self.seed)
-            loader = DataLoader(ds, batch_size=self.batch_size, shuffle=sampler is None, sampler=sampler,
-                                generator=g, num_workers=self.num_workers, drop_last=len(ds) > self.batch_size)
             writer = SummaryWriter(str(self.output_dir / "runs" / name)) if self.rank == 0 else None
             val_items = sections["validation"] or sections["training"]
             for epoch in range(start, self.max_epochs):
@@ -244,9 +263,9 @@ class SpermEMDWorkflow:
                     loss = loss_fn(ddp(batch["image"].to(self.device)), batch["label"].to(self.device))
                     loss.backward()
                     opt.step()
+                    sched.step()
                     total, count = total + loss.item() * len(batch["label"]), count + len(batch["label"])
                     bar.set_postfix(loss=f"{loss.item():.4f}")
-                sched.step()
                 probs, targets = self.predict(net, val_items)
                 val = {k: float(v.mean()) for k, v in distribution_scores(probs, targets).items()}
                 history.append({"epoch": epoch + 1, "train_loss": total / max(count, 1), **{f"val_{k}": v for k, v

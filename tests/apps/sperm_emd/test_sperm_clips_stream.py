@@ -23,6 +23,7 @@ from monai_ext.apps.sperm_emd import (
 from monai_ext.apps.sperm_emd.data import read_video
 from monai_ext.apps.sperm_emd.stream import SpermStream, optimise_network
 from monai_ext.apps.sperm_emd.tracking import SpermDetector, SpermTracker, Track, track_video
+from monai_ext.apps.sperm_emd.workflow import warmup_cosine
 from monai_ext.data.synthetic.sperm import generate_sperm_dataset
 
 
@@ -154,11 +155,28 @@ def test_distribution_scores_match_naive(seed):
 @pytest.mark.parametrize(
     "kwargs,match",
     [({"backbones": ["vgg"]}, "backbones must be among"), ({"losses": ["l1"]}, "losses must be among"),
-     ({"mode": "test"}, "mode must be"), ({"max_epochs": 0}, "max_epochs must be")],
+     ({"mode": "test"}, "mode must be"), ({"max_epochs": 0}, "max_epochs must be"),
+     ({"crop_mode": "centre"}, "crop_mode must be one of"), ({"warmup_epochs": 9, "max_epochs": 8}, "warmup_epochs"),
+     ({"warmup_epochs": -1}, "warmup_epochs")],
 )
 def test_workflow_errors(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):
         SpermEMDWorkflow(None, str(tmp_path), str(tmp_path / "m"), **kwargs)
+
+
+@pytest.mark.parametrize("warmup,total", [(0, 10), (3, 10), (2.5, 7), (10, 10)])
+def test_warmup_cosine_matches_formula(warmup, total):
+    f = warmup_cosine(warmup, total)
+    for i in range(total + 2):
+        if i < warmup:
+            expected = (i + 1) / (warmup + 1)
+        else:
+            t = min((i - warmup) / max(total - warmup, 1), 1.0)
+            expected = 0.5 * (1 + np.cos(np.pi * t))
+        assert f(i) == pytest.approx(expected)
+    # rises during warm-up, never exceeds 1, reaches 0 at the end
+    assert all(f(i) <= f(i + 1) for i in range(int(warmup) - 1)) and max(f(i) for i in range(total)) <= 1.0
+    assert f(total) == pytest.approx(0.0, abs=1e-12) or warmup == total
 
 
 def test_build_network_errors():
