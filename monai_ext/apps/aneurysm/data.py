@@ -18,7 +18,7 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import LoadImage
 
-from monai_ext.data import load_datalist
+from monai_ext.data import load_datalist, read_image, validate_image
 from monai_ext.transforms import RandTriPlanarPatchd, TriPlanarPatch
 
 from .landmarks import points_to_voxels, read_points
@@ -85,11 +85,17 @@ def landmark_names_of(datalist: str | os.PathLike) -> list[str]:
     """The datalist's ``landmark_names`` (class ``k`` is ``names[k - 1]``).
 
     Raises:
-        ValueError: when the datalist has no non-empty ``landmark_names`` list of strings.
+        FileNotFoundError: when the datalist does not exist.
+        ValueError: when the datalist is not JSON or has no non-empty ``landmark_names`` list of strings.
     """
     path = Path(datalist)
     path = path / "dataset.json" if path.is_dir() else path
-    content = json.loads(path.read_text())
+    if not path.is_file():
+        raise FileNotFoundError(f"datalist JSON not found: '{path}'.")
+    try:
+        content = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"datalist '{path}' is not valid JSON: {e}") from e
     names = content.get("landmark_names") if isinstance(content, dict) else None
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         raise ValueError(
@@ -115,7 +121,9 @@ def load_cases(datalist: str | os.PathLike, section: str, names: Sequence[str] |
             differently).
 
     Raises:
-        ValueError: from the datalist, the landmark files, or points outside their volume (names the file).
+        FileNotFoundError: a missing datalist, image or point file (names it).
+        ValueError: from the datalist, an unreadable (truncated, corrupt) image, an image that is not a 3D volume or
+            holds NaN / infinite voxels, the landmark files, or points outside their volume (names the file).
     """
     names = list(names) if names is not None else landmark_names_of(datalist)
     items = load_datalist(datalist, section, required_keys=("image", "landmarks"),
@@ -123,7 +131,9 @@ def load_cases(datalist: str | os.PathLike, section: str, names: Sequence[str] |
     loader = LoadImage(image_only=True, ensure_channel_first=True)
     cases = []
     for item in items[:max_cases]:
-        img = loader(item["image"])
+        img = read_image(item["image"], loader, what=f"{section} image")
+        validate_image(img, item["image"], ndim=4, what=f"{section} image",
+                       layout="a 3D volume (X, Y, Z), read channel-first as (1, X, Y, Z)")
         affine = np.asarray(img.affine, dtype=np.float64)
         shape = tuple(img.shape[1:])
         if img.shape[0] != 1:

@@ -9,19 +9,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from monai_ext.data import read_image, validate_image
+
 __all__ = ["FRAME_SUFFIXES", "load_sequence", "normalize_sequence", "sequence_folds"]
 
 FRAME_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 
 def _read_frame(path: Path) -> np.ndarray:
-    import imageio.v3 as iio
-
-    img = np.asarray(iio.imread(path), dtype=np.float32)
-    if img.ndim == 3:  # colour frames are converted to grey
-        img = img[..., :3].mean(-1)
-    if img.ndim != 2:
-        raise ValueError(f"frame '{path}' must be a 2D grey or colour image, got shape {img.shape}.")
+    img = np.asarray(read_image(path, what="frame"), dtype=np.float32)
+    if img.ndim == 3 and img.shape[-1] in (1, 2, 3, 4):  # grey + alpha or colour frames are converted to grey
+        img = img[..., :3].mean(-1) if img.shape[-1] >= 3 else img[..., 0]
+    validate_image(img, path, ndim=2, layout="a 2D grey or colour frame (H, W) or (H, W, C)", what="frame")
     return img
 
 
@@ -39,8 +38,10 @@ def load_sequence(path: str | os.PathLike | Sequence[str | os.PathLike], num_fra
         image_size: when given, resize every frame to ``image_size x image_size`` (bilinear).
 
     Raises:
-        FileNotFoundError: when the path does not exist or a folder holds no frame image.
-        ValueError: when frames differ in size, the image is not 2D+t, or there are fewer than ``num_frames``.
+        FileNotFoundError: when the path or a frame file does not exist or a folder holds no frame image.
+        ValueError: when a file cannot be read (truncated, corrupt), a frame is not 2D, the image is not 2D+t, it
+            holds NaN / infinite values, frames differ in size, or there are fewer than ``num_frames`` (names the
+            file).
     """
     if isinstance(path, (list, tuple)):
         files = [Path(p) for p in path]
@@ -54,11 +55,10 @@ def load_sequence(path: str | os.PathLike | Sequence[str | os.PathLike], num_fra
     if files is None:
         from monai.transforms import LoadImage
 
-        arr = np.asarray(LoadImage(image_only=True)(str(path)), dtype=np.float32)
+        arr = np.asarray(read_image(path, LoadImage(image_only=True), what="2D+t image"), dtype=np.float32)
         if arr.ndim == 4 and arr.shape[2] == 1:
             arr = arr[:, :, 0]
-        if arr.ndim != 3:
-            raise ValueError(f"2D+t image '{path}' must have shape (H, W, T), got {arr.shape}.")
+        validate_image(arr, path, ndim=3, layout="a 2D+t image (H, W, T)", what="2D+t image")
         seq = np.moveaxis(arr, -1, 0)
     else:
         frames = [_read_frame(f) for f in files]

@@ -15,6 +15,7 @@ the same seed, so they see the same pixels.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -196,16 +197,18 @@ class IPSHistogramWorkflow:
         """Items of a datalist section; ``test`` falls back to ``validation``, which falls back to ``training``."""
         order = {"training": ["training"], "validation": ["validation", "training"],
                  "test": ["test", "validation", "training"]}.get(section, [section])
-        last: Exception | None = None
+        try:
+            content = json.loads(Path(self.datalist).read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"datalist '{self.datalist}' is not valid JSON: {e}") from e
+        present = sorted(content) if isinstance(content, dict) else []
         for name in order:
-            try:
-                items = load_datalist(self.datalist, name, required_keys=("image", "label"))
-            except ValueError as e:
-                last = e
+            if name not in present:  # only an absent section falls back; a malformed one is an error
                 continue
+            items = load_datalist(self.datalist, name, required_keys=("image", "label"))
             if items:
                 return items
-        raise ValueError(f"datalist '{self.datalist}' has no usable section among {order}: {last}")
+        raise ValueError(f"datalist '{self.datalist}' has no non-empty section among {order} (found: {present}).")
 
     @property
     def train_items(self) -> list[dict[str, Any]]:
@@ -214,6 +217,14 @@ class IPSHistogramWorkflow:
     @property
     def test_items(self) -> list[dict[str, Any]]:
         return self.items(self.eval_section)
+
+    def check_data(self) -> None:
+        """Read and validate every training and evaluation case once, so that a bad file stops the run before any
+        training (:func:`~monai_ext.apps.ips_histogram.data.load_case`: unreadable file, wrong dimensionality,
+        NaN / infinite values, label values that are not class ids, empty label map; each error names the file).
+        """
+        for item in [*self.train_items, *self.test_items]:
+            load_case(item["image"], item["label"], self.num_classes, self.ignore_label)
 
     # ----------------------------------------------------------------------------------------------- models
     def build_network(self, method: str, patch_size: int) -> torch.nn.Module:
@@ -283,7 +294,7 @@ class IPSHistogramWorkflow:
             ids = [self.device.index] if self.device.type == "cuda" else None
             model = torch.nn.parallel.DistributedDataParallel(net, device_ids=ids)
         items = self.train_items
-        cases = [load_case(it["image"], it["label"]) for it in items]
+        cases = [load_case(it["image"], it["label"], self.num_classes, self.ignore_label) for it in items]
         sampler = PatchSampler([c[0] for c in cases], [c[1] for c in cases], patch_size, self.num_classes,
                                self.ignore_label, seed=self.seed)
         writer = SummaryWriter(str(self.output_dir / "tensorboard" / tag)) if _rank() == 0 else None
@@ -357,7 +368,7 @@ class IPSHistogramWorkflow:
         first: dict[str, Any] = {}
         seconds, pixels = 0.0, 0
         for i, item in enumerate(self.test_items):
-            image, label = load_case(item["image"], item["label"])
+            image, label = load_case(item["image"], item["label"], self.num_classes, self.ignore_label)
             t0 = time.perf_counter()
             prob = self.predict(method, patch_size, net, image)
             seconds += time.perf_counter() - t0
@@ -412,6 +423,7 @@ class IPSHistogramWorkflow:
 
     def run(self) -> list[dict[str, Any]]:
         """Train and evaluate every ``(method, patch_size)``; returns the table rows."""
+        self.check_data()
         self.rows, firsts, export = [], {}, None
         for p in self.patch_sizes:
             for m in self.methods:

@@ -37,7 +37,7 @@ import imageio.v3 as iio
 import numpy as np
 import torch
 
-from monai_ext.data import load_datalist
+from monai_ext.data import load_datalist, read_image, validate_distribution, validate_image
 
 from .tracking import SpermDetector, SpermTracker, Track, evaluate_tracking, track_video
 
@@ -60,13 +60,13 @@ def read_video(path: str | os.PathLike) -> np.ndarray:
 
     Raises:
         FileNotFoundError: when the file does not exist.
+        ValueError: when the file cannot be decoded (truncated, corrupt, not a video) or is not a sequence of 2D
+            frames (names the file).
     """
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"video file not found: '{path}'.")
-    frames = iio.imread(path, plugin="pyav")
+    frames = read_image(path, lambda p: iio.imread(p, plugin="pyav"), what="video")
     if frames.ndim == 4:
         frames = frames[..., :3].mean(-1).round().astype(np.uint8)
-    return frames
+    return validate_image(frames, path, ndim=3, layout="grey or colour frames (T, H, W[, C])", what="video")
 
 
 def crop_at(frame: np.ndarray, centre: Sequence[float], size: int) -> np.ndarray:
@@ -133,14 +133,23 @@ def match_track(track: Track, gt_tracks: Mapping[int, np.ndarray], max_distance:
     return best
 
 
-def _gt_tracks(annotation: Mapping[str, Any], path: str) -> dict[int, np.ndarray]:
-    if "sperm" not in annotation:
+def _read_json(path: str | os.PathLike, what: str) -> Any:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{what} '{path}' is not valid JSON: {e}") from e
+
+
+def _gt_tracks(annotation: Mapping[str, Any], path: str, num_grades: int | None = None) -> dict[int, np.ndarray]:
+    if not isinstance(annotation, Mapping) or "sperm" not in annotation:
         raise ValueError(f"annotation '{path}' lacks the key 'sperm' (list of annotated sperm).")
     out = {}
     for i, s in enumerate(annotation["sperm"]):
         missing = [k for k in ("id", "track", "distribution") if k not in s]
         if missing:
             raise ValueError(f"annotation '{path}' sperm {i} lacks key(s) {missing}.")
+        validate_distribution(s["distribution"], f"annotation '{path}' sperm {i} 'distribution'", num_grades)
         out[int(s["id"])] = np.asarray([p if p is not None else (np.nan, np.nan) for p in s["track"]], np.float64)
     return out
 
@@ -149,8 +158,8 @@ def build_clip_datalist(datalist: str | os.PathLike, out_dir: str | os.PathLike,
                         clip_length: int = 8, clip_stride: int = 4, match_distance: float = 5.0,
                         detector_kwargs: Mapping[str, Any] | None = None,
                         tracker_kwargs: Mapping[str, Any] | None = None,
-                        sections: Sequence[str] = ("training", "validation", "test"), crop_mode: str = "clip"
-                        ) -> tuple[Path, list[dict[str, Any]]]:
+                        sections: Sequence[str] = ("training", "validation", "test"), crop_mode: str = "clip",
+                        num_grades: int | None = 5) -> tuple[Path, list[dict[str, Any]]]:
     """Track every video of a video datalist and write the clip datalist ``<out_dir>/clips.json``.
 
     Args:
@@ -162,17 +171,22 @@ def build_clip_datalist(datalist: str | os.PathLike, out_dir: str | os.PathLike,
         match_distance: pixels within which a track follows an annotated sperm (labels and tracking metrics).
         detector_kwargs: arguments of :class:`SpermDetector`.
         tracker_kwargs: arguments of :class:`SpermTracker`.
-        sections: datalist sections to process (missing ones are skipped).
+        sections: datalist sections to process (missing ones are skipped, except ``"training"`` when requested).
         crop_mode: ``"clip"`` (one window per clip at the mean head position) or ``"head"`` (head-centred crop in
             every frame); see the module docstring.
+        num_grades: length every annotated grade distribution must have (``None``: not checked).
 
     Returns:
         ``(clips_json, tracking_rows)``: the clip datalist path and one row of tracking metrics per video
         (MOTA, IDF1, identity switches, ... and the numbers of tracks, labelled tracks and clips).
 
     Raises:
-        ValueError: for ``crop_size``, ``clip_length`` or ``clip_stride`` below 1, an unknown ``crop_mode``, or a
-            malformed annotation.
+        FileNotFoundError: a missing datalist, video or annotation file (names it).
+        ValueError: for ``crop_size``, ``clip_length`` or ``clip_stride`` below 1, an unknown ``crop_mode``, a
+            datalist or annotation that is not JSON or lacks a key or the ``training`` section, a grade distribution
+            that is not a pmf of ``num_grades`` entries (negative, not summing to 1), an unreadable (truncated,
+            corrupt) video, a video with fewer than ``clip_length`` frames, or annotated tracks longer than their
+            video (each names the file).
     """
     if crop_mode not in CROP_MODES:
         raise ValueError(f"crop_mode must be one of {CROP_MODES}, got {crop_mode!r}.")
@@ -181,19 +195,29 @@ def build_clip_datalist(datalist: str | os.PathLike, out_dir: str | os.PathLike,
                          f"{clip_stride}.")
     out = Path(out_dir)
     (out / "tracks").mkdir(parents=True, exist_ok=True)
-    with open(datalist) as f:
-        content = json.load(f)
+    if not Path(datalist).is_file():
+        raise FileNotFoundError(f"datalist JSON not found: '{datalist}'.")
+    content = _read_json(datalist, "datalist")
+    if not isinstance(content, dict) or ("training" in sections and "training" not in content):
+        found = sorted(content) if isinstance(content, dict) else type(content).__name__
+        raise ValueError(f"datalist '{datalist}' has no section 'training' (found: {found}).")
     present = [s for s in sections if s in content]
     clips: dict[str, list[dict[str, Any]]] = {}
     rows = []
     for section in present:
         clips[section] = []
         for item in load_datalist(datalist, section, required_keys=("video", "annotation")):
-            with open(item["annotation"]) as f:
-                ann = json.load(f)
-            gt = _gt_tracks(ann, item["annotation"])
+            ann = _read_json(item["annotation"], "annotation")
+            gt = _gt_tracks(ann, item["annotation"], num_grades)
             dists = {int(s["id"]): [float(v) for v in s["distribution"]] for s in ann["sperm"]}
             frames = read_video(item["video"])
+            if len(frames) < clip_length:
+                raise ValueError(f"video '{item['video']}' has {len(frames)} frame(s), fewer than clip_length="
+                                 f"{clip_length}; expected a video, not a still image or a truncated file.")
+            longest = max((len(v) for v in gt.values()), default=0)
+            if longest > len(frames):
+                raise ValueError(f"annotation '{item['annotation']}' has tracks of {longest} frames but video "
+                                 f"'{item['video']}' decodes to {len(frames)} frames: is the video truncated?")
             tracks = track_video(frames, SpermDetector(**dict(detector_kwargs or {})),
                                  SpermTracker(**dict(tracker_kwargs or {})))
             name = Path(item["video"]).stem
