@@ -25,6 +25,7 @@ __all__ = [
     "MODEL_FILE",
     "UNTRAINED_MARKER",
     "default_bundles_dir",
+    "bundle_kind",
     "list_label_bundles",
     "select_bundles",
     "prepare_bundle",
@@ -63,24 +64,36 @@ def default_bundles_dir() -> Path:
     return here
 
 
-def _servable(folder: Path) -> bool:
+def bundle_kind(folder: str | os.PathLike) -> str | None:
+    """How the MONAI Label app serves the bundle in ``folder``: ``"segmentation"``, ``"landmarks"`` or ``None``.
+
+    - ``"segmentation"``: ``configs/inference.json`` and a ``configs/metadata.json`` whose first network output has
+      ``"format": "segmentation"`` (served by MONAI Label's bundle infer task: a label image).
+    - ``"landmarks"``: an ``inference.json`` whose ``inferer`` is the tri-planar point inferer, with ``ckpt_path`` and
+      ``priors_path`` (:func:`monai_ext.label.landmarks.is_landmark_bundle`; served by the landmark task: a label
+      volume with a sphere per landmark, plus the points).
+    - ``None``: anything else (e.g. ``sperm_emd``, ``embryo_pu``: scores of videos and sequences).
+    """
+    from .landmarks import is_landmark_bundle
+
+    folder = Path(folder)
     configs = folder / "configs"
     if not (configs / "inference.json").is_file() or not (configs / "metadata.json").is_file():
-        return False
+        return None
+    if is_landmark_bundle(folder):
+        return "landmarks"
     try:
         with open(configs / "metadata.json") as f:
             outputs = json.load(f)["network_data_format"]["outputs"]
-        return next(iter(outputs.values())).get("format") == "segmentation"
+        if next(iter(outputs.values())).get("format") == "segmentation":
+            return "segmentation"
     except (OSError, ValueError, KeyError, StopIteration, AttributeError):
-        return False
+        pass
+    return None
 
 
 def list_label_bundles(bundles_dir: str | os.PathLike) -> list[str]:
-    """Names of the bundles in ``bundles_dir`` that MONAI Label can serve, sorted.
-
-    A bundle qualifies when it has ``configs/inference.json`` and a ``configs/metadata.json`` whose first network
-    output has ``"format": "segmentation"`` (MONAI Label's bundle infer task returns a label image; bundles that
-    return class probabilities or points, such as ``aneurysm`` and ``sperm_emd``, need their own task).
+    """Names of the bundles in ``bundles_dir`` that MONAI Label can serve (:func:`bundle_kind` not ``None``), sorted.
 
     Raises:
         FileNotFoundError: when ``bundles_dir`` is not a folder.
@@ -88,7 +101,7 @@ def list_label_bundles(bundles_dir: str | os.PathLike) -> list[str]:
     root = Path(bundles_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"bundles_dir '{root}' is not a folder.")
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and _servable(p))
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and bundle_kind(p) is not None)
 
 
 def select_bundles(models: str | Sequence[str] | None, available: Sequence[str]) -> list[str]:
@@ -112,8 +125,8 @@ def select_bundles(models: str | Sequence[str] | None, available: Sequence[str])
     unknown = [n for n in names if n not in available]
     if unknown:
         raise ValueError(
-            f"--conf models names bundle(s) {unknown} that cannot be served (missing, or no configs/inference.json "
-            f"with a 'segmentation' output in metadata.json); available: {sorted(available)}."
+            f"--conf models names bundle(s) {unknown} that cannot be served (missing, or neither a segmentation "
+            f"nor a landmark bundle: see monai_ext.label.bundles.bundle_kind); available: {sorted(available)}."
         )
     if not names:
         raise ValueError(f"no bundle with configs/inference.json and configs/metadata.json to serve ({available=}).")

@@ -7,17 +7,24 @@ Start it (with the ``label`` extra installed; see ``docs/monailabel.md``)::
 
 Configuration (``--conf key value``):
 
-- ``models``: bundle names separated by commas, or ``all`` (default): every bundle under ``bundles_dir`` with
-  ``configs/inference.json`` and a ``configs/metadata.json`` whose first output is a ``segmentation``
-  (:func:`monai_ext.label.bundles.list_label_bundles`).
+- ``models``: bundle names separated by commas, or ``all`` (default): every segmentation bundle and every
+  *trained* landmark bundle under ``bundles_dir`` (:func:`monai_ext.label.bundles.bundle_kind`). A landmark bundle
+  without its checkpoint is left out of ``all`` with a warning in the log; naming it stops the start-up with a
+  message naming the missing file.
 - ``bundles_dir``: folder of the bundles (default: the ``bundles/`` folder of this checkout).
 - ``model_dir``: where the served copies live, with their weights, training logs and checkpoints
   (default ``~/.cache/monai_ext/label``).
+- ``<bundle>_ckpt_dir`` (landmark bundles, e.g. ``aneurysm_ckpt_dir``): the folder holding the checkpoint and priors
+  its ``train.json`` wrote (default ``<bundles_dir>/<bundle>/models``, the bundle's own ``ckpt_dir``).
 
-Each selected bundle becomes an infer task (MONAI Label's bundle loader: ``network_def``, ``preprocessing``,
+Each segmentation bundle becomes an infer task (MONAI Label's bundle loader: ``network_def``, ``preprocessing``,
 ``inferer``, ``postprocessing``; labels from ``channel_def``) and a train task that runs the bundle's own
-``train.json`` on the images labelled in the datastore. No bundle is downloaded: MONAI Label's model-zoo lookup is
-never called, so no ``--conf zoo_source`` is needed.
+``train.json`` on the images labelled in the datastore. Each landmark bundle becomes an infer task
+(:class:`MonaiExtLandmarkInferTask`: a label volume with a sphere per landmark, plus the points); it is trained with
+the bundle command, not from MONAI Label. No bundle is downloaded: MONAI Label's model-zoo lookup is never called,
+so no ``--conf zoo_source`` is needed.
+
+Malformed requests get a 4xx answer with a message (:func:`install_request_checks`), not MONAI Label's 500.
 """
 
 from __future__ import annotations
@@ -25,26 +32,30 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
-from fastapi import HTTPException
+from fastapi import Depends, FastAPI, File, Form, HTTPException, UploadFile
+from fastapi.routing import APIRoute
 from monai.data import MetaTensor
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.datastore import Datastore
-from monailabel.interfaces.tasks.infer_v2 import InferTask
+from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 from monailabel.interfaces.tasks.train import TrainTask
 from monailabel.tasks.infer.bundle import BundleInferTask
+from monailabel.transform.writer import Writer
 from monailabel.utils.others.generic import device_list, name_to_device
 
 import monai_ext
 from monai_ext.label.bundles import (
     MODEL_FILE,
     UNTRAINED_MARKER,
+    bundle_kind,
     default_bundles_dir,
     ensure_initial_weights,
     export_trained_weights,
@@ -54,10 +65,25 @@ from monai_ext.label.bundles import (
     select_bundles,
     write_datalist,
 )
+from monai_ext.label.landmarks import (
+    InvalidInferInput,
+    LandmarkLocaliser,
+    missing_landmark_files,
+    render_landmark_spheres,
+)
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MonaiExtLabelApp", "MonaiExtInferTask", "MonaiExtTrainTask", "Restore2Dd"]
+__all__ = [
+    "MonaiExtLabelApp",
+    "MonaiExtInferTask",
+    "MonaiExtLandmarkInferTask",
+    "MonaiExtTrainTask",
+    "Restore2Dd",
+    "check_infer_request",
+    "check_train_request",
+    "install_request_checks",
+]
 
 _DEVICE_PREFIXES = ("cpu", "cuda")
 
@@ -139,6 +165,107 @@ class MonaiExtInferTask(BundleInferTask):
         return i
 
 
+class MonaiExtLandmarkInferTask(InferTask):
+    """Landmark localisation of a landmark bundle (``aneurysm``), answered as a label volume plus the points.
+
+    Input: a single-channel 3D volume (NIfTI, NRRD, ... anything MONAI's ``LoadImage`` reads), by datastore id or
+    upload. The bundle's own preprocessing and :class:`~monai_ext.apps.aneurysm.TriPlanarPointInferer` localise every
+    landmark (:class:`monai_ext.label.landmarks.LandmarkLocaliser`; weights and priors from ``ckpt_dir``, reloaded
+    when they change on disk).
+
+    Result (MONAI Label type ``segmentation``, so 3D Slicer loads it as a segmentation over the input):
+
+    - the label file: a volume on the input's grid and affine, ``0`` background and a solid sphere of
+      ``sphere_radius`` voxels around each landmark valued with its class (:func:`render_landmark_spheres`;
+      ``uint8``), in the input's format or the ``result_extension`` the client asks for (Slicer: ``.nrrd``);
+    - the result JSON (``params``): ``landmarks`` (``name``, ``label``, ``position`` in RAS world mm, ``voxel``
+      0-based voxel coordinates of the input, ``probability`` the classifier's peak), ``coordinate_system``,
+      ``units``, ``sphere_radius``, ``label_names`` (name -> value) and ``latencies``.
+
+    Request options (validated; a bad one is answered with 422): ``sphere_radius`` (voxels, > 0, default 2),
+    ``search_radius``, ``search_step``, ``refine_radius`` (voxels; defaults from ``inference.json``), ``device``.
+
+    Args:
+        path: the served copy of the bundle.
+        name: the model name.
+        ckpt_dir: folder of the checkpoint and priors.
+
+    Raises:
+        FileNotFoundError: the checkpoint or priors is missing.
+        ValueError: the checkpoint does not fit the bundle's ``network_def``.
+    """
+
+    def __init__(self, path: str, name: str, ckpt_dir: str | os.PathLike):
+        self.name = name
+        self.localiser = LandmarkLocaliser(path, ckpt_dir)
+        defaults = {k: self.localiser.inferer_args[k] for k in ("search_radius", "search_step", "refine_radius")}
+        super().__init__(
+            type=InferType.SEGMENTATION,
+            labels=self.localiser.labels,
+            dimension=3,
+            description=f"{name}: 3D landmark localisation; a label volume with a sphere per landmark (value = "
+            "landmark class) and the points (RAS mm and voxel) in the result JSON",
+            config={"device": device_list(), "sphere_radius": 2.0, **defaults},
+        )
+
+    def is_valid(self) -> bool:
+        return self.localiser.ckpt_path.is_file() and self.localiser.priors_path.is_file()
+
+    def info(self) -> dict[str, Any]:
+        i = super().info()
+        i["labels"] = self.localiser.labels
+        i["trained"] = True
+        i["checkpoint"] = str(self.localiser.ckpt_path)
+        return i
+
+    @staticmethod
+    def _number(request: dict[str, Any], key: str, positive: bool) -> float:
+        v = request[key]
+        if isinstance(v, str):  # Slicer sends option values typed in its UI as text
+            try:
+                v = float(v)
+            except ValueError:
+                pass
+        bad = isinstance(v, bool) or not isinstance(v, int | float) or not np.isfinite(v)
+        if bad or v < 0 or (positive and v == 0):
+            raise InvalidInferInput(f"{key} must be a number {'> 0' if positive else '>= 0'} (voxels), got {v!r}.")
+        return float(v)
+
+    def __call__(self, request: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+        begin = time.time()
+        req = {**self.config(), **request}
+        image_path = req.get("image")
+        if not isinstance(image_path, str) or not os.path.isfile(image_path):
+            raise InvalidInferInput(f"model '{self.name}' needs an image file, got {image_path!r}.")
+        radius = self._number(req, "sphere_radius", positive=True)
+        search = {k: self._number(req, k, positive=k == "search_step") for k in ("search_radius", "search_step",
+                                                                               "refine_radius")}
+        device = name_to_device(req.get("device"))
+        image = self.localiser.load_image(image_path)
+        loaded = time.time()
+        result = self.localiser.localise(image, device if isinstance(device, str) else str(device), **search)
+        localised = time.time()
+        points = result["landmarks"]
+        label = render_landmark_spheres(
+            image.shape[1:], [p["voxel"] for p in points], [p["label"] for p in points], radius=radius
+        )
+        data = {
+            "image_path": image_path,
+            "pred": MetaTensor(label, affine=image.affine),
+            "result": result,
+            **{k: req[k] for k in ("result_extension", "result_dtype", "result_compress") if k in req},
+        }
+        label_file, result_json = Writer(label="pred", json="result")(data)
+        result_json.update(
+            sphere_radius=radius,
+            label_names=self.localiser.labels,
+            latencies={"pre": round(loaded - begin, 2), "infer": round(localised - loaded, 2),
+                       "write": round(time.time() - localised, 2), "total": round(time.time() - begin, 2)},
+        )
+        logger.info(f"{self.name}: {len(points)} landmarks in {result_json['latencies']['total']} s -> {label_file}")
+        return label_file, result_json
+
+
 class MonaiExtTrainTask(TrainTask):
     """Train a monai_ext bundle on the images labelled in MONAI Label, then serve the result.
 
@@ -217,42 +344,201 @@ class MonaiExtTrainTask(TrainTask):
         return stats
 
 
+def _served_app() -> MonaiExtLabelApp | None:
+    from monailabel.interfaces.utils.app import app_instance
+
+    app = app_instance()
+    return app if isinstance(app, MonaiExtLabelApp) else None
+
+
+def check_infer_request(
+    model: str,
+    image: str = "",
+    session_id: str = "",
+    params: Annotated[str, Form()] = "{}",
+    file: Annotated[UploadFile | None, File()] = None,
+) -> None:
+    """FastAPI dependency run before MONAI Label's ``POST /infer/{model}``: reject a malformed request with a 4xx.
+
+    MONAI Label 0.8.5 answers a request with neither ``image`` nor ``file`` with a 500 of its own, and a ``params``
+    form field that is not JSON with an unhandled ``JSONDecodeError`` (500); this check answers both first.
+
+    Raises:
+        HTTPException: 404 for a model the app does not serve; 422 when neither ``image``, ``file`` nor
+            ``session_id`` is given, or ``params`` is not a JSON object.
+    """
+    app = _served_app()
+    if app is not None and model not in app.infer_models:
+        raise HTTPException(status_code=404, detail=f"unknown model {model!r}; served: {sorted(app.infer_models)}.")
+    if not image and not session_id and not file:
+        raise HTTPException(
+            status_code=422,
+            detail=f"/infer/{model} needs an image: an image id (?image=<id>) or an uploaded file (form field "
+            "'file'); neither was given.",
+        )
+    try:
+        p = json.loads(params) if params else {}
+    except json.JSONDecodeError as e:
+        raise HTTPException(
+            status_code=422, detail=f"params must be a JSON object, got {params[:80]!r} (not JSON: {e})."
+        ) from e
+    if not isinstance(p, dict):
+        raise HTTPException(status_code=422, detail=f"params must be a JSON object, got {type(p).__name__}.")
+
+
+def check_train_request(model: str) -> None:
+    """FastAPI dependency run before MONAI Label's ``POST /train/{model}``: 404 for a model without a train task.
+
+    Without it the request is accepted and the background task fails later (landmark bundles train with the
+    bundle command, not from MONAI Label).
+
+    Raises:
+        HTTPException: 404 naming the trainable models.
+    """
+    app = _served_app()
+    if app is not None and model not in app.train_models:
+        hint = " (served for inference only: train it with its bundle command)" if model in app.infer_models else ""
+        trainable = sorted(app.train_models)
+        detail = f"unknown model {model!r} for training{hint}; trainable: {trainable}."
+        raise HTTPException(status_code=404, detail=detail)
+
+
+_CHECKS = {("POST", "/infer/{model}"): check_infer_request, ("POST", "/train/{model}"): check_train_request}
+
+
+def install_request_checks(app: FastAPI, prefix: str = "") -> list[str]:
+    """Put :func:`check_infer_request` and :func:`check_train_request` in front of MONAI Label's endpoints.
+
+    MONAI Label builds its FastAPI app (``monailabel.app:app``) and starts serving it before it creates the MONAI
+    Label app, so neither middleware nor exception handlers can be added any more. Instead, for each checked
+    endpoint, a route with the same path, method and endpoint function but the check as its first dependency is
+    put first in the app's route list; the router matches routes in order, so the request reaches MONAI Label's
+    endpoint only after the check (FastAPI runs dependencies before the endpoint and answers their
+    ``HTTPException``). Calling it again does nothing.
+
+    Args:
+        app: MONAI Label's FastAPI app.
+        prefix: MONAI Label's API prefix (``settings.MONAI_LABEL_API_STR``).
+
+    Returns:
+        The paths that got a check.
+    """
+    if any(getattr(r, "monai_ext_checked", False) for r in app.router.routes):
+        return []
+    candidates: list[tuple[APIRoute, str]] = []
+    for route in app.router.routes:
+        if isinstance(route, APIRoute):
+            candidates.append((route, ""))
+        included = getattr(route, "original_router", None)  # FastAPI >= 0.130 keeps included routers as a unit
+        if included is not None:
+            candidates += [(r, prefix) for r in included.routes if isinstance(r, APIRoute)]
+    checked = []
+    for route, route_prefix in candidates:
+        path = route_prefix + route.path
+        for (method, checked_path), check in _CHECKS.items():
+            if path != prefix + checked_path or method not in route.methods:
+                continue
+            new = APIRoute(
+                path,
+                route.endpoint,
+                methods=[method],
+                dependencies=[Depends(check), *route.dependencies],
+                name=route.name,
+                summary=route.summary,
+                description=route.description,
+                tags=route.tags,
+                responses=route.responses,
+                response_model=route.response_model,
+                status_code=route.status_code,
+                response_class=route.response_class,
+                include_in_schema=False,  # MONAI Label's own route still documents the endpoint
+            )
+            new.monai_ext_checked = True
+            app.router.routes.insert(0, new)
+            checked.append(path)
+    return checked
+
+
 class MonaiExtLabelApp(MONAILabelApp):
     """MONAI Label app exposing the selected monai_ext bundles as infer and train tasks (see the module doc).
 
     Args:
         app_dir: this folder (MONAI Label passes ``--app``).
         studies: the datastore (a local folder of images, or a DICOMweb URL).
-        conf: ``--conf`` pairs: ``models``, ``bundles_dir``, ``model_dir``.
+        conf: ``--conf`` pairs: ``models``, ``bundles_dir``, ``model_dir``, ``<bundle>_ckpt_dir``.
 
     Raises:
-        ValueError: when ``models`` names a bundle that is not in ``bundles_dir``.
+        ValueError: when ``models`` names a bundle that is not in ``bundles_dir``, or names a landmark bundle whose
+            checkpoint or priors file is missing (the message names the files and the training command).
         FileNotFoundError: when ``bundles_dir`` is missing.
     """
 
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]):
         bundles_dir = Path(conf["bundles_dir"]) if conf.get("bundles_dir") else default_bundles_dir()
         model_dir = Path(conf.get("model_dir") or Path.home() / ".cache" / "monai_ext" / "label").expanduser()
-        names = select_bundles(conf.get("models"), list_label_bundles(bundles_dir))
+        selection = conf.get("models")
+        names = select_bundles(selection, list_label_bundles(bundles_dir))
+        explicit = not (selection is None or selection.strip().lower() in ("", "all"))
         self.served: dict[str, str] = {}
+        self.kinds: dict[str, str] = {}
+        self.ckpt_dirs: dict[str, Path] = {}
         for name in names:
-            dst = prepare_bundle(bundles_dir / name, model_dir / name)
-            if ensure_initial_weights(dst):
-                logger.warning(f"{name}: no {MODEL_FILE}; serving seeded initial weights until /train/{name} runs")
+            src = bundles_dir / name
+            kind = bundle_kind(src)
+            if kind == "landmarks":  # trained by the bundle command into its ckpt_dir, read from there
+                ckpt_dir = Path(conf.get(f"{name}_ckpt_dir") or src / "models").expanduser()
+                missing = missing_landmark_files(src, ckpt_dir)
+                if missing:
+                    msg = (
+                        f"{name}: no trained landmark model, missing {[str(m) for m in missing]}; train it with "
+                        f"python -m monai.bundle run --config_file {src / 'configs' / 'train.json'} (or point "
+                        f"--conf {name}_ckpt_dir at the folder holding them)"
+                    )
+                    if explicit:
+                        raise ValueError(msg + ".")
+                    logger.warning(msg + f"; {name} is not served.")
+                    continue
+                self.ckpt_dirs[name] = ckpt_dir
+                dst = prepare_bundle(src, model_dir / name)
+            else:
+                dst = prepare_bundle(src, model_dir / name)
+                if ensure_initial_weights(dst):
+                    logger.warning(f"{name}: no {MODEL_FILE}; serving seeded initial weights until /train/{name} runs")
             self.served[name] = str(dst)
-        logger.info(f"Serving bundles {names} from {model_dir} (source {bundles_dir})")
+            self.kinds[name] = str(kind)
+        logger.info(f"Serving bundles {list(self.served)} from {model_dir} (source {bundles_dir})")
         super().__init__(
             app_dir=app_dir,
             studies=studies,
             conf=conf,
             name="monai_ext",
-            description="monai_ext study bundles (iPS colony segmentation, ...) served from local bundles",
+            description="monai_ext study bundles (iPS colony segmentation, aneurysm landmarks, ...) served from local "
+            "bundles",
             version=monai_ext.__version__,
         )
+        fastapi_app = sys.modules.get("monailabel.app")  # present in the server process only, not in train tasks
+        if fastapi_app is not None and isinstance(getattr(fastapi_app, "app", None), FastAPI):
+            from monailabel.config import settings
+
+            checked = install_request_checks(fastapi_app.app, settings.MONAI_LABEL_API_STR)
+            logger.info(f"request checks in front of {checked}")
+
+    @property
+    def infer_models(self) -> list[str]:
+        """Names of the infer tasks."""
+        return list(self._infers)
+
+    @property
+    def train_models(self) -> list[str]:
+        """Names of the train tasks."""
+        return list(self._trainers)
 
     def init_infers(self) -> dict[str, InferTask]:
         infers: dict[str, InferTask] = {}
         for name, path in self.served.items():
+            if self.kinds[name] == "landmarks":
+                infers[name] = MonaiExtLandmarkInferTask(path, name, self.ckpt_dirs[name])
+                continue
             task = MonaiExtInferTask(path, self.conf)
             if not task.is_valid():
                 raise ValueError(f"bundle '{name}' at '{path}' cannot be served (see the log for the reason).")
@@ -263,7 +549,7 @@ class MonaiExtLabelApp(MONAILabelApp):
         return {
             name: MonaiExtTrainTask(path, name)
             for name, path in self.served.items()
-            if os.path.exists(os.path.join(path, "configs", "train.json"))
+            if self.kinds[name] == "segmentation" and os.path.exists(os.path.join(path, "configs", "train.json"))
         }
 
     def infer(self, request: dict[str, Any], datastore: Datastore | None = None) -> dict[str, Any]:
@@ -271,7 +557,8 @@ class MonaiExtLabelApp(MONAILabelApp):
 
         Raises:
             HTTPException: 404 for an unknown model or an image that is neither a file nor in the datastore;
-                422 for a bad ``device``.
+                422 for a bad ``device`` or input the model cannot take (:class:`InvalidInferInput`, e.g. a 2D image
+                for a 3D model).
         """
         model = request.get("model")
         if model not in self._infers:
@@ -283,7 +570,10 @@ class MonaiExtLabelApp(MONAILabelApp):
                 raise HTTPException(status_code=404, detail=f"image {image!r} is neither a file nor in the datastore.")
         if "device" in request:
             _check_device(request["device"], f"/infer/{model}")
-        return super().infer(request, datastore)
+        try:
+            return super().infer(request, datastore)
+        except InvalidInferInput as e:
+            raise HTTPException(status_code=422, detail=f"/infer/{model}: {e}") from e
 
     def bundle_path(self, model: str | None) -> str | None:
         """Bundle folder of ``model`` for MONAI Label's background tasks; rejects unknown models with a 404.

@@ -1,0 +1,344 @@
+"""3D landmark localisation for the MONAI Label app: a landmark bundle's points, drawn as a label volume.
+
+A *landmark bundle* (today ``aneurysm``) has an ``inference.json`` whose ``inferer`` is
+:class:`monai_ext.apps.aneurysm.TriPlanarPointInferer` and whose ``ckpt_path`` / ``priors_path`` name the
+landmark classifier and the search priors its ``train.json`` writes (``models/landmark_net.pt``,
+``models/landmark_priors.json``). :class:`LandmarkLocaliser` loads both, localises every landmark in a 3D volume
+exactly as the bundle's own inference does (same preprocessing, same inferer), and
+:func:`render_landmark_spheres` turns the points into something a viewer shows: a label volume on the input's grid
+with a small sphere per landmark whose value is the landmark's class.
+
+Nothing here imports ``monailabel``; the infer task in :mod:`monai_ext.label.main` wraps this module.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from monai_ext.utils import load_checkpoint
+
+__all__ = [
+    "LANDMARK_INFERER",
+    "InvalidInferInput",
+    "is_landmark_bundle",
+    "landmark_model_files",
+    "missing_landmark_files",
+    "render_landmark_spheres",
+    "LandmarkLocaliser",
+]
+
+logger = logging.getLogger(__name__)
+
+LANDMARK_INFERER = "monai_ext.apps.aneurysm.TriPlanarPointInferer"
+"""``_target_`` of the ``inferer`` in a landmark bundle's ``inference.json``."""
+
+_SEARCH_KEYS = ("search_radius", "search_step", "refine_radius")
+
+
+class InvalidInferInput(ValueError):
+    """The client sent something the model cannot take (wrong dimension, unreadable file, bad option).
+
+    The MONAI Label app answers it with HTTP 422 and this message; any other error stays a server error.
+    """
+
+
+def _read_inference(bundle_dir: Path) -> dict[str, Any]:
+    with open(bundle_dir / "configs" / "inference.json") as f:
+        return json.load(f)
+
+
+def is_landmark_bundle(bundle_dir: str | os.PathLike) -> bool:
+    """Whether ``bundle_dir`` is a landmark bundle (see the module doc); ``False`` for unreadable configs."""
+    try:
+        cfg = _read_inference(Path(bundle_dir))
+    except (OSError, ValueError):
+        return False
+    inferer = cfg.get("inferer")
+    return (
+        isinstance(inferer, Mapping)
+        and inferer.get("_target_") == LANDMARK_INFERER
+        and "ckpt_path" in cfg
+        and "priors_path" in cfg
+        and "network_def" in cfg
+        and "preprocessing" in cfg
+    )
+
+
+def _parser(bundle_dir: Path, ckpt_dir: str | os.PathLike | None) -> Any:
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(bundle_dir / "configs" / "inference.json"))
+    parser["bundle_root"] = str(bundle_dir)
+    parser["ckpt_dir"] = str(Path(ckpt_dir) if ckpt_dir is not None else bundle_dir / "models")
+    return parser
+
+
+def landmark_model_files(bundle_dir: str | os.PathLike, ckpt_dir: str | os.PathLike | None = None) -> list[Path]:
+    """``[checkpoint, priors]`` of a landmark bundle: its ``ckpt_path`` and ``priors_path`` under ``ckpt_dir``.
+
+    Args:
+        bundle_dir: the bundle folder.
+        ckpt_dir: the checkpoint folder (default ``<bundle_dir>/models``, where the bundle's ``train.json``
+            writes them).
+    """
+    parser = _parser(Path(bundle_dir), ckpt_dir)
+    return [Path(parser.get_parsed_content(k)) for k in ("ckpt_path", "priors_path")]
+
+
+def missing_landmark_files(bundle_dir: str | os.PathLike, ckpt_dir: str | os.PathLike | None = None) -> list[Path]:
+    """The files of :func:`landmark_model_files` that do not exist (empty when the bundle can be served)."""
+    return [p for p in landmark_model_files(bundle_dir, ckpt_dir) if not p.is_file()]
+
+
+def render_landmark_spheres(
+    shape: Sequence[int],
+    points: np.ndarray | Sequence[Sequence[float]],
+    labels: np.ndarray | Sequence[int],
+    radius: float = 2.0,
+) -> np.ndarray:
+    """A label volume with a solid sphere of ``radius`` voxels around each point, valued with the point's label.
+
+    Voxel ``v`` belongs to the sphere of point ``p`` when ``||v - p|| <= radius`` (voxel indices, 0-based, the
+    centre of voxel ``i`` at ``i``). Where spheres overlap, the voxel takes the label of the nearest centre (ties: the
+    earlier point). Points may lie anywhere inside the volume, fractional positions included; a sphere crossing the
+    border is cut by it.
+
+    Args:
+        shape: spatial shape ``(X, Y, Z)``.
+        points: ``(L, 3)`` voxel coordinates.
+        labels: ``(L,)`` labels, integers ``>= 1`` (0 is the background).
+        radius: sphere radius in voxels, ``> 0``; radius ``r`` draws a voxel-ball of about ``4/3 pi r^3`` voxels.
+
+    Returns:
+        ``uint8`` array of ``shape`` (``uint16`` when a label exceeds 255).
+
+    Raises:
+        ValueError: for a ``shape`` that is not 3 positive sizes, ``points`` not ``(L, 3)`` finite numbers, a
+            different number of labels, a label ``< 1`` or ``> 65535``, a non-positive ``radius``, or a point outside
+            the volume (more than half a voxel beyond the border voxel centres).
+
+    Example::
+
+        >>> vol = render_landmark_spheres((5, 5, 5), [[2, 2, 2]], [3], radius=1)
+        >>> int(vol.sum() // 3), int(vol[2, 2, 2])
+        (7, 3)
+    """
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"shape must be 3 positive sizes (X, Y, Z), got {shape}.")
+    pts = np.asarray(points, dtype=np.float64)
+    if pts.ndim != 2 or pts.shape[1] != 3 or not np.isfinite(pts).all():
+        raise ValueError(f"points must be (L, 3) finite voxel coordinates, got shape {pts.shape}.")
+    labs = np.asarray(labels)
+    if labs.shape != (len(pts),) or (labs.size and not np.issubdtype(labs.dtype, np.integer)):
+        raise ValueError(f"labels must be {len(pts)} integers (one per point), got {labs.tolist()!r}.")
+    if labs.size and (labs.min() < 1 or labs.max() > 65535):
+        raise ValueError(f"labels must be in 1..65535 (0 is the background), got {labs.tolist()}.")
+    if not radius > 0:
+        raise ValueError(f"radius must be > 0 voxels, got {radius!r}.")
+    outside = np.any((pts < -0.5) | (pts > np.asarray(shape) - 0.5), axis=1)
+    if outside.any():
+        raise ValueError(
+            f"points {pts[outside].round(2).tolist()} lie outside the volume of shape {shape} (voxel coordinates)."
+        )
+    out = np.zeros(shape, dtype=np.uint8 if labs.size == 0 or labs.max() <= 255 else np.uint16)
+    best = np.full(shape, np.inf)
+    for p, lab in zip(pts, labs, strict=True):
+        lo = np.maximum(np.floor(p - radius).astype(int), 0)
+        hi = np.minimum(np.floor(p + radius).astype(int) + 1, shape)
+        box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+        idx = np.meshgrid(*(np.arange(a, b) for a, b in zip(lo, hi, strict=True)), indexing="ij")
+        d2 = sum((i - c) ** 2 for i, c in zip(idx, p, strict=True))
+        take = (d2 <= radius**2) & (d2 < best[box])
+        out[box][take] = lab
+        best[box][take] = d2[take]
+    return out
+
+
+class LandmarkLocaliser:
+    """Localise every landmark of a landmark bundle in a 3D volume, as the bundle's own inference does.
+
+    The bundle's ``inference.json`` gives the preprocessing (load, float32, percentile intensity scaling), the
+    network (``network_def``, with ``num_classes`` = highest prior label + 1) and the
+    :class:`~monai_ext.apps.aneurysm.TriPlanarPointInferer` settings; the checkpoint and the priors (mean training
+    position of each landmark, world mm) come from ``ckpt_dir``. For every landmark, the inferer searches a cube
+    around its prior (mapped into the volume's voxel grid through the volume's affine) for the classifier's
+    probability peak (:func:`~monai_ext.apps.aneurysm.localise_landmarks`). The checkpoint and priors are reloaded
+    when their files change.
+
+    Args:
+        bundle_dir: the bundle folder (``configs/inference.json``).
+        ckpt_dir: folder of the checkpoint and priors (default ``<bundle_dir>/models``).
+
+    Raises:
+        FileNotFoundError: when the checkpoint or the priors file is missing (the message names them and how to
+            train).
+        ValueError: when the checkpoint does not fit ``network_def`` (e.g. trained with other ``channels``).
+
+    Example::
+
+        loc = LandmarkLocaliser("bundles/aneurysm")
+        image = loc.load_image("case_000.nii.gz")            # (1, X, Y, Z) MetaTensor
+        result = loc.localise(image)                          # {"landmarks": [{name, label, position, voxel, ...}]}
+        label = render_landmark_spheres(image.shape[1:], [p["voxel"] for p in result["landmarks"]],
+                                        [p["label"] for p in result["landmarks"]])
+    """
+
+    def __init__(self, bundle_dir: str | os.PathLike, ckpt_dir: str | os.PathLike | None = None) -> None:
+        self.bundle_dir = Path(bundle_dir)
+        self._parser = _parser(self.bundle_dir, ckpt_dir)
+        self.ckpt_path, self.priors_path = (Path(self._parser.get_parsed_content(k)) for k in ("ckpt_path",
+                                                                                                "priors_path"))
+        self.preprocessing = self._parser.get_parsed_content("preprocessing")
+        inferer = self._parser.get_parsed_content("inferer")
+        self.inferer_args = {
+            "patch_size": inferer.patch_size,
+            "extent_mm": inferer.extent_mm,
+            "search_radius": inferer.search_radius,
+            "search_step": inferer.search_step,
+            "refine_radius": inferer.refine_radius,
+            "batch_size": inferer.batch_size,
+        }
+        self._stamp: tuple[int, int] | None = None
+        self._networks: dict[str, torch.nn.Module] = {}
+        self.reload()
+
+    def _files_stamp(self) -> tuple[int, int]:
+        missing = [str(p) for p in (self.ckpt_path, self.priors_path) if not p.is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"landmark model of '{self.bundle_dir.name}' is not trained: missing {missing}; train it with "
+                f"python -m monai.bundle run --config_file <bundle>/configs/train.json (writes both files)."
+            )
+        return self.ckpt_path.stat().st_mtime_ns, self.priors_path.stat().st_mtime_ns
+
+    def reload(self) -> bool:
+        """Load the priors and the checkpoint when they changed on disk; returns ``True`` when it (re)loaded.
+
+        Raises:
+            FileNotFoundError: a file is missing.
+            ValueError: the checkpoint does not fit ``network_def``.
+        """
+        from monai_ext.apps.aneurysm import load_priors
+
+        from .bundles import extract_state_dict
+
+        stamp = self._files_stamp()
+        if stamp == self._stamp:
+            return False
+        priors = load_priors(self.priors_path)
+        if len(priors.labels) == 0 or priors.labels.min() < 1:
+            raise ValueError(f"priors '{self.priors_path}' must list landmarks with labels >= 1.")
+        num_classes = int(priors.labels.max()) + 1
+        self._parser["num_classes"] = num_classes
+        net = self._parser.get_parsed_content("network_def", lazy=False)
+        sd = extract_state_dict(load_checkpoint(self.ckpt_path), source=f"'{self.ckpt_path}'")
+        try:
+            net.load_state_dict(sd, strict=True)
+        except RuntimeError as e:
+            raise ValueError(
+                f"checkpoint '{self.ckpt_path}' does not fit network_def of '{self.bundle_dir}/configs/"
+                f"inference.json' with num_classes={num_classes} (from the priors); was it trained with other "
+                f"channels/hidden_features? {e}"
+            ) from e
+        self.priors, self.network = priors, net.eval()
+        self._networks = {}
+        self._stamp = stamp
+        logger.info("loaded %s (%d landmarks) and %s", self.ckpt_path, len(priors.labels), self.priors_path)
+        return True
+
+    @property
+    def labels(self) -> dict[str, int]:
+        """Landmark name -> class value in the label volume (background 0 omitted)."""
+        return {n: int(k) for n, k in zip(self.priors.names, self.priors.labels, strict=True)}
+
+    def _network(self, device: torch.device) -> torch.nn.Module:
+        key = str(device)
+        if key not in self._networks:
+            import copy
+
+            self._networks[key] = copy.deepcopy(self.network).to(device).eval()
+        return self._networks[key]
+
+    def load_image(self, path: str | os.PathLike) -> Any:
+        """Load and preprocess ``path`` with the bundle's preprocessing; returns a ``(1, X, Y, Z)`` MetaTensor.
+
+        Raises:
+            InvalidInferInput: when the file cannot be read, or is not a single-channel 3D volume.
+        """
+        from monai.data import MetaTensor
+
+        try:
+            image = self.preprocessing({"image": str(path)})["image"]
+        except Exception as e:  # MONAI wraps reader errors in RuntimeError with the transform chain
+            cause = e.__cause__ or e
+            raise InvalidInferInput(f"cannot read image '{Path(path).name}' as a volume: {cause}") from e
+        if not isinstance(image, MetaTensor) or image.ndim != 4 or image.shape[0] != 1:
+            shape = tuple(image.shape)
+            raise InvalidInferInput(
+                f"model '{self.bundle_dir.name}' localises landmarks in a single-channel 3D volume (e.g. NIfTI "
+                f"X x Y x Z); got an image of shape {shape} (channel first) from '{Path(path).name}', i.e. "
+                f"{len(shape) - 1} spatial dimension(s) and {shape[0]} channel(s)."
+            )
+        return image
+
+    def localise(self, image: Any, device: str | torch.device = "cpu",
+                 **search: float) -> dict[str, Any]:
+        """Localise every landmark in ``image`` (from :meth:`load_image`).
+
+        Args:
+            image: ``(1, X, Y, Z)`` MetaTensor; its affine maps voxel indices to RAS world mm.
+            device: torch device of the network.
+            search: optional ``search_radius``, ``search_step`` and ``refine_radius`` (voxels, as in
+                ``inference.json``) for this call.
+
+        Returns:
+            ``{"coordinate_system": "RAS", "units": "mm", "landmarks": [{"name", "label", "position" (RAS mm),
+            "voxel" (0-based voxel coordinates of the input grid), "probability"}]}``.
+
+        Raises:
+            InvalidInferInput: for a bad search option, or priors whose search cubes all miss the volume (a volume
+                far from the training data's world position).
+        """
+        from monai_ext.apps.aneurysm import TriPlanarPointInferer, points_to_voxels
+
+        unknown = sorted(set(search) - set(_SEARCH_KEYS))
+        if unknown:
+            raise InvalidInferInput(f"unknown search option(s) {unknown}; expected {list(_SEARCH_KEYS)}.")
+        for k, v in search.items():
+            if isinstance(v, bool) or not isinstance(v, int | float) or not np.isfinite(v) or v < 0 or (
+                k == "search_step" and v <= 0
+            ):
+                raise InvalidInferInput(f"{k} must be a number {'> 0' if k == 'search_step' else '>= 0'} (voxels), "
+                                        f"got {v!r}.")
+        self.reload()
+        device = torch.device(device)
+        affine = np.asarray(image.affine, dtype=np.float64)
+        shape = tuple(int(s) for s in image.shape[1:])
+        # priors far outside the volume are not an error here: the inferer clips each search cube to the volume
+        vox_priors = points_to_voxels(self.priors, affine, shape, tolerance=1e6)
+        inferer = TriPlanarPointInferer(mode="localise", **{**self.inferer_args, **search})
+        try:
+            out = inferer(image.to(device), self._network(device), priors=vox_priors, labels=self.priors.labels)
+        except ValueError as e:
+            raise InvalidInferInput(str(e)) from e
+        out = out.cpu().numpy().astype(np.float64)
+        world = (affine @ np.c_[out[:, :3], np.ones(len(out))].T).T[:, :3]
+        return {
+            "coordinate_system": "RAS",
+            "units": "mm",
+            "landmarks": [
+                {"name": n, "label": int(k), "position": world[i].tolist(), "voxel": out[i, :3].tolist(),
+                 "probability": float(out[i, 3])}
+                for i, (n, k) in enumerate(zip(self.priors.names, self.priors.labels, strict=True))
+            ],
+        }
