@@ -23,7 +23,7 @@ from monai_ext.apps.sperm_emd import (
 from monai_ext.apps.sperm_emd.data import read_video
 from monai_ext.apps.sperm_emd.stream import SpermStream, optimise_network
 from monai_ext.apps.sperm_emd.tracking import SpermDetector, SpermTracker, Track, track_video
-from monai_ext.apps.sperm_emd.workflow import warmup_cosine
+from monai_ext.apps.sperm_emd.workflow import per_sperm_scores, warmup_cosine
 from monai_ext.data.synthetic.sperm import generate_sperm_dataset
 
 
@@ -162,6 +162,25 @@ def test_distribution_scores_match_naive(seed):
 def test_workflow_errors(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):
         SpermEMDWorkflow(None, str(tmp_path), str(tmp_path / "m"), **kwargs)
+
+
+def test_per_sperm_scores_average_clips_first():
+    rng = np.random.default_rng(3)
+    probs, targets = torch.as_tensor(rng.dirichlet(np.ones(5), 7)), torch.zeros(7, 5, dtype=torch.float64)
+    items = [{"video": v, "sperm_id": i} for v, i, n in (("v0", 0, 3), ("v0", 1, 2), ("v1", 0, 2)) for _ in range(n)]
+    labels = {("v0", 0): [1, 0, 0, 0, 0], ("v0", 1): [0, 0, 0.5, 0.5, 0], ("v1", 0): [0, 0, 0, 0.2, 0.8]}
+    for i, it in enumerate(items):
+        targets[i] = torch.tensor(labels[(it["video"], it["sperm_id"])])
+    out = per_sperm_scores(probs, targets, items)
+    assert out["test_sperm"] == 3
+    emd, acc = [], []
+    for key, idx in ((("v0", 0), [0, 1, 2]), (("v0", 1), [3, 4]), (("v1", 0), [5, 6])):
+        p, q = probs[idx].numpy().mean(0), np.array(labels[key])
+        emd.append(np.sqrt(np.mean((np.cumsum(p) - np.cumsum(q)) ** 2)))
+        acc.append(float(np.argmax(p) == np.argmax(q)))
+    assert out["sperm_emd"] == pytest.approx(np.mean(emd)) and out["sperm_mode_accuracy"] == pytest.approx(np.mean(acc))
+    # without sperm ids the clips are grouped by track (image)
+    assert per_sperm_scores(probs, targets, [{"image": f"t{i % 2}"} for i in range(7)])["test_sperm"] == 2
 
 
 @pytest.mark.parametrize("warmup,total", [(0, 10), (3, 10), (2.5, 7), (10, 10)])
