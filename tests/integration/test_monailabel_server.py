@@ -5,7 +5,10 @@ The server serves two kinds of bundle at once from a temporary ``bundles_dir``:
 
 - ``tiny_seg``: a 2D BasicUNet bundle written by this file (a few kB, trains in a second) that proves the app's
   generic bundle contract on its own;
-- the repository's ``ips_histogram`` bundle when it exists (copied, never modified), with its own synthetic images.
+- the repository's ``ips_histogram`` bundle when it exists (copied, never modified), with its own synthetic images;
+- the repository's ``aneurysm`` landmark bundle when it exists: its configs, with a landmark network trained for two
+  epochs by the bundle's own ``train.json`` in the fixture (~10 s), and a synthetic MRA volume on a flipped, shifted
+  grid; plus ``aneurysm_untrained`` (the same configs, no checkpoint), which ``--conf models all`` must leave out.
 
 One server for the whole module (start-up costs ~10 s of CPU); every request has a bounded timeout and the server is
 terminated in the fixture's finalizer whatever happens.
@@ -42,6 +45,12 @@ IPS_BUNDLE = REPO / "bundles" / "ips_histogram"
 HAS_IPS = (IPS_BUNDLE / "configs" / "inference.json").is_file() and (IPS_BUNDLE / "configs" / "train.json").is_file()
 IPS_SIZE = 96  # side of the generated iPS images (the bundle's patch is 64)
 needs_ips = pytest.mark.skipif(not HAS_IPS, reason="bundles/ips_histogram is not in this checkout")
+ANEURYSM_BUNDLE = REPO / "bundles" / "aneurysm"
+HAS_ANEURYSM = (ANEURYSM_BUNDLE / "configs" / "inference.json").is_file()
+needs_aneurysm = pytest.mark.skipif(not HAS_ANEURYSM, reason="bundles/aneurysm is not in this checkout")
+ANEURYSM_SIZE = 40  # side of the synthetic MRA volumes
+# a small localisation search (the bundle's default, radius 10, costs ~7 s a volume on a 2-core CPU)
+ANEURYSM_SEARCH = {"search_radius": 3, "search_step": 3, "refine_radius": 1}
 TIMEOUT = 60  # seconds, for one HTTP request
 START_TIMEOUT = 180  # seconds, for the server to answer /info
 TRAIN_TIMEOUT = 300  # seconds, for one train task
@@ -163,6 +172,33 @@ def _ips_images(studies: Path, work: Path) -> dict[str, np.ndarray]:
     return labels
 
 
+def _aneurysm_bundles(root: Path, studies: Path) -> list[str]:
+    """The aneurysm bundle trained by its own train.json (tiny settings), an untrained copy, one study volume.
+
+    Returns the ids of the study images written.
+    """
+    import nibabel as nib
+
+    for name in ("aneurysm", "aneurysm_untrained"):  # configs, docs and licence linked: nothing is written there
+        (root / "bundles" / name).mkdir()
+        for item in ("configs", "docs", "LICENSE"):
+            (root / "bundles" / name / item).symlink_to(ANEURYSM_BUNDLE / item)
+    bundle, out = root / "bundles" / "aneurysm", root / "aneurysm_train"
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(bundle / "configs" / "train.json")]
+    cmd += ["--bundle_root", str(bundle), "--output_dir", str(out), "--ckpt_dir", str(bundle / "models")]
+    cmd += ["--stages", "['pretrain']", "--num_cases", "6", "--volume_size", str(ANEURYSM_SIZE), "--epochs", "2"]
+    cmd += ["--samples_per_case", "64", "--val_samples_per_case", "16", "--device", "cpu"]
+    env = dict(os.environ, MPLBACKEND="Agg")
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=TRAIN_TIMEOUT, env=env)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    # a test case of that run on a flipped and shifted grid: voxel indices and RAS mm differ on every axis
+    test_image = json.loads((out / "synthetic_data" / "dataset.json").read_text())["test"][0]["image"]
+    img = nib.load(out / "synthetic_data" / test_image)
+    affine = np.array([[-1.0, 0, 0, ANEURYSM_SIZE + 1.5], [0, 1, 0, -2.0], [0, 0, 1, 1.5], [0, 0, 0, 1]])
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[::-1].copy(), affine), studies / "aneurysm_case.nii.gz")
+    return ["aneurysm_case"]
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -242,11 +278,13 @@ def server(tmp_path_factory):
         (root / "bundles" / "ips_histogram").symlink_to(IPS_BUNDLE, target_is_directory=True)
         labels.update(_ips_images(studies, root / "ips_data"))
         models.append("ips_histogram")
-    aneurysm = REPO / "bundles" / "aneurysm"
-    if aneurysm.is_dir():  # a point/probability bundle: "models all" must leave it out rather than fail on it
-        (root / "bundles" / "aneurysm").symlink_to(aneurysm, target_is_directory=True)
+    volumes = []
+    if HAS_ANEURYSM:
+        volumes = _aneurysm_bundles(root, studies)
+        models.append("aneurysm")
     srv = Server(root, models)
     srv.labels = labels
+    srv.image_ids = [*labels, *volumes]
     try:
         srv.wait_ready()
         yield srv
@@ -285,10 +323,9 @@ def _save_final_labels(server, image_ids) -> None:
 
 def test_info_lists_models_and_labels(server):
     info = server.get("/info/").json()
-    assert sorted(info["models"]) == sorted(server.models)  # "--conf models all": segmentation bundles only
-    for m in server.models:
-        assert m in info["models"], f"{m} missing from /info models {list(info['models'])}"
-        assert m in info["trainers"]
+    # "--conf models all": segmentation bundles and trained landmark bundles, not aneurysm_untrained
+    assert sorted(info["models"]) == sorted(server.models)
+    assert sorted(info["trainers"]) == sorted(m for m in server.models if m != "aneurysm")
     tiny = info["models"]["tiny_seg"]
     assert tiny["type"] == "segmentation"
     assert tiny["dimension"] == 2
@@ -300,8 +337,8 @@ def test_info_lists_models_and_labels(server):
         channel_def = json.loads((IPS_BUNDLE / "configs" / "metadata.json").read_text())["network_data_format"]
         channel_def = next(iter(channel_def["outputs"].values()))["channel_def"]
         assert ips["labels"] == {v.lower(): int(k) for k, v in channel_def.items() if v.lower() != "background"}
-    assert info["datastore"]["total"] == len(server.labels)
-    assert sorted(server.get("/datastore/?output=all").json()["objects"]) == sorted(server.labels)
+    assert info["datastore"]["total"] == len(server.image_ids)
+    assert sorted(server.get("/datastore/?output=all").json()["objects"]) == sorted(server.image_ids)
 
 
 @pytest.mark.parametrize("image_id", ["tiny_0", "tiny_2"])
@@ -320,6 +357,126 @@ def test_ips_histogram_infer_returns_label_of_image_shape(server, image_id):
     assert pred.shape == (IPS_SIZE, IPS_SIZE)
     labels = server.get("/info/").json()["models"]["ips_histogram"]["labels"]
     assert set(np.unique(pred).tolist()) <= {0, *labels.values()}
+
+
+def _landmark_names() -> dict[str, int]:
+    from monai_ext.data.synthetic.aneurysm import LANDMARK_NAMES
+
+    return {n: k + 1 for k, n in enumerate(LANDMARK_NAMES)}
+
+
+@needs_aneurysm
+def test_aneurysm_info(server):
+    info = server.get("/info/").json()
+    lm = info["models"]["aneurysm"]
+    assert (lm["type"], lm["dimension"], lm["trained"]) == ("segmentation", 3, True)
+    assert lm["labels"] == _landmark_names()  # names of the priors its training wrote, value = landmark class
+    assert lm["checkpoint"] == str(server.root / "bundles" / "aneurysm" / "models" / "landmark_net.pt")
+    assert {"sphere_radius", "search_radius", "search_step", "refine_radius"} <= set(lm["config"])
+    assert "aneurysm_untrained" not in info["models"]
+
+
+def _read_label(content: bytes, ext: str, tmp_path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The label array in (X, Y, Z) order and its voxel-to-RAS affine, read back from the result file."""
+    path = tmp_path / f"label{ext}"
+    path.write_bytes(content)
+    if ext == ".nii.gz":
+        import nibabel as nib
+
+        img = nib.load(path)
+        return np.asarray(img.dataobj), img.affine
+    import SimpleITK as sitk  # .nrrd, what 3D Slicer asks for: LPS origin/direction, (Z, Y, X) array
+
+    img = sitk.ReadImage(str(path))
+    lps_to_ras = np.diag([-1.0, -1.0, 1.0])
+    affine = np.eye(4)
+    direction = np.asarray(img.GetDirection()).reshape(3, 3)
+    affine[:3, :3] = lps_to_ras @ direction @ np.diag(img.GetSpacing())
+    affine[:3, 3] = lps_to_ras @ np.asarray(img.GetOrigin())
+    return sitk.GetArrayFromImage(img).transpose(2, 1, 0), affine
+
+
+def _spheres_reference(shape, points: np.ndarray, labels: np.ndarray, radius: float) -> np.ndarray:
+    """Every voxel takes the label of its nearest point (first on ties) when that point is within the radius."""
+    grid = np.stack(np.meshgrid(*(np.arange(s) for s in shape), indexing="ij"), -1).astype(float)
+    d2 = ((grid[None] - points[:, None, None, None]) ** 2).sum(-1)
+    nearest = d2.argmin(0)
+    return np.where(d2.min(0) <= radius**2, labels[nearest], 0)
+
+
+@needs_aneurysm
+@pytest.mark.parametrize("source, ext, radius", [("stored", ".nii.gz", 2.0), ("upload", ".nrrd", 1.5)])
+def test_aneurysm_infer_returns_landmark_spheres_and_points(server, source, ext, radius, tmp_path):
+    """Multipart answer (MONAI Label's default, what 3D Slicer reads): the label volume and the points JSON."""
+    import nibabel as nib
+    from requests_toolbelt.multipart.decoder import MultipartDecoder
+
+    volume = server.root / "studies" / "aneurysm_case.nii.gz"
+    params = json.dumps({**ANEURYSM_SEARCH, "sphere_radius": radius, "result_extension": ext})
+    if source == "stored":
+        r = server.post("/infer/aneurysm?image=aneurysm_case", data={"params": params})
+    else:
+        files = {"file": ("upload.nii.gz", volume.read_bytes(), "application/octet-stream")}
+        r = server.post("/infer/aneurysm", data={"params": params}, files=files)
+    assert r.status_code == 200, r.text
+    parts = {}
+    for part in MultipartDecoder.from_response(r).parts:
+        name = part.headers[b"Content-Disposition"].decode().split('name="')[1].split('"')[0]
+        parts[name] = part.content
+    result = json.loads(parts["params"])
+    label, label_affine = _read_label(parts["image"], ext, tmp_path)
+
+    src = nib.load(volume)
+    assert label.shape == src.shape == (ANEURYSM_SIZE,) * 3
+    np.testing.assert_allclose(label_affine, src.affine, atol=1e-5)
+    names = _landmark_names()
+    assert set(np.unique(label).tolist()) <= {0, *names.values()}
+    assert result["label_names"] == names and result["sphere_radius"] == radius
+    assert (result["coordinate_system"], result["units"]) == ("RAS", "mm")
+    points = result["landmarks"]
+    assert [(p["name"], p["label"]) for p in points] == list(names.items())
+    voxels = np.array([p["voxel"] for p in points])
+    world = np.array([p["position"] for p in points])
+    assert ((voxels >= 0) & (voxels <= ANEURYSM_SIZE - 1)).all()
+    np.testing.assert_allclose((src.affine @ np.c_[voxels, np.ones(len(voxels))].T).T[:, :3], world, atol=1e-6)
+    labels = np.array([p["label"] for p in points])
+    np.testing.assert_array_equal(label, _spheres_reference(label.shape, voxels, labels, radius))
+
+
+@needs_aneurysm
+def test_aneurysm_points_match_bundle_inference(server, tmp_path):
+    """The served points are those of the bundle's own inference (inference.json's evaluator) with the same model."""
+    from monai.bundle import ConfigParser
+
+    from monai_ext.apps.aneurysm import AneurysmInference, TriPlanarPointInferer
+
+    r = server.post("/infer/aneurysm?image=aneurysm_case&output=json", data={"params": json.dumps(ANEURYSM_SEARCH)})
+    assert r.status_code == 200, r.text
+    served = r.json()["landmarks"]
+    models = server.root / "bundles" / "aneurysm" / "models"
+    parser = ConfigParser()
+    parser.read_config(str(ANEURYSM_BUNDLE / "configs" / "inference.json"))
+    ref = AneurysmInference(
+        parser.get_parsed_content("network_def"), models / "landmark_net.pt",
+        [{"image": str(server.root / "studies" / "aneurysm_case.nii.gz")}], parser.get_parsed_content("preprocessing"),
+        TriPlanarPointInferer(mode="localise", **ANEURYSM_SEARCH), tmp_path,
+        priors_path=models / "landmark_priors.json", device="cpu",
+    )
+    expected = json.loads(ref.run()[0].read_text())["landmarks"]
+    assert [p["name"] for p in served] == [p["name"] for p in expected]
+    np.testing.assert_allclose([p["position"] for p in served], [p["position"] for p in expected], atol=1e-4)
+    np.testing.assert_allclose([p["probability"] for p in served], [p["probability"] for p in expected], rtol=1e-5)
+
+
+@needs_aneurysm
+def test_naming_an_untrained_landmark_bundle_stops_start_up(server, tmp_path):
+    """--conf models aneurysm without its checkpoint: the app refuses to start and names the missing files."""
+    from monai_ext.label.main import MonaiExtLabelApp
+
+    conf = {"models": "aneurysm_untrained", "bundles_dir": str(server.root / "bundles"), "model_dir": str(tmp_path)}
+    match = r"aneurysm_untrained: no trained landmark model, missing \[.*landmark_net.pt', .*landmark_priors.json'\]"
+    with pytest.raises(ValueError, match=match):
+        MonaiExtLabelApp(APP_DIR, str(server.root / "studies"), conf)
 
 
 @pytest.mark.parametrize("ext", [".nrrd", ".nii.gz"])
@@ -346,36 +503,47 @@ def test_infer_uploaded_file(server):
     assert _png(r.content).shape == (40, 56)
 
 
+def _png_upload(shape: tuple[int, ...]) -> dict:
+    return {"files": {"file": ("flat.png", _png_bytes(np.zeros(shape, np.uint8)), "image/png")}}
+
+
+def _nifti_upload(shape: tuple[int, ...]) -> dict:
+    import nibabel as nib
+
+    buf = io.BytesIO()
+    nib.Nifti1Image(np.ones(shape, np.float32), np.eye(4)).to_stream(buf)
+    return {"files": {"file": ("flat.nii", buf.getvalue(), "application/octet-stream")}}
+
+
 @pytest.mark.parametrize(
     "method, path, kwargs, status, match",
     [
         ("post", "/infer/no_such_model?image=tiny_0", {}, 404, "unknown model 'no_such_model'"),
         ("post", "/infer/tiny_seg?image=no_such_image", {}, 404, "image 'no_such_image' is neither"),
+        ("post", "/infer/tiny_seg", {}, 422, "/infer/tiny_seg needs an image: an image id (?image=<id>) or an upl"),
+        ("post", "/infer/tiny_seg?image=tiny_0", {"data": {"params": "{not json"}}, 422, "params must be a JSON obj"),
+        ("post", "/infer/tiny_seg?image=tiny_0", {"data": {"params": "[1, 2]"}}, 422, "JSON object, got list"),
         ("post", "/infer/tiny_seg?image=tiny_0", {"data": {"params": '{"device": "gpu7"}'}}, 422, "'device' must"),
         ("post", "/train/no_such_model", {"json": {"max_epochs": 1}}, 404, "unknown model 'no_such_model'"),
         ("get", "/datastore/image?image=no_such_image", {}, 404, "Image NOT Found"),
+        pytest.param("post", "/infer/aneurysm", _png_upload((20, 30)), 422,
+                     "localises landmarks in a single-channel 3D volume (e.g. NIfTI X x Y x Z); got an image of shape "
+                     "(1, 30, 20)", marks=needs_aneurysm, id="aneurysm-2d-png"),
+        pytest.param("post", "/infer/aneurysm", _nifti_upload((24, 28)), 422, "got an image of shape (1, 24, 28)",
+                     marks=needs_aneurysm, id="aneurysm-2d-nifti"),
+        pytest.param("post", "/infer/aneurysm?image=aneurysm_case", {"data": {"params": '{"sphere_radius": "big"}'}},
+                     422, "sphere_radius must be a number > 0 (voxels), got 'big'", marks=needs_aneurysm,
+                     id="aneurysm-bad-radius"),
+        pytest.param("post", "/train/aneurysm", {"json": {}}, 404, "(served for inference only: train it with its "
+                     "bundle command)", marks=needs_aneurysm, id="aneurysm-train"),
     ],
 )
 def test_bad_requests_get_4xx(server, method, path, kwargs, status, match):
     r = getattr(server, method)(path, **kwargs)
     assert r.status_code == status, r.text
     assert match in r.json()["detail"]
-    assert server.get("/info/").status_code == 200  # still serving
-
-
-@pytest.mark.parametrize(
-    "path, kwargs",
-    [
-        ("/infer/tiny_seg", {}),  # neither image nor file: MONAI Label's endpoint answers 500 itself
-        ("/infer/tiny_seg?image=tiny_0", {"data": {"params": "{not json"}}),  # parsed by MONAI Label before the app
-    ],
-)
-def test_requests_rejected_upstream_do_not_crash(server, path, kwargs):
-    """Two malformed requests never reach the app: MONAI Label 0.8.5 answers them with 500 (see docs)."""
-    r = server.post(path, **kwargs)
-    assert r.status_code >= 400
     assert server.proc.poll() is None
-    assert server.get("/info/").status_code == 200
+    assert server.get("/info/").status_code == 200  # still serving
 
 
 def _wait_train(server) -> dict:
