@@ -165,9 +165,10 @@ def validate_label_map(label: np.ndarray | torch.Tensor, path: str | os.PathLike
             f"of a class 0..{int(num_classes) - 1}."
         )
     if require_foreground and int(num_classes) > 1 and all(v == 0 for v in labelled):
+        only = "background 0" + (f" or ignore {ignore_label}" if ignore_label is not None else "")
         raise ValueError(
-            f"{what} '{path}' is empty: it holds only background (0){' and ignore' if ignore_label is not None else ''}"
-            f" pixels; expected at least one pixel of a foreground class 1..{int(num_classes) - 1}."
+            f"{what} '{path}' is empty: no pixel of a foreground class (only {only}); expected at least one pixel of "
+            f"a class 1..{int(num_classes) - 1}."
         )
     return label
 

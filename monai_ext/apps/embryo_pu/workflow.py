@@ -177,10 +177,15 @@ class EmbryoPUWorkflow:
             raise ValueError("methods must name at least one method.")
         for m in methods:
             parse_method(m)
-        self.priors = [float(p) for p in (priors if priors else [prior])]
-        for p in self.priors:
-            if not 0.0 < p < 1.0:
-                raise ValueError(f"prior must be in (0, 1), got {p!r}.")
+        self.priors = []
+        for p in priors if priors else [prior]:
+            try:  # a CLI override arrives as a string
+                value = float(p)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"prior must be a number in (0, 1), got {p!r}.") from e
+            if not 0.0 < value < 1.0:
+                raise ValueError(f"prior must be in (0, 1), got {value!r}.")
+            self.priors.append(value)
         self.methods = methods
         self.dataset_dir = dataset_dir
         self.output_dir = Path(output_dir)
