@@ -61,9 +61,10 @@ def read_image(path: str | os.PathLike, reader: Callable[[str], Any] | None = No
     except Exception as e:  # nibabel, gzip, Pillow and PyAV raise unrelated types for the same damaged-file fault
         suffix = "".join(s for s in os.path.basename(str(path)).split(".", 1)[1:])
         kind = f".{suffix} " if suffix else ""
+        reason = " ".join(str(e).split())  # one line, whatever the reader printed
         raise ValueError(
-            f"{what} '{path}' could not be read ({type(e).__name__}: {e}); expected a complete, readable {kind}file: "
-            "is it truncated or corrupt?"
+            f"{what} '{path}' could not be read ({type(e).__name__}: {reason}); expected a complete, readable "
+            f"{kind}file: is it truncated or corrupt?"
         ) from e
 
 
