@@ -235,7 +235,7 @@ class MonaiExtLandmarkInferTask(InferTask):
         begin = time.time()
         req = {**self.config(), **request}
         image_path = req.get("image")
-        if not isinstance(image_path, str) or not os.path.isfile(image_path):
+        if not isinstance(image_path, str) or not os.path.exists(image_path):
             raise InvalidInferInput(f"model '{self.name}' needs an image file, got {image_path!r}.")
         radius = self._number(req, "sphere_radius", positive=True)
         search = {k: self._number(req, k, positive=k == "search_step") for k in ("search_radius", "search_step",
