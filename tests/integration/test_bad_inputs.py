@@ -170,6 +170,26 @@ def _voxel_values_labelled_mm(root: Path) -> None:
     nifti_edit(root / "imagesTr" / "case_000.nii.gz", lambda a: a, affine)
 
 
+def _landmarks_as(fmt: str, flip: bool = False, header: str = "RAS") -> Callable[[Path], None]:
+    """Rewrite case 0's landmarks as a 3D Slicer ``.fcsv`` or a ``.csv`` file (optionally with x, y negated)."""
+    def fn(root: Path) -> None:
+        d = json.loads((root / "landmarks" / "case_000.json").read_text())
+        rows = []
+        for lm in d["landmarks"]:
+            x, y, z = lm["position"]
+            rows.append((lm["name"], -x if flip else x, -y if flip else y, z))
+        if fmt == "fcsv":
+            text = (f"# Markups fiducial file version = 4.11\n# CoordinateSystem = {header}\n"
+                    "# columns = id,x,y,z,ow,ox,oy,oz,vis,sel,lock,label,desc,associatedNodeID\n")
+            text += "".join(f"p{i},{x},{y},{z},0,0,0,1,1,1,0,{n},,\n" for i, (n, x, y, z) in enumerate(rows))
+        else:
+            text = "name,x,y,z\n" + "".join(f"{n},{x},{y},{z}\n" for n, x, y, z in rows)
+        (root / "landmarks" / f"case_000.{fmt}").write_text(text)
+        edit_json(root / "dataset.json", _item("training", 0, "landmarks", f"landmarks/case_000.{fmt}"))
+
+    return fn
+
+
 def _write(path_fn: Callable[[Path], Path], data: Any) -> Callable[[Path], None]:
     def fn(root: Path) -> None:
         path = path_fn(root)
@@ -272,6 +292,15 @@ FAULTS = [
      r"case_000\.json: .* lie outside the volume .*They fit the volume in LPS: is the coordinate system LPS\?"),
     ("aneurysm", "voxel landmarks labelled mm", _voxel_values_labelled_mm, ValueError,
      r"case_000\.json: .* lie outside .*They fit the volume as voxel indices: are they voxel coordinates"),
+    ("aneurysm", ".fcsv with LPS coordinates but 'CoordinateSystem = RAS'", _landmarks_as("fcsv", flip=True),
+     ValueError, r"case_000\.fcsv: 9 of 9 point\(s\) lie outside .*They fit the volume in LPS: is the coordinate "
+     r"system LPS\?"),
+    ("aneurysm", ".csv with voxel indices read as mm",
+     lambda r: (_voxel_values_labelled_mm(r), _landmarks_as("csv")(r)), ValueError,
+     r"case_000\.csv: .* lie outside .*They fit the volume as voxel indices"),
+    ("aneurysm", "NaN landmark coordinate", _landmarks(lambda d: {**d, "landmarks": [
+        {**d["landmarks"][0], "position": [float("nan"), 1.0, 2.0]}, *d["landmarks"][1:]]}), ValueError,
+     r"case_000\.json: positions must be finite numbers"),
     ("aneurysm", "unknown landmark name", _landmarks(lambda d: {**d, "landmarks": [
         {**d["landmarks"][0], "name": "nasion"}, *d["landmarks"][1:]]}), ValueError,
      r"case_000\.json: landmark name\(s\) \['nasion'\] not in the expected names"),
