@@ -28,6 +28,7 @@ from monai_ext.utils import load_checkpoint
 __all__ = [
     "LANDMARK_INFERER",
     "InvalidInferInput",
+    "ModelNotTrained",
     "is_landmark_bundle",
     "landmark_model_files",
     "missing_landmark_files",
@@ -47,6 +48,13 @@ class InvalidInferInput(ValueError):
     """The client sent something the model cannot take (wrong dimension, unreadable file, bad option).
 
     The MONAI Label app answers it with HTTP 422 and this message; any other error stays a server error.
+    """
+
+
+class ModelNotTrained(FileNotFoundError):
+    """The landmark checkpoint or priors file is missing (the message names them and the training command).
+
+    The MONAI Label app answers it with HTTP 503 (the model is unavailable until it is trained again).
     """
 
 
@@ -180,8 +188,8 @@ class LandmarkLocaliser:
         ckpt_dir: folder of the checkpoint and priors (default ``<bundle_dir>/models``).
 
     Raises:
-        FileNotFoundError: when the checkpoint or the priors file is missing (the message names them and how to
-            train).
+        ModelNotTrained: (a ``FileNotFoundError``) when the checkpoint or the priors file is missing; the message
+            names them and how to train.
         ValueError: when the checkpoint does not fit ``network_def`` (e.g. trained with other ``channels``).
 
     Example::
@@ -215,7 +223,7 @@ class LandmarkLocaliser:
     def _files_stamp(self) -> tuple[int, int]:
         missing = [str(p) for p in (self.ckpt_path, self.priors_path) if not p.is_file()]
         if missing:
-            raise FileNotFoundError(
+            raise ModelNotTrained(
                 f"landmark model of '{self.bundle_dir.name}' is not trained: missing {missing}; train it with "
                 f"python -m monai.bundle run --config_file <bundle>/configs/train.json (writes both files)."
             )
@@ -225,7 +233,7 @@ class LandmarkLocaliser:
         """Load the priors and the checkpoint when they changed on disk; returns ``True`` when it (re)loaded.
 
         Raises:
-            FileNotFoundError: a file is missing.
+            ModelNotTrained: a file is missing.
             ValueError: the checkpoint does not fit ``network_def``.
         """
         from monai_ext.apps.aneurysm import load_priors
@@ -308,6 +316,7 @@ class LandmarkLocaliser:
         Raises:
             InvalidInferInput: for a bad search option, or priors whose search cubes all miss the volume (a volume
                 far from the training data's world position).
+            ModelNotTrained: the checkpoint or priors file has gone.
         """
         from monai_ext.apps.aneurysm import TriPlanarPointInferer, points_to_voxels
 

@@ -68,6 +68,7 @@ from monai_ext.label.bundles import (
 from monai_ext.label.landmarks import (
     InvalidInferInput,
     LandmarkLocaliser,
+    ModelNotTrained,
     missing_landmark_files,
     render_landmark_spheres,
 )
@@ -184,6 +185,9 @@ class MonaiExtLandmarkInferTask(InferTask):
 
     Request options (validated; a bad one is answered with 422): ``sphere_radius`` (voxels, > 0, default 2),
     ``search_radius``, ``search_step``, ``refine_radius`` (voxels; defaults from ``inference.json``), ``device``.
+    When the checkpoint or priors file disappears while the server runs, requests get 503 naming the file and
+    ``/info`` leaves the model out (MONAI Label lists valid models only), until the files are back; a replaced
+    checkpoint that does not fit ``network_def`` shows as ``trained: false`` with the reason in ``/info``.
 
     Args:
         path: the served copy of the bundle.
@@ -213,8 +217,12 @@ class MonaiExtLandmarkInferTask(InferTask):
 
     def info(self) -> dict[str, Any]:
         i = super().info()
+        try:  # picks up a checkpoint retrained while the server runs (two file stats when nothing changed)
+            self.localiser.reload()
+            i["trained"] = True
+        except (ModelNotTrained, ValueError) as e:
+            i["trained"], i["error"] = False, str(e)
         i["labels"] = self.localiser.labels
-        i["trained"] = True
         i["checkpoint"] = str(self.localiser.ckpt_path)
         return i
 
@@ -357,6 +365,7 @@ def check_infer_request(
     session_id: str = "",
     params: Annotated[str, Form()] = "{}",
     file: Annotated[UploadFile | None, File()] = None,
+    output: str | None = None,
 ) -> None:
     """FastAPI dependency run before MONAI Label's ``POST /infer/{model}``: reject a malformed request with a 4xx.
 
@@ -365,7 +374,8 @@ def check_infer_request(
 
     Raises:
         HTTPException: 404 for a model the app does not serve; 422 when neither ``image``, ``file`` nor
-            ``session_id`` is given, or ``params`` is not a JSON object.
+            ``session_id`` is given, ``params`` is not a JSON object, or ``output=dicom_seg`` is asked of a datastore
+            that is not DICOMweb (MONAI Label answers that with a 500 after running the model).
     """
     app = _served_app()
     if app is not None and model not in app.infer_models:
@@ -384,6 +394,15 @@ def check_infer_request(
         ) from e
     if not isinstance(p, dict):
         raise HTTPException(status_code=422, detail=f"params must be a JSON object, got {type(p).__name__}.")
+    if output == "dicom_seg" and app is not None:
+        from monailabel.datastore.dicom import DICOMWebDatastore
+
+        if not isinstance(app.datastore(), DICOMWebDatastore):
+            raise HTTPException(
+                status_code=422,
+                detail="output=dicom_seg needs a DICOMweb datastore (--studies http://...); this one is a local "
+                "folder: ask for output=image, json or all.",
+            )
 
 
 def check_train_request(model: str) -> None:
@@ -558,7 +577,7 @@ class MonaiExtLabelApp(MONAILabelApp):
         Raises:
             HTTPException: 404 for an unknown model or an image that is neither a file nor in the datastore;
                 422 for a bad ``device`` or input the model cannot take (:class:`InvalidInferInput`, e.g. a 2D image
-                for a 3D model).
+                for a 3D model); 503 when a landmark model's files have gone (:class:`ModelNotTrained`).
         """
         model = request.get("model")
         if model not in self._infers:
@@ -574,6 +593,8 @@ class MonaiExtLabelApp(MONAILabelApp):
             return super().infer(request, datastore)
         except InvalidInferInput as e:
             raise HTTPException(status_code=422, detail=f"/infer/{model}: {e}") from e
+        except ModelNotTrained as e:
+            raise HTTPException(status_code=503, detail=f"/infer/{model}: {e}") from e
 
     def bundle_path(self, model: str | None) -> str | None:
         """Bundle folder of ``model`` for MONAI Label's background tasks; rejects unknown models with a 404.

@@ -524,6 +524,7 @@ def _nifti_upload(shape: tuple[int, ...]) -> dict:
         ("post", "/infer/tiny_seg?image=tiny_0", {"data": {"params": "{not json"}}, 422, "params must be a JSON obj"),
         ("post", "/infer/tiny_seg?image=tiny_0", {"data": {"params": "[1, 2]"}}, 422, "JSON object, got list"),
         ("post", "/infer/tiny_seg?image=tiny_0", {"data": {"params": '{"device": "gpu7"}'}}, 422, "'device' must"),
+        ("post", "/infer/tiny_seg?image=tiny_0&output=dicom_seg", {}, 422, "output=dicom_seg needs a DICOMweb"),
         ("post", "/train/no_such_model", {"json": {"max_epochs": 1}}, 404, "unknown model 'no_such_model'"),
         ("get", "/datastore/image?image=no_such_image", {}, 404, "Image NOT Found"),
         pytest.param("post", "/infer/aneurysm", _png_upload((20, 30)), 422,
@@ -599,6 +600,24 @@ def test_ips_histogram_train_one_epoch_then_infer(server):
     assert pred.shape == (IPS_SIZE, IPS_SIZE)
     assert set(np.unique(pred).tolist()) <= {0, 1, 2}
     assert not (IPS_BUNDLE / "monailabel_runs").exists()  # the repository's bundle folder is left alone
+
+
+@needs_aneurysm
+def test_aneurysm_checkpoint_gone_gives_503_until_back(server):
+    """A landmark checkpoint deleted while the server runs: 503 naming it, gone from /info, back when restored."""
+    ckpt = server.root / "bundles" / "aneurysm" / "models" / "landmark_net.pt"
+    aside = ckpt.with_name("aside.pt")
+    ckpt.rename(aside)
+    try:
+        r = server.post("/infer/aneurysm?image=aneurysm_case&output=json")
+        assert r.status_code == 503, r.text
+        assert f"is not trained: missing ['{ckpt}']" in r.json()["detail"]
+        assert "aneurysm" not in server.get("/info/").json()["models"]  # MONAI Label lists valid models only
+    finally:
+        aside.rename(ckpt)
+    assert server.get("/info/").json()["models"]["aneurysm"]["trained"] is True
+    r = server.post("/infer/aneurysm?image=aneurysm_case&output=json", data={"params": json.dumps(ANEURYSM_SEARCH)})
+    assert r.status_code == 200, r.text
 
 
 def test_server_stops_cleanly(server):

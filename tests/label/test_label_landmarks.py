@@ -24,6 +24,7 @@ from monai_ext.label.bundles import bundle_kind, list_label_bundles
 from monai_ext.label.landmarks import (
     InvalidInferInput,
     LandmarkLocaliser,
+    ModelNotTrained,
     is_landmark_bundle,
     landmark_model_files,
     missing_landmark_files,
@@ -231,11 +232,15 @@ def test_localiser_reloads_changed_files(landmark_model, tmp_path):
     os.utime(ckpt / "landmark_priors.json", ns=(st_.st_atime_ns, st_.st_mtime_ns + 10**9))
     assert loc.reload() is True
     assert next(iter(loc.labels)) == "renamed"
+    (ckpt / "landmark_net.pt").unlink()
+    with pytest.raises(ModelNotTrained, match=r"missing \[.*landmark_net.pt'\]") as err:
+        loc.reload()
+    assert isinstance(err.value, FileNotFoundError)
 
 
 @needs_aneurysm
 def test_localiser_missing_and_mismatched_checkpoint(landmark_model, tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"is not trained: missing \[.*landmark_net.pt', .*landmark_priors"):
+    with pytest.raises(ModelNotTrained, match=r"is not trained: missing \[.*landmark_net.pt', .*landmark_priors"):
         LandmarkLocaliser(ANEURYSM, tmp_path)
     (tmp_path / "landmark_priors.json").write_bytes((landmark_model["ckpt_dir"] / "landmark_priors.json").read_bytes())
     other = MiniVGG(spatial_dims=2, in_channels=3, num_classes=10, channels=(8, 16, 32), hidden_features=32)
