@@ -195,7 +195,7 @@ class MonaiExtLandmarkInferTask(InferTask):
         ckpt_dir: folder of the checkpoint and priors.
 
     Raises:
-        FileNotFoundError: the checkpoint or priors is missing.
+        ModelNotTrained: the checkpoint or priors is missing.
         ValueError: the checkpoint does not fit the bundle's ``network_def``.
     """
 
@@ -263,6 +263,8 @@ class MonaiExtLandmarkInferTask(InferTask):
             "result": result,
             **{k: req[k] for k in ("result_extension", "result_dtype", "result_compress") if k in req},
         }
+        if os.path.isdir(image_path) and not data.get("result_extension"):  # a DICOM series has no extension to keep
+            data["result_extension"] = ".nii.gz"
         label_file, result_json = Writer(label="pred", json="result")(data)
         result_json.update(
             sphere_radius=radius,
