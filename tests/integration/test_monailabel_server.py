@@ -547,6 +547,22 @@ def test_bad_requests_get_4xx(server, method, path, kwargs, status, match):
     assert server.get("/info/").status_code == 200  # still serving
 
 
+def test_install_request_checks_once_in_front():
+    """The checked routes go first in MONAI Label's route list, once: a second call (an app reload) adds nothing."""
+    import monailabel.app as ml
+
+    from monai_ext.label.main import check_infer_request, check_train_request, install_request_checks
+
+    before = len(ml.app.router.routes)
+    assert install_request_checks(ml.app) == ["/infer/{model}", "/train/{model}"]
+    assert install_request_checks(ml.app) == []
+    assert len(ml.app.router.routes) == before + 2
+    first = {r.path: r for r in ml.app.router.routes[:2]}
+    assert first["/infer/{model}"].dependencies[0].dependency is check_infer_request
+    assert first["/train/{model}"].dependencies[0].dependency is check_train_request
+    assert first["/infer/{model}"].methods == {"POST"} and first["/train/{model}"].methods == {"POST"}
+
+
 def _wait_train(server) -> dict:
     deadline = time.monotonic() + TRAIN_TIMEOUT
     while time.monotonic() < deadline:
