@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from .bundle import default_device, find_bundle_root
+from .bundle import as_bool, default_device, find_bundle_root
 from .checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
 from .tables import format_markdown_table, save_results_table
 
 __all__ = [
+    "as_bool",
     "default_device",
     "find_bundle_root",
     "format_markdown_table",

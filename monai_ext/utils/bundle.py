@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
-__all__ = ["find_bundle_root", "default_device"]
+__all__ = ["find_bundle_root", "default_device", "as_bool"]
 
 
 def _bundle_name(folder: Path) -> str | None:
@@ -70,3 +71,33 @@ def default_device(device: str | torch.device | None = None) -> torch.device:
     if torch.cuda.is_available():
         return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
     return torch.device("cpu")
+
+
+def as_bool(value: Any, name: str) -> bool:
+    """A boolean config value, also when it comes from the command line as a string.
+
+    ``python -m monai.bundle run ... --resume false`` passes the *string* ``"false"``, and ``bool("false")`` is
+    ``True``; every workflow flag therefore goes through this function.
+
+    Args:
+        value: a bool (or number), or one of the strings ``true/false``, ``1/0``, ``yes/no`` (any case).
+        name: the config id, named in the error.
+
+    Returns:
+        The boolean.
+
+    Raises:
+        ValueError: for any other string.
+
+    Example::
+
+        >>> as_bool("false", "resume"), as_bool(True, "resume")
+        (False, True)
+    """
+    if isinstance(value, str):
+        if value.strip().lower() in ("true", "1", "yes"):
+            return True
+        if value.strip().lower() in ("false", "0", "no"):
+            return False
+        raise ValueError(f"{name} must be a boolean (true/false), got {value!r}.")
+    return bool(value)

@@ -40,7 +40,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold
 
 from monai_ext.data import load_datalist
-from monai_ext.utils import default_device, load_checkpoint, save_results_table
+from monai_ext.utils import as_bool, default_device, load_checkpoint, save_results_table
 
 from .data import Case, candidate_patches, landmark_names_of, load_cases, sample_landmark_patches
 from .evaluation import adaboost_auc_curve, confusion_matrix, localise_landmarks
@@ -176,11 +176,11 @@ class AneurysmWorkflow:
         self.natural_samples_per_epoch = int(natural_samples_per_epoch)
         self.transfer_copies, self.n_estimators, self.n_splits = int(transfer_copies), int(n_estimators), int(n_splits)
         self.report_weak_learners = [int(n) for n in report_weak_learners if int(n) <= n_estimators]
-        self.finetune, self.finetune_epochs = bool(finetune), int(finetune_epochs)
+        self.finetune, self.finetune_epochs = as_bool(finetune, "finetune"), int(finetune_epochs)
         self.search_radius, self.search_step = float(search_radius), float(search_step)
         self.refine_radius = float(refine_radius)
         self.localise_max_cases, self.raters_key = localise_max_cases, raters_key
-        self.resume = bool(resume)
+        self.resume = as_bool(resume, "resume")
         self.results: dict[str, Any] = {}
         self.summary: list[dict[str, Any]] = []
 

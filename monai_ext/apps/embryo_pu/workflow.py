@@ -283,7 +283,7 @@ class EmbryoPUWorkflow:
         opt = torch.optim.Adam(net.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.max_epochs))
         path = self._ckpt_path(method, prior, fold)
-        start = 0
+        start, gen_state = 0, None
         if self.resume and path.is_file():
             ckpt = load_checkpoint(path, map_location=self.device)
             net.load_state_dict(ckpt["model"])
@@ -294,6 +294,7 @@ class EmbryoPUWorkflow:
             self.negative_risk_batches[(method, prior, fold)] = int(ckpt.get("negative_risk_batches", -1))
             if start < self.max_epochs:
                 set_rng_state(ckpt["rng"])
+                gen_state = ckpt.get("generator")
         else:
             self.negative_risk_batches[(method, prior, fold)] = 0
         if start >= self.max_epochs:
@@ -309,6 +310,8 @@ class EmbryoPUWorkflow:
         sampler = PositiveBatchSampler(data["y"][train_idx], self.batch_size, self.min_positives,
                                        seed=self.seed + fold, drop_last=False)
         gen = torch.Generator().manual_seed(self.seed * 7919 + fold)
+        if gen_state is not None:  # frame subsets and augmentation continue where the killed run stopped
+            gen.set_state(gen_state)
         from torch.utils.tensorboard import SummaryWriter
 
         # each job is trained by exactly one rank, which logs it
@@ -360,6 +363,7 @@ class EmbryoPUWorkflow:
                 self.negative_risk_batches[(method, prior, fold)] += below
             save_checkpoint({"model": net.state_dict(), "optimizer": opt.state_dict(),
                              "scheduler": sched.state_dict(), "epoch": epoch + 1, "rng": get_rng_state(),
+                             "generator": gen.get_state(),
                              "negative_risk_batches": self.negative_risk_batches[(method, prior, fold)],
                              "method": method, "prior": prior, "fold": fold}, path)
         writer.close()

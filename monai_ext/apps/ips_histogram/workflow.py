@@ -37,6 +37,7 @@ from monai_ext.data import load_datalist, resolve_datalist
 from monai_ext.data.synthetic.ips import CLASS_NAMES, IGNORE_LABEL, generate_ips_dataset
 from monai_ext.inferers import CenterPixelInferer, RegionHistogramInferer
 from monai_ext.utils import (
+    as_bool,
     default_device,
     get_rng_state,
     load_checkpoint,
@@ -171,10 +172,10 @@ class IPSHistogramWorkflow:
         self.ignore_label = int(ignore_label)
         self.device = default_device(device)
         self.seed = int(seed)
-        self.resume = bool(resume)
+        self.resume = as_bool(resume, "resume")
         self.num_cases = int(num_cases)
         self.image_size = int(image_size)
-        self.save_predictions = bool(save_predictions)
+        self.save_predictions = as_bool(save_predictions, "save_predictions")
         self.eval_section = eval_section
         self.export_patch_size = sizes[0] if export_patch_size is None else int(export_patch_size)
         self.rows: list[dict[str, Any]] = []

@@ -32,6 +32,7 @@ from monai_ext.losses.distribution import JSDLoss, PMFMSELoss, get_distribution_
 from monai_ext.losses.emd import EMDLoss
 from monai_ext.metrics import compute_distribution_metrics
 from monai_ext.utils import (
+    as_bool,
     default_device,
     get_rng_state,
     load_checkpoint,
@@ -176,7 +177,7 @@ class SpermEMDWorkflow:
         self.network_kwargs = {k: dict(v) for k, v in (network_kwargs or {}).items()}
         self.generator_kwargs = dict(generator_kwargs or {})
         self.detector_kwargs, self.tracker_kwargs = dict(detector_kwargs or {}), dict(tracker_kwargs or {})
-        self.resume, self.mode, self.num_workers = bool(resume), mode, int(num_workers)
+        self.resume, self.mode, self.num_workers = as_bool(resume, "resume"), mode, int(num_workers)
         self.distributed = dist.is_available() and dist.is_initialized()
         self.rank = dist.get_rank() if self.distributed else 0
         self.world_size = dist.get_world_size() if self.distributed else 1
@@ -274,6 +275,12 @@ class SpermEMDWorkflow:
                 sched.load_state_dict(ck["scheduler"])
                 start, best, history = int(ck["epoch"]), float(ck["best"]), json.loads(ck["history"])
                 set_rng_state(ck["rng"])
+                # the shuffling generator and the augmentation RNG live outside the global RNG state; the saved
+                # augmentation stream is rank 0's (other ranks draw from their own seed again)
+                if "loader_generator" in ck:
+                    g.set_state(ck["loader_generator"])
+                    if self.rank == 0:
+                        ds.rng.bit_generator.state = json.loads(ck["augment_rng"])
                 logger.info("%s: resumed after epoch %d", name, start)
             writer = SummaryWriter(str(self.output_dir / "runs" / name)) if self.rank == 0 else None
             val_items = sections["validation"] or sections["training"]
@@ -305,7 +312,9 @@ class SpermEMDWorkflow:
                         save_checkpoint({"model": net.state_dict(), "epoch": epoch + 1}, best_path)
                     save_checkpoint({"model": net.state_dict(), "optimizer": opt.state_dict(),
                                      "scheduler": sched.state_dict(), "epoch": epoch + 1, "best": best,
-                                     "history": json.dumps(history), "rng": get_rng_state()}, last_path)
+                                     "history": json.dumps(history), "rng": get_rng_state(),
+                                     "loader_generator": g.get_state(),
+                                     "augment_rng": json.dumps(ds.rng.bit_generator.state)}, last_path)
                     logger.info("%s epoch %d: train loss %.4f, val EMD %.4f, val mode acc %.3f", name, epoch + 1,
                                 total / max(count, 1), val["emd"], val["mode_accuracy"])
                 self._barrier()
