@@ -1,0 +1,198 @@
+"""Tiny bundle training runs shared by the resume, reproducibility and distributed tests (tests/integration).
+
+Every run is ``python -m monai.bundle run`` in a subprocess (one thread, CPU), so that a run can be killed and so that
+all compared runs execute the same way. :func:`reference_run` caches the uninterrupted seed-0 run of each bundle for
+the whole pytest session: the resume test compares against it and the reproducibility test reruns it.
+
+A run's *outcome* is what a user would compare: its results tables (CSV, without the wall-clock columns) and the
+trained weights of every final checkpoint.
+"""
+
+from __future__ import annotations
+
+import atexit
+import csv
+import functools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundles"))
+from bundle_checks import REPO, cli_overrides, config_paths, run_bundle_cli  # noqa: E402
+
+# wall-clock measurements differ between any two runs; everything else in the tables must not
+TIMING_COLUMNS = ("train_seconds", "infer_mpix_per_s")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """How to run one bundle tiny and what to compare.
+
+    Attributes:
+        overrides: CLI overrides of train.json (3 epochs so that a run killed after epoch 1 still has work left).
+        poll: checkpoint (relative to ``ckpt_dir``) written atomically after every epoch of the first training job.
+        tables: results CSVs (relative to ``output_dir``) compared between runs.
+        models: checkpoints (relative to ``ckpt_dir``) whose ``model`` tensors are compared between runs.
+        share_data: every run after the reference reads the reference run's synthetic data (``--dataset_dir``)
+            instead of generating its own. Needed for sperm_emd: its generator writes H.264 videos and libx264 in
+            this PyAV build does not encode the same frames to the same bytes twice (decoded pixels differ by up
+            to ~40 grey levels), so two fresh runs would train and test on different pixels.
+    """
+
+    overrides: dict[str, Any]
+    poll: str
+    tables: tuple[str, ...]
+    models: tuple[str, ...]
+    share_data: bool = False
+
+
+SPECS: dict[str, Spec] = {
+    # landmark pre-training only (the stage with the per-epoch checkpoint); 12 classes of 32x32 tri-planar patches
+    "aneurysm": Spec(
+        overrides={"epochs": 3, "num_cases": 6, "volume_size": 32, "samples_per_case": 96, "val_samples_per_case": 8,
+                   "channels": [4, 8], "hidden_features": 16, "batch_size": 32, "stages": ["pretrain"]},
+        poll="landmark_net.pt",
+        tables=("results.csv", "pretrain_per_class.csv"),
+        models=("landmark_net.pt",),
+    ),
+    # one method, 2 folds of 40 sequences
+    "embryo_pu": Spec(
+        overrides={"epochs": 3, "num_cases": 40, "num_frames": 4, "image_size": 32, "channels": [4, 8],
+                   "num_folds": 2, "train_frames": 2, "batch_size": 4, "methods": ["auc_nnpu"],
+                   "save_figures": False},
+        poll="auc_nnpu_pi0.24/fold0.pt",
+        tables=("results_folds.csv", "results.csv"),
+        models=("auc_nnpu_pi0.24/fold0.pt", "auc_nnpu_pi0.24/fold1.pt"),
+    ),
+    "ips_histogram": Spec(
+        overrides={"epochs": 3, "num_cases": 4, "image_size": 96, "num_patches": 256, "batch_size": 16,
+                   "patch_size": 32, "hist_stride": 8, "channels": [4, 8], "save_predictions": False},
+        poll="histogram_p32/checkpoint.pt",
+        tables=("jaccard_table.csv",),
+        models=("histogram_p32/checkpoint.pt", "histogram_p32/model.pt"),
+    ),
+    "sperm_emd": Spec(
+        overrides={"epochs": 3, "num_videos": 3, "num_frames": 16, "num_sperm": 4, "video_size": 96, "crop_size": 16,
+                   "clip_length": 4, "batch_size": 4, "warmup_epochs": 0,
+                   "network_kwargs": {"timesformer_tiny": {"num_layers": 1}}},
+        poll="timesformer_tiny_emd/checkpoint_last.pt",
+        tables=("results.csv",),
+        models=("timesformer_tiny_emd/checkpoint_last.pt", "timesformer_tiny_emd/model.pt"),
+        share_data=True,
+    ),
+}
+BUNDLES = tuple(SPECS)
+
+_SESSION_DIR = Path(tempfile.mkdtemp(prefix="monai_ext_reliability_"))
+atexit.register(shutil.rmtree, _SESSION_DIR, ignore_errors=True)
+
+
+def shared_data_dir(name: str) -> Path:
+    return _SESSION_DIR / f"{name}_seed0_reference" / "out" / "synthetic_data"
+
+
+def run_overrides(name: str, root: Path, seed: int = 0, **extra: Any) -> dict[str, Any]:
+    over = {**SPECS[name].overrides, "output_dir": str(root / "out"), "ckpt_dir": str(root / "ckpt"), "seed": seed}
+    if SPECS[name].share_data and root != _SESSION_DIR / f"{name}_seed0_reference":
+        reference_run(name)
+        over["dataset_dir"] = str(shared_data_dir(name))
+    over.update(extra)
+    return over
+
+
+def train(name: str, root: Path, seed: int = 0, nproc: int = 1, configs: tuple[str, ...] = ("train.json",),
+          **extra: Any) -> tuple[Path, float]:
+    """One training run of ``name`` into ``root`` (CPU, or ``nproc`` gloo processes); returns ``root`` and seconds."""
+    over = run_overrides(name, root, seed, **extra)
+    if nproc == 1:
+        over["device"] = "cpu"
+    t0 = time.perf_counter()
+    run_bundle_cli(name, configs, over, nproc=nproc, timeout=300)
+    return root, time.perf_counter() - t0
+
+
+@functools.cache
+def reference_run(name: str, seed: int = 0) -> tuple[Path, float]:
+    """The uninterrupted single-process run, once per session."""
+    return train(name, _SESSION_DIR / f"{name}_seed{seed}_reference", seed)
+
+
+def start_and_kill(name: str, root: Path, seed: int = 0, kill_after_epoch: int = 1,
+                   timeout: float = 240.0) -> tuple[int, float]:
+    """Start a training run, SIGKILL it as soon as ``poll`` holds epoch ``kill_after_epoch`` (i.e. early in the next
+    epoch); returns the epoch of the polled checkpoint at the moment of the kill and the seconds the run lived."""
+    spec = SPECS[name]
+    over = {**run_overrides(name, root, seed), "device": "cpu"}
+    files = config_paths(name, ["train.json"])
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", files[0]] + cli_overrides(over)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg", "PYTHONUNBUFFERED": "1"}
+    poll = root / "ckpt" / spec.poll
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    epoch = -1
+    try:
+        while time.perf_counter() - t0 < timeout:
+            if proc.poll() is not None:
+                err = proc.stderr.read().decode(errors="replace")[-4000:]
+                raise AssertionError(f"{name}: run ended (exit {proc.returncode}) before it could be killed\n{err}")
+            if poll.is_file():
+                # the file only ever appears complete (os.replace), so this load never sees a partial write
+                epoch = int(torch.load(poll, weights_only=True)["epoch"])
+                if epoch >= kill_after_epoch:
+                    break
+            time.sleep(0.02)
+        else:
+            raise AssertionError(f"{name}: no checkpoint of epoch {kill_after_epoch} at '{poll}' after {timeout} s")
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL, f"{name}: the run was not killed (exit {proc.returncode})"
+    # the checkpoint on disk after the kill, which is what the rerun resumes from
+    return int(torch.load(poll, weights_only=True)["epoch"]), time.perf_counter() - t0
+
+
+def read_table(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return [{k: v for k, v in row.items() if k not in TIMING_COLUMNS} for row in csv.DictReader(f)]
+
+
+def outcome(name: str, root: Path) -> dict[str, Any]:
+    """``{"tables": {csv: rows}, "models": {ckpt: {param: tensor}}}`` of a finished run."""
+    spec = SPECS[name]
+    tables = {t: read_table(root / "out" / t) for t in spec.tables}
+    models = {m: torch.load(root / "ckpt" / m, weights_only=True)["model"] for m in spec.models}
+    return {"tables": tables, "models": models}
+
+
+def max_weight_difference(a: dict[str, Any], b: dict[str, Any]) -> float:
+    """Largest absolute difference over every compared weight tensor of two outcomes."""
+    worst = 0.0
+    for m, state in a["models"].items():
+        other = b["models"][m]
+        assert state.keys() == other.keys(), f"{m}: different parameter names"
+        for k, v in state.items():
+            if v.is_floating_point():
+                worst = max(worst, float((v.double() - other[k].double()).abs().max()) if v.numel() else 0.0)
+            else:
+                worst = max(worst, float(not torch.equal(v, other[k])))
+    return worst
+
+
+def assert_same_outcome(name: str, a: dict[str, Any], b: dict[str, Any], what: str) -> None:
+    """Bit-identical tables and weights."""
+    for t, rows in a["tables"].items():
+        assert rows == b["tables"][t], f"{name} {what}: '{t}' differs\n{json.dumps(rows)}\n{json.dumps(b['tables'][t])}"
+    diff = max_weight_difference(a, b)
+    assert diff == 0.0, f"{name} {what}: trained weights differ by up to {diff:.3e}"
