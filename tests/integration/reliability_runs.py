@@ -59,7 +59,7 @@ class Spec:
 SPECS: dict[str, Spec] = {
     # landmark pre-training only (the stage with the per-epoch checkpoint); 12 classes of 32x32 tri-planar patches
     "aneurysm": Spec(
-        overrides={"epochs": 3, "num_cases": 6, "volume_size": 32, "samples_per_case": 96, "val_samples_per_case": 8,
+        overrides={"epochs": 3, "num_cases": 6, "volume_size": 32, "samples_per_case": 96, "val_samples_per_case": 32,
                    "channels": [4, 8], "hidden_features": 16, "batch_size": 32, "stages": ["pretrain"]},
         poll="landmark_net.pt",
         tables=("results.csv", "pretrain_per_class.csv"),
