@@ -60,6 +60,18 @@ def test_structure_points_are_on_bright_vessels(seed):
     assert np.all((cand >= 0) & (cand <= 47))
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_landmarks_stay_inside_the_volume_under_large_variation(seed):
+    # a displacement of 30 % of the field of view pushes mean points past the border; they are clamped and the
+    # vessels are drawn to the clamped points, so every landmark is a valid, bright voxel of the volume
+    rng = np.random.default_rng(seed)
+    img, points, _, _ = synthesize_aneurysm_case(rng, shape=32, variation=0.3, noise=0.0)
+    for name, p in points.items():
+        assert np.all((p >= 0) & (p <= 31)), (name, p)
+    for name in ("trunk_origin", "trunk_bifurcation", "left_bifurcation", "right_bifurcation"):
+        assert img[tuple(np.round(points[name]).astype(int))] > np.median(img) + 0.3, name
+
+
 def test_anatomical_variation_but_consistent_identity():
     pos = np.array([[synthesize_aneurysm_case(np.random.default_rng(s), shape=48)[1][n] for n in LANDMARK_NAMES]
                     for s in range(4)])  # (cases, landmarks, 3)

@@ -157,7 +157,8 @@ def synthesize_aneurysm_case(
     points = {}
     for name, frac in _MEAN_POINTS.items():
         p = np.asarray(frac) * (s - 1) + rng.normal(scale=variation * s, size=3)
-        points[name] = rot @ (p - centre) + centre
+        # kept inside the field of view: a large displacement must not put a landmark outside the volume
+        points[name] = np.clip(rot @ (p - centre) + centre, 0.0, s - 1)
     vol = np.zeros((shape,) * 3, dtype=np.float64)
     centrelines: list[tuple[str, np.ndarray, np.ndarray]] = []
     radius_scale = scale * np.exp(rng.normal(scale=0.12))
@@ -182,7 +183,7 @@ def synthesize_aneurysm_case(
     cross_pts = _bezier(cross_mid - half, cross_mid + half, cross_mid + rng.normal(scale=0.5 * scale, size=3),
                         int(np.linalg.norm(2 * half) * 2))
     _render_tube(vol, cross_pts, np.full(len(cross_pts), 1.2 * radius_scale))
-    points["trunk_crossing"] = (cross_mid + cross_at) / 2
+    points["trunk_crossing"] = np.clip((cross_mid + cross_at) / 2, 0.0, s - 1)
     # normal mimics: short side-branch stubs with a conical (infundibulum-like) origin
     negatives: list[np.ndarray] = []
     for _ in range(3):
