@@ -34,7 +34,14 @@ from monai_ext.data.synthetic.embryo import generate_embryo_dataset
 from monai_ext.losses import AUCNNPULoss, InfoNCELoss, NNPULoss, pu_risk_terms
 from monai_ext.metrics import binary_metrics_at_threshold, compute_auc, select_threshold
 from monai_ext.networks.nets import TimeLapseNet
-from monai_ext.utils import get_rng_state, load_checkpoint, save_checkpoint, save_results_table, set_rng_state
+from monai_ext.utils import (
+    as_bool,
+    get_rng_state,
+    load_checkpoint,
+    save_checkpoint,
+    save_results_table,
+    set_rng_state,
+)
 from monai_ext.visualize import frame_saliency, plot_frame_saliency, plot_roc_curves, plot_score_timeline
 
 from .data import load_sequence, normalize_sequence, sequence_folds
@@ -51,17 +58,6 @@ def _rank() -> int:
 
 def _world() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
-def _as_bool(value: Any, name: str) -> bool:
-    """``True``/``False`` or the CLI strings ``"true"``/``"false"`` (``monai.bundle run --resume false``)."""
-    if isinstance(value, str):
-        if value.lower() in ("true", "1", "yes"):
-            return True
-        if value.lower() in ("false", "0", "no"):
-            return False
-        raise ValueError(f"{name} must be a boolean (true/false), got {value!r}.")
-    return bool(value)
 
 
 def parse_method(name: str) -> tuple[str, bool]:
@@ -204,17 +200,17 @@ class EmbryoPUWorkflow:
         self.classification_weight = float(classification_weight)
         self.infonce_weight = float(infonce_weight)
         self.temperature = float(temperature)
-        self.augment = _as_bool(augment, "augment")
+        self.augment = as_bool(augment, "augment")
         self.train_frames = int(train_frames) if train_frames else None
         self.num_cases, self.num_frames, self.image_size = int(num_cases), int(num_frames), int(image_size)
         self.figure_method = figure_method if figure_method is not None else methods[-1]
         parse_method(self.figure_method)
         self.saliency_method = saliency_method
-        self.save_figures = _as_bool(save_figures, "save_figures")
+        self.save_figures = as_bool(save_figures, "save_figures")
         self.table_name = table_name
         self.device = torch.device(device)
         self.seed = int(seed)
-        self.resume = _as_bool(resume, "resume")
+        self.resume = as_bool(resume, "resume")
         self._data: dict[str, Any] | None = None
         self.rows: list[dict[str, Any]] = []
         #: per job, the number of training batches whose unbiased PU estimate was below ``-beta``
