@@ -285,13 +285,24 @@ class LandmarkLocaliser:
         """
         from monai.data import MetaTensor
 
+        from monai_ext.transforms import ImageValidationError
+
+        shape = None
         try:
             image = self.preprocessing({"image": str(path)})["image"]
-        except Exception as e:  # MONAI wraps reader errors in RuntimeError with the transform chain
-            cause = e.__cause__ or e
-            raise InvalidInferInput(f"cannot read image '{Path(path).name}' as a volume: {cause}") from e
-        if not isinstance(image, MetaTensor) or image.ndim != 4 or image.shape[0] != 1:
+        except Exception as e:  # MONAI wraps transform errors in RuntimeError with the transform chain
+            cause = e
+            while cause.__cause__ is not None and not isinstance(cause, ImageValidationError):
+                cause = cause.__cause__
+            # the bundle's ValidateImaged refused the volume's layout: answer with this task's own wording below
+            if isinstance(cause, ImageValidationError) and (len(cause.shape) != 4 or cause.shape[0] != 1):
+                shape = cause.shape
+            else:
+                message = cause if isinstance(cause, ImageValidationError) else (e.__cause__ or e)
+                raise InvalidInferInput(f"cannot read image '{Path(path).name}' as a volume: {message}") from e
+        if shape is None and (not isinstance(image, MetaTensor) or image.ndim != 4 or image.shape[0] != 1):
             shape = tuple(image.shape)
+        if shape is not None:
             raise InvalidInferInput(
                 f"model '{self.bundle_dir.name}' localises landmarks in a single-channel 3D volume (e.g. NIfTI "
                 f"X x Y x Z); got an image of shape {shape} (channel first) from '{Path(path).name}', i.e. "

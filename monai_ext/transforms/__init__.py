@@ -21,8 +21,10 @@ from .triplanar import (
     TriPlanarPatchDict,
     rotation_from_angles,
 )
+from .validation import ImageValidationError, ValidateImage, ValidateImageD, ValidateImaged, ValidateImageDict
 
 __all__ = [
+    "ImageValidationError",
     "PLANE_AXES",
     "RandTriPlanarPatchD",
     "RandTriPlanarPatchDict",
@@ -35,6 +37,10 @@ __all__ = [
     "TriPlanarPatchD",
     "TriPlanarPatchDict",
     "TriPlanarPatchd",
+    "ValidateImage",
+    "ValidateImageD",
+    "ValidateImageDict",
+    "ValidateImaged",
     "center_pixel_label",
     "region_pmf_to_dense",
     "rotation_from_angles",

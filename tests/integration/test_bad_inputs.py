@@ -17,6 +17,7 @@ outcomes is in ``docs/input_validation.md``.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 from collections.abc import Callable
@@ -450,3 +451,60 @@ def test_aneurysm_lps_and_voxel_files_that_say_so_load_like_ras(clean_data, tmp_
     edit_json(data / "landmarks" / "case_000.json", lambda d: {**d, "units": "voxel"})
     edit_json(data / "candidates" / "case_000.json", _shift_points(-12.0))
     np.testing.assert_allclose(load_cases(data, "training")[0].landmarks, ref, atol=1e-9)
+
+
+# ------------------------------------------------------------------------------------------------ inference inputs
+def _inference_preprocessing(bundle: str) -> Callable[[dict], dict]:
+    """The ``preprocessing`` of the bundle's ``inference.json``, as its workflow (and MONAI Label) builds it."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(Path(__file__).resolve().parents[2] / "bundles" / bundle / "configs" / "inference.json")
+    return parser.get_parsed_content("preprocessing")
+
+
+def _nifti(path: Path, array: np.ndarray) -> Path:
+    nib.save(nib.Nifti1Image(array, np.eye(4)), str(path))
+    return path
+
+
+INFERENCE_FAULTS = [
+    ("aneurysm", "NaN voxel", lambda d: _nifti(d / "nan.nii.gz", np.where(np.arange(512).reshape(8, 8, 8) == 9,
+                                                                           np.nan, 0.5).astype(np.float32)),
+     r"image \(key 'image'\) '.*nan\.nii\.gz' holds 1 NaN and 0 infinite value\(s\) \(the first at index "
+     r"\(0, 0, 1, 1\)\); expected finite intensities"),
+    ("aneurysm", "2D image", lambda d: _nifti(d / "slice.nii.gz", np.zeros((8, 9), np.float32)),
+     r"image \(key 'image'\) '.*slice\.nii\.gz' has shape \(1, 8, 9\) \(3 dimensions\); expected a single-channel "
+     r"3D volume, read channel-first as \(1, X, Y, Z\)"),
+    ("aneurysm", "two-channel volume", lambda d: _nifti(d / "two.nii.gz", np.zeros((8, 8, 8, 2), np.float32)),
+     r"image \(key 'image'\) '.*two\.nii\.gz' has 2 channel\(s\) \(shape \(2, 8, 8, 8\)\); expected 1 channel\(s\)"),
+    ("ips_histogram", "infinite pixel in a float TIFF",
+     lambda d: (iio.imwrite(d / "inf.tif", np.where(np.eye(16) > 0, np.inf, 0.2).astype(np.float32)), d / "inf.tif")[1],
+     r"image \(key 'image'\) '.*inf\.tif' holds 0 NaN and 16 infinite value\(s\)"),
+    ("ips_histogram", "3D stack", lambda d: _nifti(d / "stack.nii.gz", np.zeros((16, 16, 4), np.float32)),
+     r"image \(key 'image'\) '.*stack\.nii\.gz' has shape \(1, 16, 16, 4\) \(4 dimensions\); expected a 2D grey or "
+     r"colour image, read channel-first as \(C, H, W\)"),
+]
+
+
+@pytest.mark.parametrize("bundle, fault, make, match", INFERENCE_FAULTS,
+                         ids=[f"{b}: {f}" for b, f, *_ in INFERENCE_FAULTS])
+def test_bad_input_through_inference_preprocessing(bundle, fault, make, match, tmp_path):
+    """``inference.json`` reads single files through ``LoadImaged``; its ``ValidateImaged`` names the bad one."""
+    from monai_ext.transforms import ImageValidationError
+
+    path = make(tmp_path)
+    with pytest.raises(RuntimeError) as info:  # MONAI's Compose wraps the transform error
+        _inference_preprocessing(bundle)({"image": str(path)})
+    err = info.value
+    while not isinstance(err, ImageValidationError) and err.__cause__ is not None:
+        err = err.__cause__
+    assert isinstance(err, ImageValidationError), repr(info.value)
+    assert re.search(match, str(err)), str(err)
+
+
+@pytest.mark.parametrize("bundle, shape", [("aneurysm", (8, 8, 8)), ("ips_histogram", (16, 12))])
+def test_valid_input_passes_inference_preprocessing(bundle, shape, tmp_path):
+    path = _nifti(tmp_path / "ok.nii.gz", np.random.default_rng(0).random(shape).astype(np.float32))
+    out = _inference_preprocessing(bundle)({"image": str(path)})["image"]
+    assert np.isfinite(np.asarray(out)).all() and out.shape[-len(shape):] == shape
