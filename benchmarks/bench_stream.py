@@ -29,6 +29,9 @@ MODELS = {
     "timesformer_tiny_4l": ("timesformer_tiny", {"num_layers": 4}),
     "timesformer_tiny": ("timesformer_tiny", {}),
     "tiny3d": ("tiny3d", {}),
+    # the bundle's default widths for the CNN baselines (network_kwargs in train.json)
+    "resnet2d": ("resnet2d", {"channels": [16, 32, 64, 128]}),
+    "r2plus1d": ("r2plus1d", {"channels": [16, 32, 64, 128]}),
 }
 
 
