@@ -261,6 +261,13 @@ def test_localiser_rejects_bad_input(landmark_model, tmp_path):
         loc.load_image(tmp_path / "flat.nii.gz")
     with pytest.raises(InvalidInferInput, match=r"cannot read image 'junk.nii.gz' as a volume"):
         loc.load_image(tmp_path / "junk.nii.gz")
+    # NaN voxels: refused by the bundle's ValidateImaged, answered with its message (a 422 from the server)
+    nan = np.zeros((8, 8, 8), np.float32)
+    nan[1, 2, 3] = np.nan
+    nib.save(nib.Nifti1Image(nan, np.eye(4)), tmp_path / "nan.nii.gz")
+    with pytest.raises(InvalidInferInput, match=r"cannot read image 'nan.nii.gz' as a volume: .* holds 1 NaN and 0 "
+                       r"infinite value\(s\) \(the first at index \(0, 1, 2, 3\)\)"):
+        loc.load_image(tmp_path / "nan.nii.gz")
     image = loc.load_image(landmark_model["images"][0])
     with pytest.raises(InvalidInferInput, match=r"search_step must be a number > 0 \(voxels\), got 0"):
         loc.localise(image, search_step=0)
