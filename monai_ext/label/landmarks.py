@@ -287,21 +287,19 @@ class LandmarkLocaliser:
 
         from monai_ext.transforms import ImageValidationError
 
-        shape = None
         try:
             image = self.preprocessing({"image": str(path)})["image"]
-        except Exception as e:  # MONAI wraps transform errors in RuntimeError with the transform chain
-            cause = e
-            while cause.__cause__ is not None and not isinstance(cause, ImageValidationError):
-                cause = cause.__cause__
-            # the bundle's ValidateImaged refused the volume's layout: answer with this task's own wording below
-            if isinstance(cause, ImageValidationError) and (len(cause.shape) != 4 or cause.shape[0] != 1):
-                shape = cause.shape
-            else:
-                message = cause if isinstance(cause, ImageValidationError) else (e.__cause__ or e)
-                raise InvalidInferInput(f"cannot read image '{Path(path).name}' as a volume: {message}") from e
-        if shape is None and (not isinstance(image, MetaTensor) or image.ndim != 4 or image.shape[0] != 1):
-            shape = tuple(image.shape)
+        except Exception as e:  # MONAI's Compose wraps a transform's error in RuntimeError
+            invalid = e
+            while invalid is not None and not isinstance(invalid, ImageValidationError):
+                invalid = invalid.__cause__
+            if invalid is None or (len(invalid.shape) == 4 and invalid.shape[0] == 1):  # unreadable, or NaN / Inf
+                reason = invalid if invalid is not None else (e.__cause__ or e)
+                raise InvalidInferInput(f"cannot read image '{Path(path).name}' as a volume: {reason}") from e
+            shape = invalid.shape  # the bundle's ValidateImaged refused the layout: this task's wording below
+        else:
+            ok = isinstance(image, MetaTensor) and image.ndim == 4 and image.shape[0] == 1
+            shape = None if ok else tuple(image.shape)
         if shape is not None:
             raise InvalidInferInput(
                 f"model '{self.bundle_dir.name}' localises landmarks in a single-channel 3D volume (e.g. NIfTI "
