@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .center_pixel import CenterPixelLabel, CenterPixelLabelD, CenterPixelLabeld, CenterPixelLabelDict
 from .region_histogram import (
     RegionHistogram,
     RegionHistogramD,
@@ -24,6 +25,10 @@ from .triplanar import (
 from .validation import ImageValidationError, ValidateImage, ValidateImageD, ValidateImaged, ValidateImageDict
 
 __all__ = [
+    "CenterPixelLabel",
+    "CenterPixelLabelD",
+    "CenterPixelLabelDict",
+    "CenterPixelLabeld",
     "ImageValidationError",
     "PLANE_AXES",
     "RandTriPlanarPatchD",

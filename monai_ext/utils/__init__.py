@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from .bundle import as_bool, default_device, find_bundle_root
+from .bundle import as_bool, default_device, find_bundle_root, rank_zero_handlers
 from .checkpoint import get_rng_state, load_checkpoint, save_checkpoint, set_rng_state
+from .provenance import cpu_model, provenance
 from .tables import format_markdown_table, save_results_table
 
 __all__ = [
     "as_bool",
+    "cpu_model",
     "default_device",
     "find_bundle_root",
     "format_markdown_table",
     "get_rng_state",
     "load_checkpoint",
+    "provenance",
+    "rank_zero_handlers",
     "save_checkpoint",
     "save_results_table",
     "set_rng_state",
