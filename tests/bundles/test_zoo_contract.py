@@ -35,6 +35,12 @@ pytestmark = pytest.mark.slow
 
 # per bundle: tiny train.json overrides, and which training transform the override test replaces
 SPECS = {
+    "aneurysm": {
+        "tiny": {"epochs": 1, "num_cases": 6, "volume_size": 32, "samples_per_case": 8, "val_samples_per_case": 8,
+                 "channels": [4, 8], "hidden_features": 16, "device": "cpu"},
+        "net": {"channels": [4, 8], "hidden_features": 16},
+        "transform": "train#random_transforms#0",
+    },
     "ips_histogram": {
         "tiny": {"epochs": 1, "num_cases": 4, "image_size": 96, "patch_size": 32, "patches_per_image": 4,
                  "images_per_batch": 2, "stride": 8, "channels": [4, 8], "device": "cpu"},

@@ -27,7 +27,8 @@ from monai_ext.utils import default_device, load_checkpoint
 from .evaluation import localise_landmarks
 from .landmarks import PointSet, points_to_voxels, read_points, write_points_json
 
-__all__ = ["TriPlanarPointInferer", "AneurysmInference", "save_priors", "load_priors"]
+__all__ = ["TriPlanarPointInferer", "AneurysmInference", "save_priors", "load_priors", "write_landmark_priors",
+           "LandmarkPriorsWriter"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,43 @@ def save_priors(cases: Sequence[Any], names: Sequence[str], path: str | os.PathL
     points = PointSet([names[k - 1] for k in world if world[k]], [k for k in world if world[k]],
                       np.array([np.mean(world[k], 0) for k in world if world[k]]).reshape(-1, 3))
     return write_points_json(points, path)
+
+
+def write_landmark_priors(datalist: str | os.PathLike, path: str | os.PathLike, section: str = "training",
+                          match_by_label: bool = False) -> Path:
+    """:func:`save_priors` of a datalist section (what ``train.json`` writes next to ``models/model.pt``, for
+    localisation at inference). Under ``torch.distributed`` only rank 0 writes."""
+    import torch.distributed as dist
+
+    from .data import landmark_names_of, load_cases
+
+    path = Path(path)
+    if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+        return path
+    names = landmark_names_of(datalist)
+    return save_priors(load_cases(datalist, section, names, match_by_label=match_by_label), names, path)
+
+
+class LandmarkPriorsWriter:
+    """Ignite handler writing :func:`write_landmark_priors` when training starts (``train.json``'s handlers), so
+    that ``models/`` holds what localisation at inference needs next to ``model.pt``.
+
+    Args:
+        datalist: the bundle's datalist.
+        path: the priors file (``<ckpt_dir>/landmark_priors.json``).
+        match_by_label: keep the landmark files' integer labels instead of matching names.
+    """
+
+    def __init__(self, datalist: str | os.PathLike, path: str | os.PathLike, match_by_label: bool = False) -> None:
+        self.datalist, self.path, self.match_by_label = datalist, path, bool(match_by_label)
+
+    def attach(self, engine: Any) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.STARTED, self)
+
+    def __call__(self, engine: Any) -> None:
+        write_landmark_priors(self.datalist, self.path, match_by_label=self.match_by_label)
 
 
 def load_priors(path: str | os.PathLike) -> PointSet:
@@ -115,7 +153,7 @@ class AneurysmInference:
 
     Args:
         network: the classifier.
-        ckpt_path: checkpoint whose ``"model"`` entry is loaded into ``network``.
+        ckpt_path: the network's weights (a bare ``state_dict`` such as ``models/model.pt``).
         dataset: the items.
         preprocessing: dictionary transform giving ``data["image"]`` as a ``(1, X, Y, Z)`` MetaTensor.
         inferer: a :class:`TriPlanarPointInferer`.
@@ -155,7 +193,9 @@ class AneurysmInference:
 
     def run(self) -> list[Path]:
         """Process every item; returns the written files."""
-        self.network.load_state_dict(load_checkpoint(self.ckpt_path, self.device)["model"])
+        state = load_checkpoint(self.ckpt_path, self.device)
+        # a bundle's models/*.pt is a bare state_dict; older training checkpoints wrapped it as {"model": ...}
+        self.network.load_state_dict(state["model"] if isinstance(state.get("model"), dict) else state)
         self.network.eval()
         priors = None
         if self.inferer.mode == "localise":
