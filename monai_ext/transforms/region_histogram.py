@@ -84,6 +84,7 @@ class _Plan(NamedTuple):
     far_ignore: bool  # ignore_index is remapped to K before counting
     base: NdarrayOrTensor  # (pixels,) bincount bin of each pixel for the value lo_ok
     pool: NdarrayOrTensor  # (g**d, sum_r r**d) 0/1 pooling matrix
+    totals: NdarrayOrTensor | None  # (sum_r r**d,) pixels per block of every level when none is ignored
     lut: torch.Tensor | None  # packed-path lookup table, None when that path does not apply
     bits: int  # bits per packed field
 
@@ -276,6 +277,8 @@ class RegionHistogram(Transform):
             block[np.arange(grid**sd), coarse.reshape(-1)] = 1.0
             cols.append(block)
         pool = np.concatenate(cols, 1)
+        # without ignore_index every pixel is counted: each block's total is its pixel count
+        totals = None if ig is not None else pool.sum(0) * math.prod(s // grid for s in spatial)
         # packed path: CPU batches whose K (+ ignored) per-block counts fit in the bits of an int64
         n_block = math.prod(s // grid for s in spatial)
         bits, n_fields = n_block.bit_length(), k + (ig is not None)  # a block's count < 2**bits never carries
@@ -287,7 +290,8 @@ class RegionHistogram(Transform):
                 lut[ig - lo_ok] = 1 << (bits * k)
         if device is not None:
             base, pool = torch.as_tensor(base, device=device), torch.as_tensor(pool, device=device)
-        return _Plan(batched, spatial, grid, lo_ok, span, far, base, pool, lut, bits)
+            totals = None if totals is None else torch.as_tensor(totals, device=device)
+        return _Plan(batched, spatial, grid, lo_ok, span, far, base, pool, totals, lut, bits)
 
     def _value_range(self) -> tuple[int, int]:
         """Smallest and largest label value that may occur: the classes and ``ignore_index``."""
@@ -384,10 +388,12 @@ class RegionHistogram(Transform):
         b, k, sd = counts.shape[0], counts.shape[2], len(plan.spatial)
         if isinstance(counts, np.ndarray):
             c = np.matmul(counts.transpose(0, 2, 1), plan.pool)  # (B, K, cells of all levels), float64
-            pmf = (c / np.maximum(c.sum(1, keepdims=True), 1.0)).astype(np.float32)
+            total = plan.totals if plan.totals is not None else np.maximum(c.sum(1, keepdims=True), 1.0)
+            pmf = (c / total).astype(np.float32)
         else:
             c = torch.matmul(counts.transpose(1, 2).to(torch.float64), plan.pool)
-            pmf = (c / c.sum(1, keepdim=True).clamp_min(1.0)).to(torch.float32)
+            total = plan.totals if plan.totals is not None else c.sum(1, keepdim=True).clamp_min(1.0)
+            pmf = (c / total).to(torch.float32)
         outs, start = [], 0
         for r in self.grid_sizes:
             level = pmf[..., start : start + r**sd].reshape((b, k) + (r,) * sd)
