@@ -346,7 +346,8 @@ class TriPlanarPatch(Transform):
                 valid = ok if valid is None else valid & ok
         vals = vol.permute(1, 2, 3, 0)[idx[0], idx[1], idx[2]]
         if valid is not None:
-            vals = torch.where(valid.unsqueeze(-1), vals, torch.as_tensor(self.cval, dtype=vol.dtype))
+            cval = torch.as_tensor(self.cval, dtype=vol.dtype, device=vol.device)
+            vals = torch.where(valid.unsqueeze(-1), vals, cval)
         return vals
 
     def _positions(self, ctr: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
