@@ -16,19 +16,32 @@ from .data import (
     read_video,
     track_positions,
 )
-from .kinematics import MOTILITY_CLASSES, casa_kinematics, motility_class
+from .kinematics import MOTILITY_CLASSES, RunningKinematics, casa_kinematics, motility_class
 from .networks import BACKBONES, build_network
+from .stream import (
+    CameraFrames,
+    PacedFrames,
+    RescoreScheduler,
+    SpermStream,
+    load_stream_network,
+    load_stream_weights,
+)
 from .tracking import SpermDetector, SpermTracker, Track, evaluate_tracking, track_video
 from .workflow import LOSSES, SpermEMDWorkflow, distribution_scores
 
 __all__ = [
     "BACKBONES",
+    "CameraFrames",
     "CROP_MODES",
     "LOSSES",
     "MOTILITY_CLASSES",
+    "PacedFrames",
+    "RescoreScheduler",
+    "RunningKinematics",
     "SpermClipDataset",
     "SpermDetector",
     "SpermEMDWorkflow",
+    "SpermStream",
     "SpermTracker",
     "Track",
     "build_clip_datalist",
@@ -38,6 +51,8 @@ __all__ = [
     "crop_at",
     "distribution_scores",
     "evaluate_tracking",
+    "load_stream_network",
+    "load_stream_weights",
     "match_track",
     "motility_class",
     "read_video",
