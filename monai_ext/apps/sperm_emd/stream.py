@@ -334,8 +334,8 @@ class RescoreScheduler:
     tracks are ordered never-scored first, then stalest first (round robin over the tracks when the budget is
     short), and the first ``n`` are scored, ``n`` the largest batch whose predicted time ``a + b n`` fits in the time
     left before the next frame minus ``headroom`` of a frame period. ``a`` (per-batch overhead) and ``b`` (per clip)
-    are a least-squares fit to the last ``history`` measured batches (seeded by the calibration). If nothing fits for
-    ``patience`` frames while tracks are due (one clip costs more than a frame period), the stalest track is scored
+    are fitted to the last ``history`` measured batches (seeded at start-up, see :meth:`cost_model`). If nothing fits
+    for ``patience`` frames while tracks are due (one clip costs more than a frame period), the stalest track is scored
     anyway, so grades keep coming at the cost of occasional late frames.
 
     Args:
@@ -381,16 +381,24 @@ class RescoreScheduler:
             self.samples.append((int(clips), float(seconds)))
 
     def cost_model(self) -> tuple[float, float] | None:
-        """``(a, b)``: predicted seconds ``a + b n`` for a batch of ``n`` clips (``None`` before any sample)."""
+        """``(a, b)``: predicted seconds ``a + b n`` for a batch of ``n`` clips (``None`` before any sample).
+
+        A least-squares line through the *median* time of each batch size seen, so that a batch slowed down by
+        another process does not make the stream score less for the next ``history`` batches (the deadline absorbs
+        such a late frame); with a single batch size, the median time per clip and no overhead.
+        """
         if not self.samples:
             return None
-        n = np.array([s[0] for s in self.samples], np.float64)
-        t = np.array([s[1] for s in self.samples], np.float64)
-        if np.ptp(n) > 0:
+        by_size: dict[int, list[float]] = {}
+        for n, t in self.samples:
+            by_size.setdefault(n, []).append(t)
+        n = np.array(sorted(by_size), np.float64)
+        t = np.array([np.median(by_size[int(k)]) for k in n], np.float64)
+        if len(n) > 1:
             b, a = np.polyfit(n, t, 1)
             if b > 0 and a >= 0:
                 return float(a), float(b)
-        return 0.0, float(t.sum() / n.sum())
+        return 0.0, float(np.median(t / n))
 
     def affordable(self, time_left: float) -> int:
         """Largest batch predicted to finish within ``time_left`` seconds minus the headroom."""

@@ -147,6 +147,15 @@ def test_scheduler_cost_model_and_affordable_batch():
     one = RescoreScheduler(fps=10, headroom=0.0)
     one.record(5, 0.05)  # a single batch size: cost per clip only
     assert one.cost_model() == (0.0, pytest.approx(0.01)) and one.affordable(0.035) == 3
+    # a batch slowed down by another process barely moves the model (median per batch size)
+    spiky, calm = RescoreScheduler(fps=10), RescoreScheduler(fps=10)
+    for n in (1, 2, 4, 8):
+        spiky.record(n, 0.004 + 0.01 * n)
+        calm.record(n, 0.004 + 0.01 * n)
+    for seconds in (0.014, 0.2, 0.014):
+        spiky.record(1, seconds)
+        calm.record(1, 0.014)
+    assert sum(spiky.cost_model()) == pytest.approx(sum(calm.cost_model()), abs=1e-9)
 
 
 @pytest.mark.parametrize(
