@@ -334,9 +334,14 @@ class RescoreScheduler:
     tracks are ordered never-scored first, then stalest first (round robin over the tracks when the budget is
     short), and the first ``n`` are scored, ``n`` the largest batch whose predicted time ``a + b n`` fits in the time
     left before the next frame minus ``headroom`` of a frame period. ``a`` (per-batch overhead) and ``b`` (per clip)
-    are fitted to the last ``history`` measured batches (seeded at start-up, see :meth:`cost_model`). If nothing fits
-    for ``patience`` frames while tracks are due (one clip costs more than a frame period), the stalest track is scored
-    anyway, so grades keep coming at the cost of occasional late frames.
+    are fitted to the last ``history`` measured batches (seeded at start-up, see :meth:`cost_model`).
+
+    When not even one clip fits before the next frame (one clip costs nearly a frame period), the stream may borrow
+    from the source's buffer: if it is on time (``time_left >= 0``) and one clip fits within ``time_left + spare``
+    (``spare``: the time the source holds frames, ``(buffer - 1)`` periods), the stalest track is scored and the
+    frame ends late but no frame is lost; the following frames, starting late, skip scoring until the stream is on
+    time again, so the lag stays under ``spare``. If even that does not fit for ``patience`` frames while tracks are
+    due, one clip is forced anyway, so grades keep coming at the cost of occasional lost frames.
 
     Args:
         rescore_every: frames between two scores of a track (the refresh it gets when the budget allows).
@@ -373,7 +378,7 @@ class RescoreScheduler:
         """Forget the cost samples and the frame counter."""
         self.samples: deque[tuple[int, float]] = deque(maxlen=self.history)
         self.frames_without_score = 0
-        self.forced = 0
+        self.borrowed = self.forced = 0
 
     def record(self, clips: int, seconds: float) -> None:
         """Add a measured batch (``clips`` clips scored in ``seconds``) to the cost model."""
@@ -410,7 +415,7 @@ class RescoreScheduler:
         return max(int(math.floor((budget - a) / b)), 0) if budget > a else 0
 
     def select(self, candidates: Sequence[tuple[int, int, bool]], frame_index: int,
-               time_left: float | None = None) -> list[int]:
+               time_left: float | None = None, spare: float = 0.0) -> list[int]:
         """Track ids to score now.
 
         Args:
@@ -418,6 +423,7 @@ class RescoreScheduler:
                 track became ready when it was never scored).
             frame_index: the current frame.
             time_left: seconds until the next frame is due (``None``: offline policy).
+            spare: seconds the source holds frames beyond the next one (borrowed only when no clip fits otherwise).
         """
         if time_left is None:
             return [c[0] for c in candidates] if frame_index % self.rescore_every == 0 else []
@@ -425,10 +431,14 @@ class RescoreScheduler:
                      key=lambda c: (c[2], -c[1], c[0]))
         n = min(len(due), self.affordable(time_left))
         if n == 0 and due:
-            self.frames_without_score += 1
-            if self.frames_without_score >= self.patience:
+            if spare > 0 and time_left >= 0 and self.affordable(time_left + spare) >= 1:
                 n = 1
-                self.forced += 1
+                self.borrowed += 1
+            else:
+                self.frames_without_score += 1
+                if self.frames_without_score >= self.patience:
+                    n = 1
+                    self.forced += 1
         if n:
             self.frames_without_score = 0
         return [c[0] for c in due[:n]]
@@ -726,6 +736,7 @@ class SpermStream:
         self.batches: list[int] = []
         self.age_histogram: collections.Counter[int] = collections.Counter()
         self.post_cost = 0.0  # EMA of the work after scoring (drawing, queueing the frame for the writer)
+        self.spare = 0.0  # seconds a live source holds frames beyond the next one (set by run from its buffer)
 
     # ------------------------------------------------------------------ per frame
     @torch.no_grad()
@@ -782,7 +793,7 @@ class SpermStream:
                 candidates.append((tr.track_id, st.age(idx), st.scored_at is not None))
         t1 = clock()
         time_left = None if deadline is None else deadline - t1 - self.post_cost
-        chosen = self.scheduler.select(candidates, idx, time_left) if candidates else []
+        chosen = self.scheduler.select(candidates, idx, time_left, self.spare) if candidates else []
         t2 = t3 = t1
         if chosen:
             frames = [f for _, f in self.frames]
@@ -901,7 +912,9 @@ class SpermStream:
                 iterable, which run as fast as possible). A file in real time is replayed at ``fps`` like a camera
                 (:class:`PacedFrames`); frames the stream did not take in time are lost and counted.
             output_json: statistics and track rows as JSON.
-            buffer: frames a live source holds before it loses the oldest.
+            buffer: frames a live source holds before it loses the oldest; when not even one clip fits in a frame
+                period, the scheduler may end a frame up to ``buffer - 1`` periods late (see
+                :class:`RescoreScheduler`).
             video_preset: libx264 preset of the annotated video.
 
         Returns:
@@ -910,6 +923,8 @@ class SpermStream:
             what the machine could do), ``max_lag_ms`` / ``late_frames`` (real time: finish of a frame after its
             arrival; late = after the next frame's arrival), ``staleness_*`` (:meth:`staleness`),
             ``rescores_per_track_s`` (grade refreshes per ready track per second of source time),
+            ``borrowed_scores`` / ``forced_scores`` (single clips scored beyond the frame budget, see
+            :class:`RescoreScheduler`),
             ``ms_per_clip``, ``precision`` and the calibration, ``tracks``, ``mean_batch`` and per-stage seconds.
         """
         frames = iter_frames(source)
@@ -923,6 +938,7 @@ class SpermStream:
             src = CameraFrames(frames, self.fps, buffer, self.clock)
         else:
             src = PacedFrames(frames, self.fps, buffer, self.clock, self.sleep)
+        self.spare = (buffer - 1) / self.fps if realtime else 0.0
         writer = _VideoWriter(output_video, self.fps, video_preset) if output_video is not None else None
         draw = self.annotate and writer is not None
         clock, period = self.clock, 1.0 / self.fps
@@ -962,7 +978,7 @@ class SpermStream:
             "clips_scored": int(sum(self.batches)),
             "ms_per_clip": 1000 * self.timings["score"] / sum(self.batches) if self.batches else float("nan"),
             "rescores_per_track_s": sum(self.batches) / ready_frames * self.fps if ready_frames else 0.0,
-            "forced_scores": self.scheduler.forced,
+            "borrowed_scores": self.scheduler.borrowed, "forced_scores": self.scheduler.forced,
             "max_lag_ms": 1000 * max(lags) if lags else float("nan"),
             "mean_lag_ms": 1000 * float(np.mean(lags)) if lags else float("nan"),
             "late_frames": int(sum(lag > period for lag in lags)),

@@ -122,15 +122,36 @@ def test_enough_budget_scores_every_track_on_every_frame():
     assert stream.batches == [6] * 27
 
 
-def test_scorer_slower_than_a_frame_still_grades_and_reports_late_frames():
-    """One clip costs more than a frame period: nothing ever fits, so one clip is forced every ``patience`` frames;
-    every frame is processed or counted as lost, and the forced frames are reported late."""
+def test_clip_longer_than_a_frame_borrows_the_source_buffer():
+    """One clip (80 ms) does not fit in a 15 fps frame next to detection (4 ms) but fits with the buffer's spare
+    frame: the stream scores one clip whenever it is on time and skips scoring while late. No frame is lost, the lag
+    stays under two frame periods and the clips scored approach the sustainable rate (period - detection) / clip."""
     clock = SimClock()
-    stream = make_stream(clock, overhead=0.01, per_clip=0.1, rescore_every=4, num=4)
+    per_clip, detect = 0.08, 0.004
+    stream = make_stream(clock, overhead=0.0, per_clip=per_clip, rescore_every=4, num=4, detect_cost=detect)
+    stats = stream.run(scripted_frames(90), verbose=False, realtime=True, buffer=2)
+    assert stats["frames"] == 90 and stats["dropped_frames"] == 0 and stats["forced_scores"] == 0
+    assert stats["borrowed_scores"] == stats["clips_scored"] > 0 and stats["mean_batch"] == 1
+    assert stats["max_lag_ms"] < 2000 / FPS and stats["late_frames"] > 0
+    ready_frames = 90 - 3  # scoring can start once the first clip of 4 frames is complete
+    sustainable = ready_frames * (1 / FPS - detect) / per_clip
+    assert 0.6 * sustainable <= stats["clips_scored"] <= sustainable + 1
+    # without a spare frame in the source buffer it cannot borrow: one clip forced every `patience` frames
+    strict = make_stream(SimClock(), overhead=0.0, per_clip=per_clip, rescore_every=4, num=4, detect_cost=detect)
+    strict_stats = strict.run(scripted_frames(90), verbose=False, realtime=True, buffer=1)
+    assert strict_stats["borrowed_scores"] == 0 and strict_stats["forced_scores"] == strict_stats["clips_scored"]
+    assert strict_stats["clips_scored"] <= ready_frames // strict.scheduler.patience + 1
+
+
+def test_scorer_slower_than_the_buffer_still_grades_and_reports_lost_frames():
+    """One clip costs more than the frame period plus the buffer's spare: one clip is forced every ``patience``
+    frames; every frame is processed or counted as lost, and the forced frames are reported late."""
+    clock = SimClock()
+    stream = make_stream(clock, overhead=0.01, per_clip=0.2, rescore_every=4, num=4)
     stats = stream.run(scripted_frames(60), verbose=False, realtime=True)
-    assert stats["frames"] + stats["dropped_frames"] == 60
+    assert stats["frames"] + stats["dropped_frames"] == 60 and stats["dropped_frames"] > 0
     assert stats["forced_scores"] >= 2 and stats["clips_scored"] == stats["forced_scores"]
-    assert stats["late_frames"] >= stats["forced_scores"] - 1
+    assert stats["borrowed_scores"] == 0 and stats["late_frames"] >= stats["forced_scores"] - 1
     assert sum(st.num_scores > 0 for st in stream.states.values()) >= 2
 
 
