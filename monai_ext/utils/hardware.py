@@ -343,7 +343,11 @@ def calibrate_precision(network: torch.nn.Module, example: torch.Tensor, hardwar
                          f"{min_speedup}.")
     hardware = hardware or probe_hardware(example.device)
     transform = output_transform or (lambda y: y)
-    measure = measure or (lambda _variant, run: _time_call(run, repeats))
+    if measure is None:
+        def measure(_variant: str, run: Callable[[], object]) -> float:
+            if example.device.type == "cuda":  # CUDA calls are asynchronous: time until the result exists
+                return _time_call(lambda: (run(), torch.cuda.synchronize(example.device)), repeats)
+            return _time_call(run, repeats)
     batch = max(int(example.shape[0]), 1)
     network = network.eval()
     choice = PrecisionChoice("fp32", network, None, hardware=hardware)

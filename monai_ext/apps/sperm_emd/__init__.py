@@ -1,7 +1,8 @@
 """The ``sperm_emd`` study: synthetic microscope video -> sperm tracking -> clips -> grade distributions (EMD loss).
 
 The bundle ``bundles/sperm_emd`` calls :class:`SpermEMDWorkflow` (training / evaluation grid) and
-:class:`SpermStream` (real-time annotated video).
+:class:`~monai_ext.apps.sperm_emd.stream.SpermStream` (real-time annotated video; not imported here, so that
+``python -m monai_ext.apps.sperm_emd.stream`` runs the module once).
 """
 
 from __future__ import annotations
@@ -18,30 +19,18 @@ from .data import (
 )
 from .kinematics import MOTILITY_CLASSES, RunningKinematics, casa_kinematics, motility_class
 from .networks import BACKBONES, build_network
-from .stream import (
-    CameraFrames,
-    PacedFrames,
-    RescoreScheduler,
-    SpermStream,
-    load_stream_network,
-    load_stream_weights,
-)
 from .tracking import SpermDetector, SpermTracker, Track, evaluate_tracking, track_video
 from .workflow import LOSSES, SpermEMDWorkflow, distribution_scores
 
 __all__ = [
     "BACKBONES",
-    "CameraFrames",
     "CROP_MODES",
     "LOSSES",
     "MOTILITY_CLASSES",
-    "PacedFrames",
-    "RescoreScheduler",
     "RunningKinematics",
     "SpermClipDataset",
     "SpermDetector",
     "SpermEMDWorkflow",
-    "SpermStream",
     "SpermTracker",
     "Track",
     "build_clip_datalist",
@@ -51,8 +40,6 @@ __all__ = [
     "crop_at",
     "distribution_scores",
     "evaluate_tracking",
-    "load_stream_network",
-    "load_stream_weights",
     "match_track",
     "motility_class",
     "read_video",
