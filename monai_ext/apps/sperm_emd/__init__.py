@@ -1,7 +1,8 @@
 """The ``sperm_emd`` study: synthetic microscope video -> sperm tracking -> clips -> grade distributions (EMD loss).
 
 The bundle ``bundles/sperm_emd`` calls :class:`SpermEMDWorkflow` (training / evaluation grid) and
-:class:`SpermStream` (real-time annotated video).
+:class:`~monai_ext.apps.sperm_emd.stream.SpermStream` (real-time annotated video; not imported here, so that
+``python -m monai_ext.apps.sperm_emd.stream`` runs the module once).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from .data import (
     read_video,
     track_positions,
 )
-from .kinematics import MOTILITY_CLASSES, casa_kinematics, motility_class
+from .kinematics import MOTILITY_CLASSES, RunningKinematics, casa_kinematics, motility_class
 from .networks import BACKBONES, build_network
 from .tracking import SpermDetector, SpermTracker, Track, evaluate_tracking, track_video
 from .workflow import LOSSES, SpermEMDWorkflow, distribution_scores
@@ -26,6 +27,7 @@ __all__ = [
     "CROP_MODES",
     "LOSSES",
     "MOTILITY_CLASSES",
+    "RunningKinematics",
     "SpermClipDataset",
     "SpermDetector",
     "SpermEMDWorkflow",

@@ -208,7 +208,9 @@ def test_stream_rescoring_and_outputs(tiny_data, tmp_path):
     net = build_network("timesformer_tiny", img_size=16, num_frames=4, patch_size=8, num_layers=1)
     calls = []
     net.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
-    stream = SpermStream(net, crop_size=16, clip_length=4, rescore_every=3)
+    stream = SpermStream(net, crop_size=16, clip_length=4, rescore_every=3, precision="fp32")
+    stream.prepare()  # times dummy batches to seed the real-time cost model; not part of the stream
+    calls.clear()
     stats = stream.run(str(video), tmp_path / "out.mp4", tmp_path / "tracks.csv", verbose=False)
     assert stats["frames"] == 12 and stats["fps"] > 0
     # scoring happens only on frames 0, 3, 6, 9 and only for tracks with 4 buffered crops: at most 3 batches
@@ -235,7 +237,10 @@ def test_stream_crops_match_training_crops(tiny_data, mode):
         seen.append((stream.frame_index, x.clone()))
         return x.float() / 255
 
-    stream = SpermStream(net, crop_size=16, clip_length=4, rescore_every=2, crop_mode=mode, preprocessing=capture)
+    stream = SpermStream(net, crop_size=16, clip_length=4, rescore_every=2, crop_mode=mode, preprocessing=capture,
+                         precision="fp32")
+    stream.prepare()  # dummy batches, before the stream
+    seen.clear()
     stream.run(list(frames), verbose=False)
     assert seen, "the stream never scored a clip"
     tracks = {t.track_id: t for t in track_video(frames, SpermDetector(), SpermTracker())}
