@@ -1,9 +1,9 @@
-"""One-paragraph description of the machine a benchmark ran on, for the header of every benchmark's output.
+"""Description of the machine a benchmark ran on, for the header of every benchmark's output.
 
-Dependency-free on purpose (standard library only; torch is asked for its thread count only when it is already
-importable), so that any benchmark can import it first::
+The probe itself is :func:`monai_ext.utils.probe_hardware` (CPU model, instruction-set flags, ISA caps set in the
+environment, native bf16, threads, load); this module formats it for benchmark headers::
 
-    from _machine import describe_machine
+    from _machine import describe_machine, load_line
     print(describe_machine())
 
 Timings on a shared machine depend on its load: every benchmark prints this at the start and ``load_line()`` at the
@@ -15,36 +15,7 @@ from __future__ import annotations
 import os
 import platform
 
-#: CPU flags that decide which kernels torch and numpy can use (as named in /proc/cpuinfo).
-FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
-
-
-def cpu_info(path: str = "/proc/cpuinfo") -> tuple[str, set[str]]:
-    """CPU model name and flag set from ``/proc/cpuinfo`` (``platform.processor()`` and no flags elsewhere)."""
-    model, flags = "", set()
-    try:
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key == "model name" and not model:
-                    model = value.strip()
-                elif key == "flags" and not flags:
-                    flags = set(value.split())
-                if model and flags:
-                    break
-    except OSError:
-        pass
-    return model or platform.processor() or platform.machine() or "unknown CPU", flags
-
-
-def torch_threads() -> str:
-    """``torch.get_num_threads()`` as text, or why it is unknown."""
-    try:
-        import torch
-    except ImportError:
-        return "n/a (torch not installed)"
-    return str(torch.get_num_threads())
+from monai_ext.utils import probe_hardware
 
 
 def load_line() -> str:
@@ -57,17 +28,9 @@ def load_line() -> str:
 
 
 def describe_machine() -> str:
-    """Multi-line description: CPU model and vector/matrix flags, cores, torch threads, OS, Python, load."""
-    model, flags = cpu_info()
-    present = ", ".join(f"{name} {'yes' if name in flags else 'no'}" for name in FLAGS) if flags else "flags unknown"
-    return "\n".join(
-        [
-            f"CPU: {model}; {os.cpu_count()} logical cores; {present}",
-            f"torch threads: {torch_threads()}; {platform.system()} {platform.release()}; "
-            f"Python {platform.python_version()}",
-            load_line(),
-        ]
-    )
+    """Multi-line description: the hardware probe's summary, OS and Python, load."""
+    return "\n".join([probe_hardware().summary(),
+                      f"{platform.system()} {platform.release()}; Python {platform.python_version()}", load_line()])
 
 
 if __name__ == "__main__":

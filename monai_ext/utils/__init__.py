@@ -13,7 +13,7 @@ from .hardware import (
     make_precision_variant,
     probe_hardware,
 )
-from .provenance import cpu_model, provenance
+from .provenance import provenance
 from .tables import format_markdown_table, save_results_table
 
 __all__ = [
@@ -23,7 +23,6 @@ __all__ = [
     "PrecisionChoice",
     "as_bool",
     "calibrate_precision",
-    "cpu_model",
     "default_device",
     "find_bundle_root",
     "format_markdown_table",

@@ -13,20 +13,11 @@ from typing import Any
 
 import torch
 
-__all__ = ["cpu_model", "provenance"]
+from .hardware import probe_hardware
+
+__all__ = ["provenance"]
 
 _PACKAGES = ("monai_ext", "monai", "torch", "pytorch-ignite", "numpy", "scikit-learn")
-
-
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo`` on Linux, ``platform.processor()`` elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _git_commit() -> str | None:
@@ -43,7 +34,8 @@ def _git_commit() -> str | None:
 
 def provenance(device: str | torch.device | None = None) -> dict[str, Any]:
     """A JSON-serialisable description of this run: command line, UTC time, package versions, git commit (when run
-    from a clone), CPU model, logical CPUs, torch threads, load average and the device.
+    from a clone), CPU model and the flags that decide its kernels (:func:`~monai_ext.utils.probe_hardware`),
+    logical CPUs, torch threads, load average and the device.
 
     Example::
 
@@ -62,13 +54,16 @@ def provenance(device: str | torch.device | None = None) -> dict[str, Any]:
         load = None
     dev = str(device) if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    hw = probe_hardware()
     return {
         "command": " ".join(sys.argv),
         "time_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "python": platform.python_version(),
         "packages": versions,
         "git_commit": _git_commit(),
-        "cpu": cpu_model(),
+        "cpu": hw.name,
+        "cpu_flags": sorted(f for f in hw.flags if f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16")),
+        "native_bf16": hw.native_bf16,
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "load_average": load,
