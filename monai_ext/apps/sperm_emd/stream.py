@@ -20,7 +20,7 @@ and times the network on dummy clips in fp32, bf16 autocast (only where bf16 is 
 tolerance of fp32's; the choice and the measured cost per clip are logged and returned with the run's statistics.
 
 The per-frame work outside the network is kept small for 2-core PCs: an FFT difference-of-Gaussians detector, O(1)
-kinematics per frame (:class:`~monai_ext.apps.sperm_emd.kinematics.RunningKinematics`), annotations composed from
+kinematics per frame (:class:`~monai_ext.metrics.kinematics.RunningKinematics`), annotations composed from
 cached label bitmaps (a label is re-rendered only when its text changes; the kinematics text every
 ``label_every`` frames), and the annotated video encoded by a writer thread (PyAV/libx264) off the loop. Each output
 frame shows the track ids, the grade-distribution bars (A..E) with the grade's age in seconds and the CASA kinematics
@@ -54,6 +54,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from monai_ext.metrics.kinematics import RunningKinematics, motility_class
 from monai_ext.utils.hardware import (
     PRECISIONS,
     HardwareInfo,
@@ -64,7 +65,6 @@ from monai_ext.utils.hardware import (
 )
 
 from .data import CROP_MODES, clip_crops
-from .kinematics import RunningKinematics, motility_class
 from .networks import build_network
 from .tracking import SpermDetector, SpermTracker
 
