@@ -28,7 +28,9 @@ pins = {"monailabel": "0.8.5", "pydicom": "2.4.4", "dicomweb-client": "0.59.3", 
 got = {k: md.version(k) for k in pins}
 assert got == pins, f"label extra pins not honoured: {got} != {pins}"
 import monailabel.main  # noqa: F401  (fails at import under pydicom 3)
-print("monailabel", got["monailabel"], "imports with", got)
+import nilearn, SimpleITK  # noqa: E401,F401  (aneurysm AFIDs template; the app's result writer)
+print("monailabel", got["monailabel"], "imports with", got, "nilearn", md.version("nilearn"),
+      "SimpleITK", md.version("SimpleITK"))
 PY
 
 tstart=$(date +%s)
