@@ -648,6 +648,7 @@ def test_info_answers_while_an_inference_runs(server):
     assert max(latencies) < INFO_BOUND, latencies
 
 
+@pytest.mark.filterwarnings("ignore:builtin type .* has no __module__ attribute:DeprecationWarning")  # ITK's SWIG
 @pytest.mark.parametrize(
     "ext, shape, affine",
     [
