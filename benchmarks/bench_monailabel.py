@@ -313,6 +313,9 @@ def main() -> None:
         variants = {}
         if args.baseline_ref:
             src = export_revision(args.baseline_ref, tmp / "baseline_src")
+            commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", args.baseline_ref],
+                                    capture_output=True, text=True, check=True).stdout.strip()
+            print(f"baseline: the app of {args.baseline_ref} at {commit}; current: this checkout")
             variants["baseline"] = (tmp / "baseline", str(src / "monai_ext" / "label"), str(src))
         variants["current"] = (tmp / "current", APP_DIR, None)
         results = measure(variants, args.warm)
