@@ -111,7 +111,8 @@ class LabelWriter(Writer):
     Same options (``result_extension``, ``result_dtype``, ``result_compress``, ``result_write_to_file``), same file
     name rules and the same files for single-channel labels (:func:`monai_ext.label.writer.write_label_image`), but
     no multi-second lazy loading of ITK's Python modules on the first request of a server process (the first
-    ``ips_histogram`` request of a 660 x 550 image spent 3.4-8.5 s there). Multi-channel labels (``.seg.nrrd``) and
+    ``ips_histogram`` request of a 660 x 550 image spent 2.7-6.9 s there on the loaded 2-core test VM, 8.5 s in a lab;
+    ``benchmarks/bench_monailabel.py``). Multi-channel labels (``.seg.nrrd``) and
     the ``nibabel`` option go to MONAI Label's own code.
     """
 

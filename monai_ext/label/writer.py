@@ -1,9 +1,9 @@
 """Label files for MONAI Label answers, written with SimpleITK instead of ITK's Python wrapping.
 
 MONAI Label 0.8.5 writes every label image with ``itk.imwrite`` (``monailabel.transform.writer.write_itk``). ITK's
-Python package loads its wrapped modules lazily, on the first use in a process: on the 2-core test machine that first
-write took 3.4-5.5 s for a 660 x 550 label (cProfile of the server's infer task: ``itk_load_swig_module`` and
-``_imp.create_dynamic``), most of the 12.4 s a lab saw on its first ``/infer``. SimpleITK wraps the same ITK image
+Python package loads its wrapped modules lazily, on the first use in a process: on the loaded 2-core test VM that
+first write took 2.7-6.9 s for a 660 x 550 label (``benchmarks/bench_monailabel.py --profile``: all of it in
+``itk_load_swig_module``), most of the 12.4 s a lab saw on its first ``/infer``. SimpleITK wraps the same ITK image
 I/O in one module that imports in about 0.1 s and writes that label in under 0.1 s. :func:`write_label_image` does
 what ``write_itk`` does (array transposed to ITK's index order, the RAS affine turned into LPS origin, spacing and
 direction for 3D grids, none for 2D), so the files read back the same (checked against ``write_itk`` in
