@@ -4,7 +4,8 @@
 # Usage: .ci/label_tests.sh [venv folder, default .venv-label]
 # Measured on the 2-core machine: install 137-215 s quiet (warm/cold pip cache), 512 s under heavy load; the 32
 # HTTP tests (ips_histogram with one training epoch, aneurysm landmarks) 53 s quiet (29 Nov 2026: 229 s in all);
-# venv 8.2 GB.
+# venv 8.2 GB. With the 47 tests of 5 Dec 2026 (4xx of bad images, X x Y x 1 NIfTI, /info during inference, writer):
+# install 247 s, tests 104 s, 365 s in all, under load (load average 5-6).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PIP_DISABLE_PIP_VERSION_CHECK=1 MPLBACKEND=Agg
@@ -28,7 +29,9 @@ pins = {"monailabel": "0.8.5", "pydicom": "2.4.4", "dicomweb-client": "0.59.3", 
 got = {k: md.version(k) for k in pins}
 assert got == pins, f"label extra pins not honoured: {got} != {pins}"
 import monailabel.main  # noqa: F401  (fails at import under pydicom 3)
-print("monailabel", got["monailabel"], "imports with", got)
+import nilearn, SimpleITK  # noqa: E401,F401  (aneurysm AFIDs template; the app's result writer)
+print("monailabel", got["monailabel"], "imports with", got, "nilearn", md.version("nilearn"),
+      "SimpleITK", md.version("SimpleITK"))
 PY
 
 tstart=$(date +%s)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -218,6 +219,8 @@ class LandmarkLocaliser:
         }
         self._stamp: tuple[int, int] | None = None
         self._networks: dict[str, torch.nn.Module] = {}
+        # the server answers /info (which reloads) while an inference runs in another thread
+        self._lock = threading.RLock()
         self.reload()
 
     def _files_stamp(self) -> tuple[int, int]:
@@ -232,10 +235,16 @@ class LandmarkLocaliser:
     def reload(self) -> bool:
         """Load the priors and the checkpoint when they changed on disk; returns ``True`` when it (re)loaded.
 
+        Thread-safe: a call during :meth:`localise` in another thread does not change the model that call uses.
+
         Raises:
             ModelNotTrained: a file is missing.
             ValueError: the checkpoint does not fit ``network_def``.
         """
+        with self._lock:
+            return self._reload()
+
+    def _reload(self) -> bool:
         from monai_ext.apps.aneurysm import load_priors
 
         from .bundles import extract_state_dict
@@ -338,15 +347,17 @@ class LandmarkLocaliser:
             ):
                 raise InvalidInferInput(f"{k} must be a number {'> 0' if k == 'search_step' else '>= 0'} (voxels), "
                                         f"got {v!r}.")
-        self.reload()
         device = torch.device(device)
+        with self._lock:  # one consistent (priors, network) pair for this call
+            self.reload()
+            priors, network = self.priors, self._network(device)
         affine = np.asarray(image.affine, dtype=np.float64)
         shape = tuple(int(s) for s in image.shape[1:])
         # priors far outside the volume are not an error here: the inferer clips each search cube to the volume
-        vox_priors = points_to_voxels(self.priors, affine, shape, tolerance=1e6)
+        vox_priors = points_to_voxels(priors, affine, shape, tolerance=1e6)
         inferer = TriPlanarPointInferer(mode="localise", **{**self.inferer_args, **search})
         try:
-            out = inferer(image.to(device), self._network(device), priors=vox_priors, labels=self.priors.labels)
+            out = inferer(image.to(device), network, priors=vox_priors, labels=priors.labels)
         except ValueError as e:
             raise InvalidInferInput(str(e)) from e
         out = out.cpu().numpy().astype(np.float64)
@@ -357,6 +368,6 @@ class LandmarkLocaliser:
             "landmarks": [
                 {"name": n, "label": int(k), "position": world[i].tolist(), "voxel": out[i, :3].tolist(),
                  "probability": float(out[i, 3])}
-                for i, (n, k) in enumerate(zip(self.priors.names, self.priors.labels, strict=True))
+                for i, (n, k) in enumerate(zip(priors.names, priors.labels, strict=True))
             ],
         }

@@ -29,27 +29,33 @@ Malformed requests get a 4xx answer with a message (:func:`install_request_check
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import logging
 import os
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
-import torch
 from fastapi import Depends, FastAPI, File, Form, HTTPException, UploadFile
 from fastapi.routing import APIRoute
 from monai.data import MetaTensor
+from monai.transforms import EnsureChannelFirstd, LoadImaged
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 from monailabel.interfaces.tasks.train import TrainTask
+from monailabel.interfaces.utils.transform import run_transforms
 from monailabel.tasks.infer.bundle import BundleInferTask
+from monailabel.transform.cache import CacheTransformDatad
 from monailabel.transform.writer import Writer
-from monailabel.utils.others.generic import device_list, name_to_device
+from monailabel.utils.others.generic import device_list, file_ext, name_to_device
 
 import monai_ext
 from monai_ext.label.bundles import (
@@ -72,6 +78,8 @@ from monai_ext.label.landmarks import (
     missing_landmark_files,
     render_landmark_spheres,
 )
+from monai_ext.label.transforms import Restore2Dd, SqueezeSingletonAxisd, check_not_empty, input_error
+from monai_ext.label.writer import write_label_image
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +88,7 @@ __all__ = [
     "MonaiExtInferTask",
     "MonaiExtLandmarkInferTask",
     "MonaiExtTrainTask",
+    "LabelWriter",
     "Restore2Dd",
     "check_infer_request",
     "check_train_request",
@@ -96,53 +105,53 @@ def _check_device(value: Any, where: str) -> None:
             raise HTTPException(status_code=422, detail=f"{where}: 'device' must be 'cpu' or 'cuda[:N]', got {v!r}.")
 
 
-class Restore2Dd:
-    """Bring a 2D label back to the stored image's grid and to one 2D ``uint8`` plane for MONAI Label's writer.
+class LabelWriter(Writer):
+    """MONAI Label's :class:`~monailabel.transform.writer.Writer` with SimpleITK in place of ITK's Python wrapping.
 
-    MONAI Label's ``Restored`` keeps a singleton channel on 2D results, which its writer then saves as a 1-pixel-high
-    image; this replaces it for 2D bundles. A ``(1, W, H)`` or ``(W, H)`` label (MONAI's reader layout) is resized
-    with nearest neighbour to the input's ``spatial_shape`` when the bundle's preprocessing changed the size.
-
-    Args:
-        key: the label key (the bundle's output key, usually ``pred``).
-        ref_image: the image key whose metadata holds the original ``spatial_shape``.
-
-    Raises:
-        ValueError: when the label has several channels (2D bundles must end in a discrete label map).
+    Same options (``result_extension``, ``result_dtype``, ``result_compress``, ``result_write_to_file``), same file
+    name rules and the same files for single-channel labels (:func:`monai_ext.label.writer.write_label_image`), but
+    no multi-second lazy loading of ITK's Python modules on the first request of a server process (the first
+    ``ips_histogram`` request of a 660 x 550 image spent 2.7-6.9 s there on the loaded 2-core test VM, 8.5 s in a lab;
+    ``benchmarks/bench_monailabel.py``). Multi-channel labels (``.seg.nrrd``) and
+    the ``nibabel`` option go to MONAI Label's own code.
     """
 
-    def __init__(self, key: str, ref_image: str):
-        self.key = key
-        self.ref_image = ref_image
-
-    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
-        d = dict(data)
-        pred = d[self.key]
-        pred = pred.detach().cpu() if isinstance(pred, torch.Tensor) else torch.as_tensor(np.asarray(pred))
-        if pred.ndim == 3:
-            if pred.shape[0] != 1:
-                raise ValueError(f"2D label '{self.key}' must have one channel, got shape {tuple(pred.shape)}.")
-            pred = pred[0]
-        if pred.ndim != 2:
-            raise ValueError(f"2D label '{self.key}' must be 2D after the channel, got shape {tuple(pred.shape)}.")
-        ref = d.get(self.ref_image)
-        meta = ref.meta if isinstance(ref, MetaTensor) else d.get(f"{self.ref_image}_meta_dict", {})
-        shape = meta.get("spatial_shape")
-        if shape is not None:
-            shape = tuple(int(s) for s in np.asarray(shape).ravel()[-2:])
-            if tuple(pred.shape) != shape:
-                pred = torch.nn.functional.interpolate(pred[None, None].float(), size=shape, mode="nearest")[0, 0]
-        d[self.key] = np.ascontiguousarray(pred.numpy().astype(np.uint8))
-        return d
+    def __call__(self, data: dict[str, Any]) -> tuple[Any, Any]:
+        label = data[self.label]
+        image_np = label.array if isinstance(label, MetaTensor) else label
+        path = data.get("image_path")
+        ext = data.get(self.key_extension) or (file_ext(path) if path else None)
+        write_to_file = data.get(self.key_write_to_file, True) and ext
+        if not write_to_file or self.nibabel or self.is_multichannel_image(image_np):
+            return super().__call__(data)
+        meta_dict = data.get(f"{self.ref_image}_{self.meta_key_postfix}")
+        affine = meta_dict.get("affine") if meta_dict else None
+        if affine is None and isinstance(data[self.ref_image], MetaTensor):
+            affine = data[self.ref_image].affine
+        output_file = tempfile.NamedTemporaryFile(suffix=ext).name
+        write_label_image(image_np, output_file, affine if len(image_np.shape) > 2 else None,
+                          data.get(self.key_dtype), data.get(self.key_compress, False))
+        return output_file, data.get(self.json, {})
 
 
 class MonaiExtInferTask(BundleInferTask):
     """MONAI Label's bundle infer task over a served copy of a monai_ext bundle.
 
-    Additions to :class:`monailabel.tasks.infer.bundle.BundleInferTask`: 2D bundles end with :class:`Restore2Dd`
-    (a label image of the stored image's size, written as PNG for PNG input) instead of MONAI Label's 3D restore;
-    the bundle's ``Save*`` post-transforms are dropped (the label goes back in the answer, not to files); ``/info``
-    says whether the weights are trained (``trained: false`` while ``models/.untrained`` exists).
+    Additions to :class:`monailabel.tasks.infer.bundle.BundleInferTask`:
+
+    - 2D bundles take a 2D image stored as a 3D file with one singleton axis (an ``X x Y x 1`` NIfTI or NRRD, the
+      usual ITK/Slicer layout; :class:`~monai_ext.label.transforms.SqueezeSingletonAxisd` after the bundle's
+      ``EnsureChannelFirstd``) and end with :class:`~monai_ext.label.transforms.Restore2Dd` instead of MONAI Label's
+      3D restore: a label of the stored image's size (written as PNG for PNG input), on the ``X x Y x 1`` grid and
+      affine of such a file;
+    - the pre-processing runs step by step, so that an image the bundle cannot take is answered with
+      :class:`~monai_ext.label.landmarks.InvalidInferInput` (HTTP 422 naming the problem) instead of a bare 500: a
+      file the loader cannot read or that is empty, an image without pixels, and what the bundle's own
+      ``ValidateImaged`` refuses (NaN or infinite values, a wrong layout)
+      (:func:`~monai_ext.label.transforms.input_error`);
+    - the label is written by :class:`LabelWriter` (SimpleITK, no ITK lazy loading on the first request);
+    - the bundle's ``Save*`` post-transforms are dropped (the label goes back in the answer, not to files);
+    - ``/info`` says whether the weights are trained (``trained: false`` while ``models/.untrained`` exists).
     """
 
     def __init__(self, path: str, conf: dict[str, str]):
@@ -152,6 +161,30 @@ class MonaiExtInferTask(BundleInferTask):
         super().__init__(path, conf, add_post_restore=not self._is_2d)
         self._untrained_marker = Path(path) / "models" / UNTRAINED_MARKER
 
+    def pre_transforms(self, data: dict[str, Any] | None = None) -> Sequence[Callable]:
+        pre = list(super().pre_transforms(data))
+        if self._is_2d:  # after the first EnsureChannelFirstd: the squeeze needs the channel axis in front
+            at = next((i for i, t in enumerate(pre) if isinstance(t, EnsureChannelFirstd)), None)
+            if at is not None:
+                pre.insert(at + 1, SqueezeSingletonAxisd(keys=self.key_image))
+        return pre
+
+    def run_pre_transforms(self, data: dict[str, Any], transforms: Sequence[Callable]) -> dict[str, Any]:
+        if any(isinstance(t, CacheTransformDatad) for t in transforms):  # MONAI Label's cached path: unchanged
+            return super().run_pre_transforms(data, transforms)
+        image_path = data.get("image_path")
+        for t in transforms:  # as MONAI Label (one run_transforms per step), knowing which step failed
+            try:
+                data = run_transforms(data, [t], log_prefix="PRE", use_compose=False)
+            except Exception as e:
+                invalid = input_error(t, e, image_path)
+                if invalid is None:
+                    raise
+                raise invalid from e
+            if isinstance(t, LoadImaged) or isinstance(getattr(t, "load_image_d", None), LoadImaged):
+                check_not_empty(data, self.key_image, image_path)
+        return data
+
     def post_transforms(self, data: dict[str, Any] | None = None) -> Sequence[Callable]:
         # a server answers with the label; the bundle's Save* transforms (NIfTI, overlays) would write a file per
         # request under the served copy
@@ -159,6 +192,17 @@ class MonaiExtInferTask(BundleInferTask):
         if self._is_2d:
             post.append(Restore2Dd(self.key_pred, self.key_image))
         return post
+
+    def writer(self, data: dict[str, Any], extension: str | None = None, dtype: Any = None) -> tuple[Any, Any]:
+        if self.type in (InferType.CLASSIFICATION, InferType.DETECTION):  # MONAI Label's own writers, no image
+            return super().writer(data, extension, dtype)
+        if extension is not None:  # as BasicInferTask.writer
+            data["result_extension"] = extension
+        if dtype is not None:
+            data["result_dtype"] = dtype
+        if self.labels is not None:
+            data["labels"] = self.labels
+        return LabelWriter(label=self.output_label_key, json=self.output_json_key)(data)
 
     def info(self) -> dict[str, Any]:
         i = super().info()
@@ -425,6 +469,31 @@ def check_train_request(model: str) -> None:
 
 
 _CHECKS = {("POST", "/infer/{model}"): check_infer_request, ("POST", "/train/{model}"): check_train_request}
+_IN_WORKER_THREAD = {("POST", "/infer/{model}")}
+
+
+def run_in_worker_thread(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+    """A synchronous version of an ``async def`` endpoint that never awaits, for FastAPI to run in its thread pool.
+
+    MONAI Label 0.8.5 declares ``POST /infer/{model}`` as ``async def`` but runs the whole inference synchronously
+    inside it (``run_inference`` -> ``app.infer``; with ``MONAI_LABEL_INFER_CONCURRENCY`` it waits on a thread's
+    result, which blocks just the same). The coroutine therefore occupies the server's only event loop for as long as
+    the inference lasts, and every other request, ``/info`` included, waits (3D Slicer froze for up to 25 s). FastAPI
+    runs plain ``def`` endpoints in a worker thread instead; this wrapper is such an endpoint with the original's
+    signature (so FastAPI reads the same parameters and dependencies) and drives the original coroutine to completion
+    on a private event loop in that thread. A plain ``def`` endpoint is returned unchanged.
+    """
+    if not inspect.iscoroutinefunction(endpoint):
+        return endpoint
+
+    def endpoint_in_thread(*args: Any, **kwargs: Any) -> Any:
+        return asyncio.run(endpoint(*args, **kwargs))
+
+    # not functools.wraps: FastAPI follows __wrapped__ and would await the wrapper as a coroutine again
+    endpoint_in_thread.__signature__ = inspect.signature(endpoint)  # type: ignore[attr-defined]
+    endpoint_in_thread.__name__ = endpoint.__name__
+    endpoint_in_thread.__doc__ = endpoint.__doc__
+    return endpoint_in_thread
 
 
 def install_request_checks(app: FastAPI, prefix: str = "") -> list[str]:
@@ -435,7 +504,9 @@ def install_request_checks(app: FastAPI, prefix: str = "") -> list[str]:
     endpoint, a route with the same path, method and endpoint function but the check as its first dependency is
     put first in the app's route list; the router matches routes in order, so the request reaches MONAI Label's
     endpoint only after the check (FastAPI runs dependencies before the endpoint and answers their
-    ``HTTPException``). Calling it again does nothing.
+    ``HTTPException``). The ``/infer/{model}`` endpoint is also moved off the event loop
+    (:func:`run_in_worker_thread`), so that ``/info`` and the other requests are answered while an inference runs.
+    Calling it again does nothing.
 
     Args:
         app: MONAI Label's FastAPI app.
@@ -459,9 +530,12 @@ def install_request_checks(app: FastAPI, prefix: str = "") -> list[str]:
         for (method, checked_path), check in _CHECKS.items():
             if path != prefix + checked_path or method not in route.methods:
                 continue
+            endpoint = route.endpoint
+            if (method, checked_path) in _IN_WORKER_THREAD:
+                endpoint = run_in_worker_thread(endpoint)
             new = APIRoute(
                 path,
-                route.endpoint,
+                endpoint,
                 methods=[method],
                 dependencies=[Depends(check), *route.dependencies],
                 name=route.name,
@@ -500,6 +574,7 @@ class MonaiExtLabelApp(MONAILabelApp):
         selection = conf.get("models")
         names = select_bundles(selection, list_label_bundles(bundles_dir))
         explicit = not (selection is None or selection.strip().lower() in ("", "all"))
+        self._infer_lock = threading.Lock()
         self.served: dict[str, str] = {}
         self.kinds: dict[str, str] = {}
         self.ckpt_dirs: dict[str, Path] = {}
@@ -576,6 +651,10 @@ class MonaiExtLabelApp(MONAILabelApp):
     def infer(self, request: dict[str, Any], datastore: Datastore | None = None) -> dict[str, Any]:
         """Check the request, then run MONAI Label's inference; a bad request is a 4xx, not a 500.
 
+        Requests arrive in FastAPI's worker threads (:func:`run_in_worker_thread`); one inference runs at a time (a
+        lock: the tasks cache their networks and bundle configs and are not written for concurrent calls), while
+        ``/info`` and the other requests are answered on the event loop without waiting for it.
+
         Raises:
             HTTPException: 404 for an unknown model or an image that is neither a file nor in the datastore;
                 422 for a bad ``device`` or input the model cannot take (:class:`InvalidInferInput`, e.g. a 2D image
@@ -592,7 +671,8 @@ class MonaiExtLabelApp(MONAILabelApp):
         if "device" in request:
             _check_device(request["device"], f"/infer/{model}")
         try:
-            return super().infer(request, datastore)
+            with self._infer_lock:
+                return super().infer(request, datastore)
         except InvalidInferInput as e:
             raise HTTPException(status_code=422, detail=f"/infer/{model}: {e}") from e
         except ModelNotTrained as e:

@@ -5,6 +5,8 @@ The server serves two kinds of bundle at once from a temporary ``bundles_dir``:
 
 - ``tiny_seg``: a 2D BasicUNet bundle written by this file (a few kB, trains in a second) that proves the app's
   generic bundle contract on its own;
+- ``slow_seg``: ``tiny_seg``'s inference with a last post-processing step that keeps the Python interpreter busy
+  (holding the GIL) for ``SLOW_SECONDS``: a deterministically long inference, for ``/info`` latency during it;
 - the repository's ``ips_histogram`` bundle when it exists (copied, never modified), with its own synthetic images;
 - the repository's ``aneurysm`` landmark bundle when it exists: its configs, with a landmark network trained for two
   epochs by the bundle's own ``train.json`` in the fixture (~10 s), and a synthetic MRA volume on a flipped, shifted
@@ -16,6 +18,7 @@ terminated in the fixture's finalizer whatever happens.
 
 from __future__ import annotations
 
+import gzip
 import importlib.util
 import io
 import json
@@ -24,6 +27,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -55,11 +59,18 @@ TIMEOUT = 60  # seconds, for one HTTP request
 START_TIMEOUT = 180  # seconds, for the server to answer /info
 TRAIN_TIMEOUT = 300  # seconds, for one train task
 TINY_LABELS = {"0": "background", "1": "good colony", "2": "bad colony"}
+SLOW_SECONDS = 4.0  # busy post-processing of slow_seg
+INFO_BOUND = 1.0  # seconds: /info must answer within this while an inference runs (3D Slicer polls it)
 IMAGE_HW = (48, 64)  # not square, so a transposed result cannot pass
 
 
-def _write_tiny_bundle(root: Path) -> None:
-    """A minimal bundle following our contract (inference.json + train.json with the contract ids)."""
+def _write_tiny_bundle(root: Path, busy_seconds: float | None = None) -> None:
+    """A minimal bundle following our contract (inference.json + train.json with the contract ids).
+
+    With ``busy_seconds``: inference only, and its post-processing ends with a pure-Python busy loop of that length
+    (a ``Lambdad``; it holds the GIL except when the interpreter switches threads, the worst case for the server's
+    other requests).
+    """
     net = {
         "_target_": "BasicUNet",
         "spatial_dims": 2,
@@ -85,6 +96,12 @@ def _write_tiny_bundle(root: Path) -> None:
             "transforms": [{"_target_": "AsDiscreted", "keys": "pred", "argmax": True}],
         },
     }
+    if busy_seconds is not None:
+        inference["imports"].append("$import time")
+        inference["busy_seconds"] = busy_seconds
+        until = "lambda d=time.perf_counter() + @busy_seconds: time.perf_counter() >= d"  # True once the time is up
+        busy = f"$lambda x: any(False for _ in iter({until}, True)) or x"
+        inference["postprocessing"]["transforms"].append({"_target_": "Lambdad", "keys": "pred", "func": busy})
     train = {
         "imports": ["$import torch", "$import json", "$import os"],
         "bundle_root": ".",
@@ -139,7 +156,10 @@ def _write_tiny_bundle(root: Path) -> None:
         },
     }
     (root / "configs").mkdir(parents=True)
-    for name, obj in (("inference", inference), ("train", train), ("metadata", metadata)):
+    configs = {"inference": inference, "metadata": metadata}
+    if busy_seconds is None:
+        configs["train"] = train
+    for name, obj in configs.items():
         (root / "configs" / f"{name}.json").write_text(json.dumps(obj, indent=1))
 
 
@@ -272,8 +292,9 @@ def server(tmp_path_factory):
     studies.mkdir()
     (root / "bundles").mkdir()
     _write_tiny_bundle(root / "bundles" / "tiny_seg")
+    _write_tiny_bundle(root / "bundles" / "slow_seg", busy_seconds=SLOW_SECONDS)
     labels = _tiny_images(studies)
-    models = ["tiny_seg"]
+    models = ["tiny_seg", "slow_seg"]
     if HAS_IPS:  # served from a link: the app copies it into model_dir and never writes into the repository
         (root / "bundles" / "ips_histogram").symlink_to(IPS_BUNDLE, target_is_directory=True)
         labels.update(_ips_images(studies, root / "ips_data"))
@@ -325,7 +346,7 @@ def test_info_lists_models_and_labels(server):
     info = server.get("/info/").json()
     # "--conf models all": segmentation bundles and trained landmark bundles, not aneurysm_untrained
     assert sorted(info["models"]) == sorted(server.models)
-    assert sorted(info["trainers"]) == sorted(m for m in server.models if m != "aneurysm")
+    assert sorted(info["trainers"]) == sorted(m for m in server.models if m not in ("aneurysm", "slow_seg"))
     tiny = info["models"]["tiny_seg"]
     assert tiny["type"] == "segmentation"
     assert tiny["dimension"] == 2
@@ -507,12 +528,23 @@ def _png_upload(shape: tuple[int, ...]) -> dict:
     return {"files": {"file": ("flat.png", _png_bytes(np.zeros(shape, np.uint8)), "image/png")}}
 
 
-def _nifti_upload(shape: tuple[int, ...]) -> dict:
+def _nifti_bytes(arr: np.ndarray, affine: np.ndarray | None = None) -> bytes:
     import nibabel as nib
 
     buf = io.BytesIO()
-    nib.Nifti1Image(np.ones(shape, np.float32), np.eye(4)).to_stream(buf)
-    return {"files": {"file": ("flat.nii", buf.getvalue(), "application/octet-stream")}}
+    nib.Nifti1Image(arr, np.eye(4) if affine is None else affine).to_stream(buf)
+    return buf.getvalue()
+
+
+def _nifti_upload(shape: tuple[int, ...], nan_at: tuple[int, ...] | None = None) -> dict:
+    arr = np.ones(shape, np.float32)
+    if nan_at is not None:
+        arr[nan_at] = np.nan
+    return {"files": {"file": ("flat.nii", _nifti_bytes(arr), "application/octet-stream")}}
+
+
+def _raw_upload(name: str, content: bytes) -> dict:
+    return {"files": {"file": (name, content, "application/octet-stream")}}
 
 
 @pytest.mark.parametrize(
@@ -537,6 +569,22 @@ def _nifti_upload(shape: tuple[int, ...]) -> dict:
                      id="aneurysm-bad-radius"),
         pytest.param("post", "/train/aneurysm", {"json": {}}, 404, "(served for inference only: train it with its "
                      "bundle command)", marks=needs_aneurysm, id="aneurysm-train"),
+        # images a segmentation bundle cannot take: 422 naming the problem (MONAI Label: a bare 500)
+        ("post", "/infer/tiny_seg", _raw_upload("junk.png", b"not an image"), 422, "as an image: "),
+        pytest.param("post", "/infer/ips_histogram", _nifti_upload((24, 28), nan_at=(3, 4)), 422,
+                     "holds 1 NaN and 0 infinite value(s) (the first at index (0, 3, 4)); expected finite intensities",
+                     marks=needs_ips, id="ips-nan-2d"),
+        pytest.param("post", "/infer/ips_histogram", _nifti_upload((24, 28, 1), nan_at=(5, 6, 0)), 422,
+                     "holds 1 NaN and 0 infinite value(s) (the first at index (0, 5, 6))", marks=needs_ips,
+                     id="ips-nan-xy1"),
+        pytest.param("post", "/infer/ips_histogram", _raw_upload("empty.png", b""), 422,
+                     "the file is empty (0 bytes)", marks=needs_ips, id="ips-empty-file"),
+        pytest.param("post", "/infer/ips_histogram", _nifti_upload((0, 28)), 422, "is empty: it has no pixels (shape "
+                     "(0, 28) as read)", marks=needs_ips, id="ips-no-pixels"),
+        pytest.param("post", "/infer/ips_histogram", _raw_upload("junk.png", b"\x89PNG but not one"), 422,
+                     "as an image: ", marks=needs_ips, id="ips-unreadable"),
+        pytest.param("post", "/infer/ips_histogram", _nifti_upload((10, 12, 14)), 422, "has shape (1, 10, 12, 14) "
+                     "(4 dimensions); expected a 2D grey or colour image", marks=needs_ips, id="ips-3d-volume"),
     ],
 )
 def test_bad_requests_get_4xx(server, method, path, kwargs, status, match):
@@ -545,6 +593,98 @@ def test_bad_requests_get_4xx(server, method, path, kwargs, status, match):
     assert match in r.json()["detail"]
     assert server.proc.poll() is None
     assert server.get("/info/").status_code == 200  # still serving
+
+
+@needs_ips
+@pytest.mark.parametrize("ext", [None, ".nrrd"])
+def test_ips_histogram_2d_image_stored_as_xy1_nifti(server, ext, tmp_path):
+    """An X x Y x 1 NIfTI (ITK/Slicer's 2D layout): the label of the same image as PNG, on the input's grid and affine.
+
+    ``ext=None``: the result in the input's format (``.nii.gz``); ``.nrrd``: what 3D Slicer asks for.
+    """
+    expected = _infer_png(server, "ips_histogram", "ips_case_002")  # (H, W), PIL order
+    pixels = np.asarray(Image.open(server.root / "studies" / "ips_case_002.png"))
+    volume = np.ascontiguousarray(pixels.T[..., None])  # (X=W, Y=H, 1): MONAI's reading of the PNG, plus an axis
+    affine = np.array([[0.5, 0, 0, -10.0], [0, -0.25, 0, 7.0], [0, 0, 3.0, 2.0], [0, 0, 0, 1]])
+    files = {"file": ("slice.nii.gz", gzip.compress(_nifti_bytes(volume, affine)), "application/octet-stream")}
+    params = json.dumps({"result_extension": ext} if ext else {})
+    r = server.post("/infer/ips_histogram?output=image", files=files, data={"params": params})
+    assert r.status_code == 200, r.text
+    label, label_affine = _read_label(r.content, ext or ".nii.gz", tmp_path)
+    assert label.shape == volume.shape
+    np.testing.assert_allclose(label_affine, affine, atol=1e-5)
+    np.testing.assert_array_equal(label[..., 0].T, expected)
+
+
+def test_info_answers_while_an_inference_runs(server):
+    """3D Slicer polls /info: it answers within INFO_BOUND s while slow_seg's inference (SLOW_SECONDS) runs.
+
+    The bound is a latency with a wide margin (an idle /info takes milliseconds), not a benchmark; before the fix
+    every poll waited for the whole inference.
+    """
+    answer = {}
+
+    def infer() -> None:
+        answer["r"] = server.post("/infer/slow_seg?image=tiny_0&output=image")
+
+    worker = threading.Thread(target=infer)
+    start = time.monotonic()
+    worker.start()
+    time.sleep(0.5)  # the request has reached the server
+    latencies = []
+    while worker.is_alive():  # every poll sent while the inference runs counts, however long it waits
+        t0 = time.monotonic()
+        info = server.get("/info/")
+        latencies.append(time.monotonic() - t0)
+        assert info.status_code == 200, info.text
+        assert "slow_seg" in info.json()["models"]
+        time.sleep(0.2)
+    worker.join()
+    took = time.monotonic() - start
+    assert answer["r"].status_code == 200, answer["r"].text
+    assert _png(answer["r"].content).shape == IMAGE_HW
+    assert took >= SLOW_SECONDS  # the polls did overlap a long inference
+    assert len(latencies) >= 5, latencies
+    assert max(latencies) < INFO_BOUND, latencies
+
+
+@pytest.mark.filterwarnings("ignore:builtin type .* has no __module__ attribute:DeprecationWarning")  # ITK's SWIG
+@pytest.mark.parametrize(
+    "ext, shape, affine",
+    [
+        (".png", (40, 56), None),
+        (".nrrd", (40, 56), None),
+        (".nii.gz", (40, 56), None),
+        (".nrrd", (40, 56, 1), [[0.5, 0, 0, -10.0], [0, -0.25, 0, 7.0], [0, 0, 3.0, 2.0], [0, 0, 0, 1]]),
+        (".nii.gz", (12, 9, 7), [[0, -0.7, 0, 4.0], [1.2, 0, 0, -3.0], [0, 0, 2.0, 1.0], [0, 0, 0, 1]]),
+    ],
+)
+def test_label_writer_writes_what_monailabel_writer_writes(ext, shape, affine, tmp_path):
+    """LabelWriter (SimpleITK) against MONAI Label's own Writer (ITK): same pixels, pixel type and geometry."""
+    import SimpleITK as sitk
+    from monai.data import MetaTensor
+    from monailabel.transform.writer import Writer
+
+    from monai_ext.label.main import LabelWriter
+
+    label = np.random.default_rng(0).integers(0, 3, shape).astype(np.uint8)
+    pred = label if affine is None else MetaTensor(label, affine=np.asarray(affine))
+    data = {"image_path": str(tmp_path / f"input{ext}"), "pred": pred, "result": {"a": 1}}
+    ours, ours_json = LabelWriter(label="pred", json="result")(dict(data))
+    ref, ref_json = Writer(label="pred", json="result")(dict(data))
+    assert ours.endswith(ext) and ours_json == ref_json == {"a": 1}
+    a, b = sitk.ReadImage(ours), sitk.ReadImage(ref)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(a), sitk.GetArrayFromImage(b))
+    assert a.GetPixelIDTypeAsString() == b.GetPixelIDTypeAsString() == "8-bit unsigned integer"
+    assert a.GetSize() == b.GetSize() == shape  # ITK's (x, y, z) is MONAI's index order
+    for get in ("GetOrigin", "GetSpacing", "GetDirection"):
+        np.testing.assert_allclose(getattr(a, get)(), getattr(b, get)(), atol=1e-6)
+    # result_dtype and result_extension from the request are honoured as by MONAI Label
+    ours16, _ = LabelWriter(label="pred")({**data, "result_extension": ".nrrd", "result_dtype": "uint16"})
+    assert ours16.endswith(".nrrd")
+    assert sitk.ReadImage(ours16).GetPixelIDTypeAsString() == "16-bit unsigned integer"
+    for f in (ours, ref, ours16):
+        os.remove(f)
 
 
 def test_install_request_checks_once_in_front():
@@ -561,6 +701,14 @@ def test_install_request_checks_once_in_front():
     assert first["/infer/{model}"].dependencies[0].dependency is check_infer_request
     assert first["/train/{model}"].dependencies[0].dependency is check_train_request
     assert first["/infer/{model}"].methods == {"POST"} and first["/train/{model}"].methods == {"POST"}
+    # /infer runs in FastAPI's worker threads (a plain def endpoint), not on the event loop; same parameters
+    import inspect
+
+    from monailabel.endpoints.infer import api_run_inference
+
+    assert inspect.iscoroutinefunction(api_run_inference)
+    assert not inspect.iscoroutinefunction(first["/infer/{model}"].endpoint)
+    assert inspect.signature(first["/infer/{model}"].endpoint) == inspect.signature(api_run_inference)
 
 
 def _wait_train(server) -> dict:
