@@ -17,6 +17,7 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+import torch
 import torch.distributed as dist
 from monai.handlers import CheckpointLoader, CheckpointSaver
 from monai.utils import min_version, optional_import
@@ -108,10 +109,22 @@ class TrainingStateSaver:
 class TrainingStateLoader(CheckpointLoader):
     """MONAI's :class:`~monai.handlers.CheckpointLoader` for resuming a training run from :class:`TrainingStateSaver`.
 
-    Two differences: the engine it is attached to is restored too (under ``engine_key``, so that training continues
-    at the saved epoch), and a missing checkpoint file is not an error but a fresh start (logged), so the same
-    config trains from scratch on the first run and resumes on the next. ``resume=False`` ignores an existing
-    checkpoint (``--resume false`` on the command line).
+    Differences from MONAI's loader:
+
+    - the engine it is attached to is restored too (under ``engine_key``), so that training continues at the saved
+      epoch;
+    - a missing checkpoint file is not an error but a fresh start (logged), so the same config trains from scratch on
+      the first run and resumes on the next;
+    - only an *unfinished* run is resumed: one whose saved engine state has ``iteration < max_epochs *
+      epoch_length``, with ``max_epochs`` of the engine now running and ``epoch_length`` of the saved run. The state
+      of a finished run is not loaded (logged: a new run starts from epoch 0), so training again with the same config
+      trains again: MONAI Label's ``BundleTrainTask`` runs ``train.json`` once per ``/train`` request in the same
+      folder, and with MONAI's loader a second request would restore the finished epoch counter and train nothing
+      (or stop with MONAI's "Epoch count ... is larger than max_epochs" after a longer run). A larger ``max_epochs``
+      than the saved run's (``--epochs``) still continues that run. Without ``engine_key`` (or a checkpoint without
+      the engine state) the run cannot be judged and the checkpoint is loaded as MONAI does.
+
+    ``resume=False`` ignores an existing checkpoint (``--resume false`` on the command line).
 
     Args:
         load_path: the checkpoint file written by :class:`TrainingStateSaver`.
@@ -141,5 +154,31 @@ class TrainingStateLoader(CheckpointLoader):
         if not os.path.isfile(self.load_path):
             self.logger.info(f"no training state at '{self.load_path}': training from epoch 0")
             return
+        finished = self._finished_run(engine)
+        if finished is not None:
+            self.logger.info(f"the training state at '{self.load_path}' is of a finished run ({finished}): a new run "
+                             "starts from epoch 0 (nothing loaded)")
+            return
         super().__call__(engine)
         self.logger.info(f"resumed at epoch {engine.state.epoch} from '{self.load_path}'")
+
+    def _finished_run(self, engine: Engine) -> str | None:
+        """A description of the saved run when it reached ``engine.state.max_epochs``, else ``None``."""
+        if not self.engine_key or engine.state.max_epochs is None:
+            return None
+        # a memory-mapped peek: only the few engine counters are read before the full load of super().__call__
+        try:
+            checkpoint = torch.load(self.load_path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # a file in torch's legacy (non-zip) format cannot be memory-mapped
+            checkpoint = torch.load(self.load_path, map_location="cpu", weights_only=True)
+        saved = checkpoint.get(self.engine_key) if isinstance(checkpoint, Mapping) else None
+        if not isinstance(saved, Mapping) or "iteration" not in saved:
+            return None
+        epoch_length = saved.get("epoch_length") or engine.state.epoch_length
+        if not epoch_length:
+            return None
+        iteration, max_epochs = int(saved["iteration"]), int(engine.state.max_epochs)
+        if iteration < max_epochs * int(epoch_length):
+            return None
+        return (f"iteration {iteration}, epoch {iteration // int(epoch_length)} of {epoch_length} iterations; this "
+                f"run has max_epochs={max_epochs}")
