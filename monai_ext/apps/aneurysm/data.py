@@ -26,6 +26,7 @@ from .landmarks import points_to_voxels, read_points
 __all__ = [
     "Case",
     "landmark_names_of",
+    "label_volume_landmarks",
     "load_case",
     "load_cases",
     "normalize_intensity",
@@ -133,12 +134,73 @@ def load_cases(datalist: str | os.PathLike, section: str, names: Sequence[str] |
     return [load_case(item, names, extra_keys, match_by_label, what=f"{section} image") for item in items[:max_cases]]
 
 
+def label_volume_landmarks(label: np.ndarray | torch.Tensor, num_landmarks: int,
+                           path: str | os.PathLike = "label volume") -> tuple[np.ndarray, np.ndarray]:
+    """The landmarks drawn in a label volume: each value ``k >= 1`` is landmark ``k`` at the centroid of its voxels.
+
+    This reads back what a viewer stores for a landmark model: MONAI Label keeps a submitted label as a volume on the
+    image's grid, e.g. the spheres :func:`monai_ext.label.landmarks.render_landmark_spheres` draws around each
+    localised landmark (value = class), corrected in 3D Slicer's Segment Editor. The centroid of a sphere (or any
+    blob symmetric about its centre) is its centre; all voxels of one value are one landmark.
+
+    Args:
+        label: ``(X, Y, Z)`` or ``(1, X, Y, Z)`` integer-valued label volume (0 = no landmark).
+        num_landmarks: number of landmark names; values must lie in ``0..num_landmarks``.
+        path: the file, for the messages.
+
+    Returns:
+        ``(points (L, 3) float64 voxel coordinates, labels (L,) int64)``, sorted by label, one row per value present.
+
+    Raises:
+        ValueError: for a volume that is not 3D, values that are not integers, negative values or values above
+            ``num_landmarks``, or a volume without any landmark (every voxel 0); the message names ``path``.
+
+    Example::
+
+        >>> vol = np.zeros((5, 5, 5), dtype=np.uint8)
+        >>> vol[1:3, 1, 1] = 2  # two voxels of landmark 2
+        >>> label_volume_landmarks(vol, num_landmarks=3)
+        (array([[1.5, 1. , 1. ]]), array([2]))
+    """
+    lab = label.detach().cpu().numpy() if isinstance(label, torch.Tensor) else np.asarray(label)
+    if lab.ndim == 4 and lab.shape[0] == 1:
+        lab = lab[0]
+    if lab.ndim != 3:
+        raise ValueError(f"label volume '{path}' has shape {lab.shape}; expected a single-channel 3D volume.")
+    if not (np.issubdtype(lab.dtype, np.integer) or np.issubdtype(lab.dtype, np.bool_)):
+        if not np.isfinite(lab).all() or not np.array_equal(lab, np.round(lab)):
+            raise ValueError(f"label volume '{path}' must hold integer landmark classes; it has non-integer values.")
+    lab = lab.astype(np.int64)
+    lo, hi = int(lab.min()), int(lab.max())
+    if lo < 0 or hi > num_landmarks:
+        bad = sorted(int(v) for v in np.unique(lab[(lab < 0) | (lab > num_landmarks)]))
+        raise ValueError(
+            f"label volume '{path}' holds values {bad[:10]} outside 0..{num_landmarks}: value k marks landmark k of "
+            f"the {num_landmarks} landmark names."
+        )
+    idx = np.nonzero(lab)
+    if not idx[0].size:
+        raise ValueError(f"label volume '{path}' holds no landmark (every voxel is 0).")
+    values = lab[idx]
+    counts = np.bincount(values, minlength=num_landmarks + 1)
+    present = np.flatnonzero(counts[1:]) + 1
+    centroids = np.stack(
+        [np.bincount(values, weights=i.astype(np.float64), minlength=num_landmarks + 1)[present] for i in idx], 1
+    ) / counts[present, None]
+    return centroids, present.astype(np.int64)
+
+
 def load_case(item: dict, names: Sequence[str], extra_keys: Sequence[str] = (), match_by_label: bool = False,
               what: str = "image") -> Case:
     """Read one datalist item ``{"image", "landmarks"[, "candidates"][, extra keys]}`` (absolute paths).
 
+    An item without ``landmarks`` may give its landmarks as a label volume ``{"image", "label"}`` (what MONAI Label
+    hands a train task): a volume on the image's grid where value ``k`` marks landmark ``k``
+    (:func:`label_volume_landmarks`).
+
     Raises:
-        FileNotFoundError, ValueError: as :func:`load_cases`, naming the file.
+        FileNotFoundError, ValueError: as :func:`load_cases`, naming the file; also a label volume on another grid
+            than its image (shape or affine), or with values that are not landmark classes ``0..len(names)``.
     """
     loader = LoadImage(image_only=True, ensure_channel_first=True)
     img = read_image(item["image"], loader, what=what)
@@ -153,10 +215,13 @@ def load_case(item: dict, names: Sequence[str], extra_keys: Sequence[str] = (), 
         pts = read_points(path, names=names if by_name else None)
         return points_to_voxels(pts, affine, shape), pts.labels
 
-    lm, lm_labels = read(item["landmarks"], not match_by_label)
-    bad = lm_labels[(lm_labels < 1) | (lm_labels > len(names))]
-    if bad.size:
-        raise ValueError(f"{item['landmarks']}: labels {bad.tolist()} outside 1..{len(names)}.")
+    if not item.get("landmarks") and item.get("label"):
+        lm, lm_labels = _read_label_landmarks(item["label"], loader, img, item["image"], len(names))
+    else:
+        lm, lm_labels = read(item["landmarks"], not match_by_label)
+        bad = lm_labels[(lm_labels < 1) | (lm_labels > len(names))]
+        if bad.size:
+            raise ValueError(f"{item['landmarks']}: labels {bad.tolist()} outside 1..{len(names)}.")
     if item.get("candidates"):
         pts = read_points(item["candidates"])
         cand, cand_labels = points_to_voxels(pts, affine, shape), pts.labels
@@ -172,6 +237,25 @@ def load_case(item: dict, names: Sequence[str], extra_keys: Sequence[str] = (), 
     meta = {"filename_or_obj": str(item["image"])}
     image = MetaTensor(normalize_intensity(img.as_tensor()), affine=torch.as_tensor(affine), meta=meta)
     return Case(Path(item["image"]).name.split(".")[0], image, affine, lm, lm_labels, cand, cand_labels, extra)
+
+
+def _read_label_landmarks(path: str, loader: LoadImage, image: MetaTensor, image_path: str,
+                          num_landmarks: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`label_volume_landmarks` of the file ``path``, which must be on the grid of ``image``."""
+    lab = read_image(path, loader, what="landmark label volume")
+    validate_image(lab, path, ndim=4, what="landmark label volume",
+                   layout="a 3D label volume (X, Y, Z), read channel-first as (1, X, Y, Z)")
+    if lab.shape[0] != 1:
+        raise ValueError(f"landmark label volume '{path}' has {lab.shape[0]} channels; expected one.")
+    lab_affine = np.asarray(lab.affine, dtype=np.float64)
+    img_affine = np.asarray(image.affine, dtype=np.float64)
+    if tuple(lab.shape[1:]) != tuple(image.shape[1:]) or not np.allclose(lab_affine, img_affine, rtol=0, atol=1e-3):
+        raise ValueError(
+            f"landmark label volume '{path}' is not on the grid of its image '{image_path}': shape "
+            f"{tuple(lab.shape[1:])} vs {tuple(image.shape[1:])}, affine {np.round(lab_affine, 3).tolist()} vs "
+            f"{np.round(img_affine, 3).tolist()}; save the label on the image's grid."
+        )
+    return label_volume_landmarks(lab.as_tensor(), num_landmarks, path)
 
 
 def augment_intensity(patches: torch.Tensor, generator: torch.Generator, gamma: float = 0.3, gain: float = 0.2,

@@ -25,31 +25,49 @@ __all__ = ["LandmarkPatchesd", "LoadLandmarkCased", "RandLandmarkPatchesd"]
 class LoadLandmarkCased(MapTransform):
     """Read one case of a landmark datalist: the volume, its landmarks (and candidates, rater files).
 
+    The landmarks come from the item's points file (``landmarks_key``: ``.fcsv``/JSON/CSV, matched to
+    ``landmark_names`` by name), or, when the item has none, from a label volume (``label_key``) as MONAI Label's
+    train tasks give it (``{"image": volume, "label": label volume}``): on the image's grid, each non-zero value ``k``
+    is landmark ``k`` at the centroid of its voxels, e.g. the spheres the app's landmark infer task draws
+    (:func:`~monai_ext.apps.aneurysm.data.label_volume_landmarks`).
+
     Output keys: ``image`` (``(1, X, Y, Z)`` MetaTensor with its affine, intensities normalised as in
     :func:`~monai_ext.apps.aneurysm.data.normalize_intensity`), ``points`` (``(L, 3)`` voxel positions of the
     landmarks), ``point_labels`` (``(L,)`` class ids ``1..len(landmark_names)``), ``spacing`` (``(3,)`` mm), and,
     when the item has them, ``candidates`` / ``candidate_labels``. Every problem (unreadable or non-3D volume,
-    NaN voxels, unknown landmark names, points outside the volume) stops with an error naming the file.
+    NaN voxels, unknown landmark names, points outside the volume, a label volume on another grid than its image or
+    with a value above ``len(landmark_names)``) stops with an error naming the file.
 
     Args:
         landmark_names: class ``k`` is ``landmark_names[k - 1]``.
         keys: ``(image_key, landmarks_key)`` of the datalist items.
-        match_by_label: keep the files' integer labels instead of matching names.
+        match_by_label: keep the points files' integer labels instead of matching names.
+        label_key: key of the label volume read when an item has no ``landmarks_key``.
+
+    Raises:
+        ValueError: when ``keys`` does not name an image and a landmarks key.
     """
 
     def __init__(self, landmark_names: Sequence[str], keys: KeysCollection = ("image", "landmarks"),
-                 match_by_label: bool = False) -> None:
+                 match_by_label: bool = False, label_key: str = "label") -> None:
         super().__init__(keys)
         if len(self.keys) != 2:
             raise ValueError(f"keys must be (image_key, landmarks_key), got {self.keys}.")
         self.names = list(landmark_names)
         self.match_by_label = bool(match_by_label)
+        self.label_key = label_key
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         image_key, landmarks_key = self.keys
-        case = load_case({**d, "image": d[image_key], "landmarks": d[landmarks_key]}, self.names,
-                         match_by_label=self.match_by_label)
+        if d.get(landmarks_key):
+            item = {**d, "image": d[image_key], "landmarks": d[landmarks_key]}
+        elif d.get(self.label_key):
+            item = {**d, "image": d[image_key], "landmarks": None, "label": d[self.label_key]}
+        else:
+            raise KeyError(f"item needs '{landmarks_key}' (a landmark points file) or '{self.label_key}' (a label "
+                           f"volume); got keys {sorted(map(str, d))}.")
+        case = load_case(item, self.names, match_by_label=self.match_by_label)
         d.update({"image": case.image, "points": case.landmarks, "point_labels": case.landmark_labels,
                   "spacing": case.spacing})
         if len(case.candidates):
