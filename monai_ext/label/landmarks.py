@@ -2,11 +2,13 @@
 
 A *landmark bundle* (today ``aneurysm``) has an ``inference.json`` whose ``inferer`` is
 :class:`monai_ext.apps.aneurysm.TriPlanarPointInferer` and whose ``ckpt_path`` / ``priors_path`` name the
-landmark classifier and the search priors its ``train.json`` writes (``models/landmark_net.pt``,
-``models/landmark_priors.json``). :class:`LandmarkLocaliser` loads both, localises every landmark in a 3D volume
-exactly as the bundle's own inference does (same preprocessing, same inferer), and
+landmark classifier and the search priors its ``train.json`` writes (``models/model.pt``, a bare ``state_dict`` as
+in the model zoo, and ``models/landmark_priors.json``). :class:`LandmarkLocaliser` loads both, localises every
+landmark in a 3D volume exactly as the bundle's own inference does (same preprocessing, same inferer), and
 :func:`render_landmark_spheres` turns the points into something a viewer shows: a label volume on the input's grid
-with a small sphere per landmark whose value is the landmark's class.
+with a small sphere per landmark whose value is the landmark's class. The bundle's training reads such a volume back
+as landmarks (:class:`monai_ext.apps.aneurysm.LoadLandmarkCased` with a ``label``), so MONAI Label's stock
+``BundleTrainTask`` trains the classifier on corrected spheres.
 
 Nothing here imports ``monailabel``; the infer task in :mod:`monai_ext.label.main` wraps this module.
 """
@@ -228,7 +230,8 @@ class LandmarkLocaliser:
         if missing:
             raise ModelNotTrained(
                 f"landmark model of '{self.bundle_dir.name}' is not trained: missing {missing}; train it with "
-                f"python -m monai.bundle run --config_file <bundle>/configs/train.json (writes both files)."
+                f"MONAI Label's /train/{self.bundle_dir.name} or python -m monai.bundle run --config_file "
+                f"<bundle>/configs/train.json (both write the two files)."
             )
         return self.ckpt_path.stat().st_mtime_ns, self.priors_path.stat().st_mtime_ns
 
@@ -258,6 +261,7 @@ class LandmarkLocaliser:
         num_classes = int(priors.labels.max()) + 1
         self._parser["num_classes"] = num_classes
         net = self._parser.get_parsed_content("network_def", lazy=False)
+        # a bare state_dict (models/model.pt, the zoo's format); the {"model": ...} of older checkpoints works too
         sd = extract_state_dict(load_checkpoint(self.ckpt_path), source=f"'{self.ckpt_path}'")
         try:
             net.load_state_dict(sd, strict=True)

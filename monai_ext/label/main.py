@@ -14,15 +14,17 @@ Configuration (``--conf key value``):
 - ``bundles_dir``: folder of the bundles (default: the ``bundles/`` folder of this checkout).
 - ``model_dir``: where the served copies live, with their weights, training logs and checkpoints
   (default ``~/.cache/monai_ext/label``).
-- ``<bundle>_ckpt_dir`` (landmark bundles, e.g. ``aneurysm_ckpt_dir``): the folder holding the checkpoint and priors
-  its ``train.json`` wrote (default ``<bundles_dir>/<bundle>/models``, the bundle's own ``ckpt_dir``).
+- ``<bundle>_ckpt_dir`` (landmark bundles, e.g. ``aneurysm_ckpt_dir``): the folder holding the checkpoint
+  (``model.pt``) and priors its ``train.json`` wrote (default ``<bundles_dir>/<bundle>/models``, the bundle's own
+  ``ckpt_dir``); they are copied into the served copy when it has none or they are newer.
 
-Each segmentation bundle becomes an infer task (MONAI Label's bundle loader: ``network_def``, ``preprocessing``,
-``inferer``, ``postprocessing``; labels from ``channel_def``) and a train task that runs the bundle's own
-``train.json`` on the images labelled in the datastore. Each landmark bundle becomes an infer task
-(:class:`MonaiExtLandmarkInferTask`: a label volume with a sphere per landmark, plus the points); it is trained with
-the bundle command, not from MONAI Label. No bundle is downloaded: MONAI Label's model-zoo lookup is never called,
-so no ``--conf zoo_source`` is needed.
+Each segmentation bundle becomes an infer task (MONAI Label's bundle infer task, :class:`MonaiExtInferTask`:
+``network_def``, ``preprocessing``, ``inferer``, ``postprocessing``; labels from ``channel_def``). Each landmark
+bundle becomes an infer task (:class:`MonaiExtLandmarkInferTask`: a label volume with a sphere per landmark, plus the
+points), because MONAI Label's bundle infer task can only write the network's output as an image, while
+localisation answers points found by a search around priors. Every bundle with a ``train.json`` is trained by MONAI
+Label's stock ``BundleTrainTask`` (:class:`MonaiExtTrainTask` adds three checks and the run's stats). No bundle is
+downloaded: MONAI Label's model-zoo lookup is never called, so no ``--conf zoo_source`` is needed.
 
 Malformed requests get a 4xx answer with a message (:func:`install_request_checks`), not MONAI Label's 500.
 """
@@ -53,6 +55,7 @@ from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 from monailabel.interfaces.tasks.train import TrainTask
 from monailabel.interfaces.utils.transform import run_transforms
 from monailabel.tasks.infer.bundle import BundleInferTask
+from monailabel.tasks.train.bundle import BundleTrainTask
 from monailabel.transform.cache import CacheTransformDatad
 from monailabel.transform.writer import Writer
 from monailabel.utils.others.generic import device_list, file_ext, name_to_device
@@ -60,21 +63,19 @@ from monailabel.utils.others.generic import device_list, file_ext, name_to_devic
 import monai_ext
 from monai_ext.label.bundles import (
     MODEL_FILE,
-    UNTRAINED_MARKER,
     bundle_kind,
     default_bundles_dir,
     ensure_initial_weights,
-    export_trained_weights,
+    is_untrained,
     list_label_bundles,
-    parse_train_request,
     prepare_bundle,
     select_bundles,
-    write_datalist,
 )
 from monai_ext.label.landmarks import (
     InvalidInferInput,
     LandmarkLocaliser,
     ModelNotTrained,
+    landmark_model_files,
     missing_landmark_files,
     render_landmark_spheres,
 )
@@ -151,7 +152,8 @@ class MonaiExtInferTask(BundleInferTask):
       (:func:`~monai_ext.label.transforms.input_error`);
     - the label is written by :class:`LabelWriter` (SimpleITK, no ITK lazy loading on the first request);
     - the bundle's ``Save*`` post-transforms are dropped (the label goes back in the answer, not to files);
-    - ``/info`` says whether the weights are trained (``trained: false`` while ``models/.untrained`` exists).
+    - ``/info`` says whether the weights are trained (``trained: false`` while ``models/model.pt`` is still the
+      seeded initialisation, :func:`~monai_ext.label.bundles.is_untrained`).
     """
 
     def __init__(self, path: str, conf: dict[str, str]):
@@ -159,7 +161,6 @@ class MonaiExtInferTask(BundleInferTask):
             image_fmt = next(iter(json.load(f)["network_data_format"]["inputs"].values()))
         self._is_2d = len(image_fmt.get("spatial_shape") or [0, 0, 0]) == 2
         super().__init__(path, conf, add_post_restore=not self._is_2d)
-        self._untrained_marker = Path(path) / "models" / UNTRAINED_MARKER
 
     def pre_transforms(self, data: dict[str, Any] | None = None) -> Sequence[Callable]:
         pre = list(super().pre_transforms(data))
@@ -206,7 +207,7 @@ class MonaiExtInferTask(BundleInferTask):
 
     def info(self) -> dict[str, Any]:
         i = super().info()
-        i["trained"] = not self._untrained_marker.exists()
+        i["trained"] = not is_untrained(self.bundle_path)
         return i
 
 
@@ -320,80 +321,90 @@ class MonaiExtLandmarkInferTask(InferTask):
         return label_file, result_json
 
 
-class MonaiExtTrainTask(TrainTask):
-    """Train a monai_ext bundle on the images labelled in MONAI Label, then serve the result.
+class MonaiExtTrainTask(BundleTrainTask):
+    """MONAI Label's stock :class:`~monailabel.tasks.train.bundle.BundleTrainTask` with three checks and run stats.
 
-    The labelled images (tag ``final``) are written as a Decathlon ``dataset.json`` and the bundle's own
-    ``configs/train.json`` runs with the contract overrides ``bundle_root``, ``dataset_dir``, ``output_dir``,
-    ``ckpt_dir``, ``epochs`` and ``device`` (see ``docs/monailabel.md``). The newest checkpoint it writes is checked
-    against ``inference.json``'s ``network_def`` and becomes ``models/model.pt``; the infer task reloads it on the
-    next request (MONAI Label compares the file time).
+    The training itself is the stock task's: the bundle's ``train.json`` runs (``monai.bundle.run``, ``init_id=None``)
+    with ``bundle_root`` = the served copy, ``train#trainer#max_epochs``, ``train#dataset#data`` and
+    ``validate#dataset#data`` = MONAI Label's labelled ``{"image", "label"}`` items split by ``val_split``,
+    ``device``, and a ``CheckpointLoader`` of ``models/model.pt`` prepended to ``train#handlers`` (``pretrained``,
+    default true: training continues from the served weights). The bundle's own ``CheckpointSaver`` writes the best
+    model to ``models/model.pt`` (a bare ``state_dict``), which the infer task reloads on its next request. Our
+    bundles train this way unchanged (their ``TrainingStateLoader`` starts a new run when the saved state is of a
+    finished one); the tests run the unsubclassed stock task on them.
 
-    Request options: ``max_epochs`` (int >= 1, default 1), ``val_split`` (float in [0, 1), default 0.2),
-    ``device`` (default: CUDA when available, else CPU), ``bundle_overrides`` (other top-level ids of ``train.json``,
-    e.g. ``{"batch_size": 16}``; not the contract ids above).
+    What this subclass adds, each for a case where the stock task fails late or silently:
+
+    - **validation is never empty**: with one or two labelled images (``val_split`` 0.2) or ``val_split: 0`` the
+      stock split holds out nothing and sets ``validate#dataset#data`` to ``[]``; MONAI's evaluator then skips
+      validation, no key metric is computed, the best-model saver never writes, and the request "succeeds" with the
+      old weights. Here the training images are validated on instead (logged). ``val_split < 0`` keeps the stock
+      meaning (the bundle's own validation data).
+    - **request checks** before anything runs: ``max_epochs`` an integer >= 1, ``val_split`` a number < 1, at least
+      one labelled image (the stock task would train on an empty list and report success); a bad request ends the
+      background task with ``ERROR`` and a message naming the option.
+    - **stats**: the run's epochs, time, image counts, device and whether ``models/model.pt`` was written go to
+      ``models/train_stats.json`` and appear under ``train_stats`` in ``/info`` (the stock bundle task reports none).
+
+    Args:
+        path: the served copy of the bundle.
+        conf: the app's ``--conf`` values.
+        name: the model name.
     """
 
-    def __init__(self, path: str, name: str):
-        self.bundle_path = path
-        self.name = name
-        with open(os.path.join(path, "configs", "metadata.json")) as f:
-            meta = json.load(f)
-        super().__init__(f"Train {name} ({meta.get('version', '?')}) on the labelled images with its train.json")
+    STATS_FILE = "train_stats.json"
 
-    def config(self) -> dict[str, Any]:
-        return {"max_epochs": 1, "val_split": 0.2, "device": device_list()}
+    def __init__(self, path: str, conf: dict[str, str], name: str):
+        super().__init__(path, conf)
+        self.name = name
 
     def stats(self) -> dict[str, Any]:
-        path = os.path.join(self.bundle_path, "models", "train_stats.json")
+        path = os.path.join(self.bundle_path, "models", self.STATS_FILE)
         if not os.path.exists(path):
             return {}
         with open(path) as f:
             return json.load(f)
 
+    @staticmethod
+    def check_request(request: dict[str, Any], num_labelled: int) -> None:
+        """Raise ``ValueError`` naming the first bad option of ``request`` (see the class doc)."""
+        max_epochs = request.get("max_epochs", 50)
+        if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
+            raise ValueError(f"max_epochs must be an integer >= 1, got {max_epochs!r}.")
+        val_split = request.get("val_split", 0.2)
+        if isinstance(val_split, bool) or not isinstance(val_split, int | float) or not val_split < 1:
+            raise ValueError(f"val_split must be a number < 1 (< 0: the bundle's own validation data), got "
+                             f"{val_split!r}.")
+        if num_labelled == 0:
+            raise ValueError("no labelled images to train on: save at least one final label first.")
+
+    def _partition_datalist(self, datalist: list[dict], request: dict[str, Any], shuffle: bool = False):
+        train, val = super()._partition_datalist(datalist, request, shuffle)
+        if val is not None and not val:
+            logger.warning(f"{self.name}: val_split {request.get('val_split', 0.2)} holds out none of {len(train)} "
+                           "labelled image(s); validating on the training images")
+            val = list(train)
+        self._counts = (len(train), len(val) if val is not None else None)
+        return train, val
+
     def __call__(self, request: dict[str, Any], datastore: Datastore) -> dict[str, Any]:
-        configs = Path(self.bundle_path) / "configs"
-        opts = parse_train_request(request, configs / "train.json")
-        max_epochs, val_split, extra = opts["max_epochs"], opts["val_split"], opts["bundle_overrides"]
-        device = name_to_device(request.get("device"))
-        device = device if isinstance(device, str) else str(device)
-
-        run_dir = Path(self.bundle_path) / "monailabel_runs" / f"{time.strftime('%Y%m%d_%H%M%S')}_{os.getpid()}"
-        datalist = write_datalist(datastore.datalist(), run_dir, val_fraction=val_split)
-        ckpt_dir = run_dir / "checkpoints"
-        logging_file = configs / "logging.conf"
-        overrides = {
-            "bundle_root": self.bundle_path,
-            "dataset_dir": str(run_dir),
-            "output_dir": str(run_dir / "outputs"),
-            "ckpt_dir": str(ckpt_dir),
-            "epochs": max_epochs,
-            "device": device,
-            **extra,
-        }
-        logger.info(f"Training {self.name}: {overrides}")
+        self.check_request(request, len(self._fetch_datalist(request, datastore)))
+        model = Path(self.bundle_path) / "models" / MODEL_FILE
+        before = model.stat().st_mtime_ns if model.is_file() else None
         start = time.time()
-        from monai.bundle import run
-
-        run(
-            config_file=str(configs / "train.json"),
-            meta_file=str(configs / "metadata.json"),
-            logging_file=str(logging_file) if logging_file.is_file() else None,
-            **overrides,
-        )
-        model = export_trained_weights(ckpt_dir, self.bundle_path)
-        with open(datalist) as f:
-            n_train = len(json.load(f)["training"])
+        super().__call__(request, datastore)
+        n_train, n_val = getattr(self, "_counts", (None, None))
         stats = {
             "name": self.name,
-            "epochs": int(max_epochs),
+            "epochs": int(request.get("max_epochs", 50)),
             "total_time": round(time.time() - start, 1),
             "train_images": n_train,
-            "device": device,
+            "val_images": n_val,
+            "device": str(name_to_device(request.get("device", "cuda"))),
             "model": str(model),
-            "run_dir": str(run_dir),
+            "model_updated": model.is_file() and model.stat().st_mtime_ns != before,
         }
-        with open(Path(self.bundle_path) / "models" / "train_stats.json", "w") as f:
+        with open(model.parent / self.STATS_FILE, "w") as f:
             json.dump(stats, f, indent=2)
         return stats
 
@@ -454,15 +465,14 @@ def check_infer_request(
 def check_train_request(model: str) -> None:
     """FastAPI dependency run before MONAI Label's ``POST /train/{model}``: 404 for a model without a train task.
 
-    Without it the request is accepted and the background task fails later (landmark bundles train with the
-    bundle command, not from MONAI Label).
+    Without it the request is accepted and the background task fails later.
 
     Raises:
         HTTPException: 404 naming the trainable models.
     """
     app = _served_app()
     if app is not None and model not in app.train_models:
-        hint = " (served for inference only: train it with its bundle command)" if model in app.infer_models else ""
+        hint = " (served for inference only: it has no configs/train.json)" if model in app.infer_models else ""
         trainable = sorted(app.train_models)
         detail = f"unknown model {model!r} for training{hint}; trainable: {trainable}."
         raise HTTPException(status_code=404, detail=detail)
@@ -581,9 +591,11 @@ class MonaiExtLabelApp(MONAILabelApp):
         for name in names:
             src = bundles_dir / name
             kind = bundle_kind(src)
-            if kind == "landmarks":  # trained by the bundle command into its ckpt_dir, read from there
+            if kind == "landmarks":  # trained weights and priors are copied in (no seeded placeholder: no priors)
                 ckpt_dir = Path(conf.get(f"{name}_ckpt_dir") or src / "models").expanduser()
-                missing = missing_landmark_files(src, ckpt_dir)
+                dst = model_dir / name
+                missing = [p for p in missing_landmark_files(src, ckpt_dir)
+                           if not (dst / "models" / p.name).is_file()]
                 if missing:
                     msg = (
                         f"{name}: no trained landmark model, missing {[str(m) for m in missing]}; train it with "
@@ -594,8 +606,8 @@ class MonaiExtLabelApp(MONAILabelApp):
                         raise ValueError(msg + ".")
                     logger.warning(msg + f"; {name} is not served.")
                     continue
-                self.ckpt_dirs[name] = ckpt_dir
-                dst = prepare_bundle(src, model_dir / name)
+                dst = prepare_bundle(src, dst, model_files=landmark_model_files(src, ckpt_dir))
+                self.ckpt_dirs[name] = dst / "models"
             else:
                 dst = prepare_bundle(src, model_dir / name)
                 if ensure_initial_weights(dst):
@@ -643,9 +655,9 @@ class MonaiExtLabelApp(MONAILabelApp):
 
     def init_trainers(self) -> dict[str, TrainTask]:
         return {
-            name: MonaiExtTrainTask(path, name)
+            name: MonaiExtTrainTask(path, self.conf, name)
             for name, path in self.served.items()
-            if self.kinds[name] == "segmentation" and os.path.exists(os.path.join(path, "configs", "train.json"))
+            if os.path.exists(os.path.join(path, "configs", "train.json"))
         }
 
     def infer(self, request: dict[str, Any], datastore: Datastore | None = None) -> dict[str, Any]:
