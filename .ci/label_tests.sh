@@ -35,5 +35,5 @@ print("monailabel", got["monailabel"], "imports with", got, "nilearn", md.versio
 PY
 
 tstart=$(date +%s)
-python -m pytest tests/integration -m label -p no:cacheprovider -q
+python -m pytest tests/integration tests/label -m label -p no:cacheprovider -q
 echo "label tests took $(( $(date +%s) - tstart )) s; total $(( $(date +%s) - start )) s"

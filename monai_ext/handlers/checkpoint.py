@@ -180,5 +180,5 @@ class TrainingStateLoader(CheckpointLoader):
         iteration, max_epochs = int(saved["iteration"]), int(engine.state.max_epochs)
         if iteration < max_epochs * int(epoch_length):
             return None
-        return (f"iteration {iteration}, epoch {iteration // int(epoch_length)} of {epoch_length} iterations; this "
-                f"run has max_epochs={max_epochs}")
+        return (f"saved at epoch {iteration // int(epoch_length)} ({iteration} iterations of {epoch_length} per "
+                f"epoch), this run has max_epochs={max_epochs}")

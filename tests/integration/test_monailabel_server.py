@@ -12,6 +12,10 @@ The server serves two kinds of bundle at once from a temporary ``bundles_dir``:
   epochs by the bundle's own ``train.json`` in the fixture (~10 s), and a synthetic MRA volume on a flipped, shifted
   grid; plus ``aneurysm_untrained`` (the same configs, no checkpoint), which ``--conf models all`` must leave out.
 
+Training runs through MONAI Label's stock ``BundleTrainTask`` (the app's thin subclass), so ``tiny_seg``'s
+``train.json`` has the model-zoo shape that task overrides (``train#dataset#data``, ``train#handlers``,
+``train#trainer#max_epochs``, ``validate#dataset#data``; the best model saved to ``models/model.pt``).
+
 One server for the whole module (start-up costs ~10 s of CPU); every request has a bounded timeout and the server is
 terminated in the fixture's finalizer whatever happens.
 """
@@ -102,49 +106,56 @@ def _write_tiny_bundle(root: Path, busy_seconds: float | None = None) -> None:
         until = "lambda d=time.perf_counter() + @busy_seconds: time.perf_counter() >= d"  # True once the time is up
         busy = f"$lambda x: any(False for _ in iter({until}, True)) or x"
         inference["postprocessing"]["transforms"].append({"_target_": "Lambdad", "keys": "pred", "func": busy})
-    train = {
-        "imports": ["$import torch", "$import json", "$import os"],
+    load = [
+        {"_target_": "LoadImaged", "keys": ["image", "label"], "reader": "PILReader"},
+        {"_target_": "EnsureChannelFirstd", "keys": ["image", "label"]},
+        {"_target_": "ScaleIntensityd", "keys": "image"},
+    ]
+    train = {  # the model-zoo shape MONAI Label's BundleTrainTask overrides
+        "imports": ["$import torch", "$from monai.handlers import from_engine"],
         "bundle_root": ".",
-        "dataset_dir": None,
-        "output_dir": "$@bundle_root + '/outputs'",
         "ckpt_dir": "$@bundle_root + '/models'",
         "device": "cpu",
         "epochs": 1,
-        "seed": 0,
         "network_def": net,
         "network": "$@network_def.to(@device)",
-        "datalist": "$json.load(open(os.path.join(@dataset_dir, 'dataset.json')))['training']",
-        "transforms": {
-            "_target_": "Compose",
-            "transforms": [
-                {"_target_": "LoadImaged", "keys": ["image", "label"], "reader": "PILReader"},
-                {"_target_": "EnsureChannelFirstd", "keys": ["image", "label"]},
-                {"_target_": "ScaleIntensityd", "keys": "image"},
-                {"_target_": "RandSpatialCropd", "keys": ["image", "label"], "roi_size": [32, 32]},
-            ],
+        "train": {
+            "preprocessing": {"_target_": "Compose", "transforms": [
+                *load, {"_target_": "RandSpatialCropd", "keys": ["image", "label"], "roi_size": [32, 32]}]},
+            "dataset": {"_target_": "Dataset", "data": [], "transform": "@train#preprocessing"},
+            "dataloader": {"_target_": "DataLoader", "dataset": "@train#dataset", "batch_size": 2, "num_workers": 0},
+            "handlers": [{"_target_": "ValidationHandler", "validator": "@validate#evaluator", "epoch_level": True,
+                          "interval": 1}],
+            "trainer": {
+                "_target_": "SupervisedTrainer",
+                "device": "@device",
+                "max_epochs": "@epochs",
+                "train_data_loader": "@train#dataloader",
+                "network": "@network",
+                "optimizer": {"_target_": "torch.optim.Adam", "params": "$@network.parameters()", "lr": 0.001},
+                "loss_function": {"_target_": "DiceCELoss", "to_onehot_y": True, "softmax": True},
+                "train_handlers": "@train#handlers",
+            },
         },
-        "dataset": {"_target_": "Dataset", "data": "@datalist", "transform": "@transforms"},
-        "loader": {"_target_": "DataLoader", "dataset": "@dataset", "batch_size": 2, "num_workers": 0},
-        "optimizer": {"_target_": "torch.optim.Adam", "params": "$@network.parameters()", "lr": 0.001},
-        "trainer": {
-            "_target_": "SupervisedTrainer",
-            "device": "@device",
-            "max_epochs": "@epochs",
-            "train_data_loader": "@loader",
-            "network": "@network",
-            "optimizer": "@optimizer",
-            "loss_function": {"_target_": "DiceCELoss", "to_onehot_y": True, "softmax": True},
-            "train_handlers": [
-                {
-                    "_target_": "CheckpointSaver",
-                    "save_dir": "@ckpt_dir",
-                    "save_dict": {"model": "@network"},
-                    "save_final": True,
-                }
-            ],
+        "validate": {
+            "dataset": {"_target_": "Dataset", "data": [], "transform": {"_target_": "Compose", "transforms": load}},
+            "dataloader": {"_target_": "DataLoader", "dataset": "@validate#dataset", "batch_size": 1},
+            "evaluator": {
+                "_target_": "SupervisedEvaluator",
+                "device": "@device",
+                "val_data_loader": "@validate#dataloader",
+                "network": "@network",
+                "inferer": {"_target_": "SlidingWindowInferer", "roi_size": [32, 32], "sw_batch_size": 4},
+                "postprocessing": {"_target_": "AsDiscreted", "keys": ["pred", "label"], "argmax": [True, False],
+                                   "to_onehot": 3},
+                "key_val_metric": {"val_mean_dice": {"_target_": "MeanDice", "include_background": True,
+                                                     "output_transform": "$from_engine(['pred', 'label'])"}},
+                "val_handlers": [{"_target_": "CheckpointSaver", "save_dir": "@ckpt_dir",
+                                  "save_dict": {"model": "@network"}, "save_key_metric": True,
+                                  "key_metric_filename": "model.pt"}],
+            },
         },
-        "initialize": ["$monai.utils.set_determinism(seed=@seed)"],
-        "run": ["$@trainer.run()"],
+        "run": ["$@train#trainer.run()"],
     }
     fmt = {"type": "image", "num_channels": 1, "spatial_shape": [32, 32], "dtype": "float32", "value_range": [0, 1]}
     metadata = {
@@ -206,7 +217,7 @@ def _aneurysm_bundles(root: Path, studies: Path) -> list[str]:
     bundle, out = root / "bundles" / "aneurysm", root / "aneurysm_train"
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(bundle / "configs" / "train.json")]
     cmd += ["--bundle_root", str(bundle), "--output_dir", str(out), "--ckpt_dir", str(bundle / "models")]
-    cmd += ["--stages", "['pretrain']", "--num_cases", "6", "--volume_size", str(ANEURYSM_SIZE), "--epochs", "2"]
+    cmd += ["--num_cases", "6", "--volume_size", str(ANEURYSM_SIZE), "--epochs", "2"]
     cmd += ["--samples_per_case", "64", "--val_samples_per_case", "16", "--device", "cpu"]
     env = dict(os.environ, MPLBACKEND="Agg")
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=TRAIN_TIMEOUT, env=env)
@@ -284,6 +295,9 @@ class Server:
     def put(self, path: str, **kw) -> requests.Response:
         return requests.put(f"{self.url}{path}", timeout=TIMEOUT, **kw)
 
+    def delete(self, path: str, **kw) -> requests.Response:
+        return requests.delete(f"{self.url}{path}", timeout=TIMEOUT, **kw)
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
@@ -305,6 +319,7 @@ def server(tmp_path_factory):
         models.append("aneurysm")
     srv = Server(root, models)
     srv.labels = labels
+    srv.final_labels = set()
     srv.image_ids = [*labels, *volumes]
     try:
         srv.wait_ready()
@@ -336,17 +351,30 @@ def _train(server, model: str, **params) -> dict:
 
 
 def _save_final_labels(server, image_ids) -> None:
-    for image_id in image_ids:
-        files = {"label": (f"{image_id}.png", _png_bytes(server.labels[image_id]), "image/png")}
-        r = server.put(f"/datastore/label?image={image_id}&tag=final", files=files)
+    """Save the final labels of ``image_ids`` and remove the other final labels this module saved.
+
+    MONAI Label's bundle train task trains on every labelled image of the datastore, which all served models share:
+    a model must not get the labels saved for another one (e.g. 48 x 64 tiny_seg images for ips_histogram, whose
+    64-pixel patches do not fit them).
+    """
+    for image_id in sorted(server.final_labels - set(image_ids)):
+        r = server.delete(f"/datastore/label?id={image_id}&tag=final")
         assert r.status_code == 200, r.text
+        server.final_labels.discard(image_id)
+    for image_id in image_ids:
+        content = server.labels[image_id]
+        name, data = (f"{image_id}.png", _png_bytes(content)) if isinstance(content, np.ndarray) else content
+        r = server.put(f"/datastore/label?image={image_id}&tag=final", files={"label": (name, data)})
+        assert r.status_code == 200, r.text
+        server.final_labels.add(image_id)
 
 
 def test_info_lists_models_and_labels(server):
     info = server.get("/info/").json()
     # "--conf models all": segmentation bundles and trained landmark bundles, not aneurysm_untrained
     assert sorted(info["models"]) == sorted(server.models)
-    assert sorted(info["trainers"]) == sorted(m for m in server.models if m not in ("aneurysm", "slow_seg"))
+    # every served bundle with a train.json (MONAI Label's stock BundleTrainTask), the landmark one included
+    assert sorted(info["trainers"]) == sorted(m for m in server.models if m != "slow_seg")
     tiny = info["models"]["tiny_seg"]
     assert tiny["type"] == "segmentation"
     assert tiny["dimension"] == 2
@@ -392,7 +420,8 @@ def test_aneurysm_info(server):
     lm = info["models"]["aneurysm"]
     assert (lm["type"], lm["dimension"], lm["trained"]) == ("segmentation", 3, True)
     assert lm["labels"] == _landmark_names()  # names of the priors its training wrote, value = landmark class
-    assert lm["checkpoint"] == str(server.root / "bundles" / "aneurysm" / "models" / "landmark_net.pt")
+    # the served copy holds the bundle's model.pt (a bare state_dict) and priors, copied from its ckpt_dir
+    assert lm["checkpoint"] == str(server.model_dir / "aneurysm" / "models" / "model.pt")
     assert {"sphere_radius", "search_radius", "search_step", "refine_radius"} <= set(lm["config"])
     assert "aneurysm_untrained" not in info["models"]
 
@@ -474,11 +503,11 @@ def test_aneurysm_points_match_bundle_inference(server, tmp_path):
     r = server.post("/infer/aneurysm?image=aneurysm_case&output=json", data={"params": json.dumps(ANEURYSM_SEARCH)})
     assert r.status_code == 200, r.text
     served = r.json()["landmarks"]
-    models = server.root / "bundles" / "aneurysm" / "models"
+    models = server.root / "bundles" / "aneurysm" / "models"  # where the bundle's own training wrote them
     parser = ConfigParser()
     parser.read_config(str(ANEURYSM_BUNDLE / "configs" / "inference.json"))
     ref = AneurysmInference(
-        parser.get_parsed_content("network_def"), models / "landmark_net.pt",
+        parser.get_parsed_content("network_def"), models / "model.pt",
         [{"image": str(server.root / "studies" / "aneurysm_case.nii.gz")}], parser.get_parsed_content("preprocessing"),
         TriPlanarPointInferer(mode="localise", **ANEURYSM_SEARCH), tmp_path,
         priors_path=models / "landmark_priors.json", device="cpu",
@@ -495,7 +524,7 @@ def test_naming_an_untrained_landmark_bundle_stops_start_up(server, tmp_path):
     from monai_ext.label.main import MonaiExtLabelApp
 
     conf = {"models": "aneurysm_untrained", "bundles_dir": str(server.root / "bundles"), "model_dir": str(tmp_path)}
-    match = r"aneurysm_untrained: no trained landmark model, missing \[.*landmark_net.pt', .*landmark_priors.json'\]"
+    match = r"aneurysm_untrained: no trained landmark model, missing \[.*model.pt', .*landmark_priors.json'\]"
     with pytest.raises(ValueError, match=match):
         MonaiExtLabelApp(APP_DIR, str(server.root / "studies"), conf)
 
@@ -567,8 +596,7 @@ def _raw_upload(name: str, content: bytes) -> dict:
         pytest.param("post", "/infer/aneurysm?image=aneurysm_case", {"data": {"params": '{"sphere_radius": "big"}'}},
                      422, "sphere_radius must be a number > 0 (voxels), got 'big'", marks=needs_aneurysm,
                      id="aneurysm-bad-radius"),
-        pytest.param("post", "/train/aneurysm", {"json": {}}, 404, "(served for inference only: train it with its "
-                     "bundle command)", marks=needs_aneurysm, id="aneurysm-train"),
+        ("post", "/train/slow_seg", {"json": {}}, 404, "(served for inference only: it has no configs/train.json)"),
         # images a segmentation bundle cannot take: 422 naming the problem (MONAI Label: a bare 500)
         ("post", "/infer/tiny_seg", _raw_upload("junk.png", b"not an image"), 422, "as an image: "),
         pytest.param("post", "/infer/ips_histogram", _nifti_upload((24, 28), nan_at=(3, 4)), 422,
@@ -749,12 +777,11 @@ def test_upload_labels_then_train_one_epoch(server):
 
 @needs_ips
 def test_ips_histogram_train_one_epoch_then_infer(server):
-    """The real bundle's own workflow (IPSHistogramWorkflow) trained from MONAI Label on two saved labels."""
+    """The real bundle's train.json, run by MONAI Label's stock BundleTrainTask on two saved labels."""
     _save_final_labels(server, ("ips_case_000", "ips_case_001"))
     weights = server.model_dir / "ips_histogram" / "models" / "model.pt"
     before = weights.stat().st_mtime_ns
-    small = {"patches_per_image": 8, "images_per_batch": 2}  # keep the CPU run short; every other setting is the bundle's
-    st = _train(server, "ips_histogram", max_epochs=1, val_split=0.5, device="cpu", bundle_overrides=small)
+    st = _train(server, "ips_histogram", max_epochs=1, val_split=0.5, device="cpu")
     assert st["status"] == "DONE", "\n".join(st.get("details", []))
     assert weights.stat().st_mtime_ns > before
     info = server.get("/info/").json()
@@ -763,13 +790,17 @@ def test_ips_histogram_train_one_epoch_then_infer(server):
     pred = _infer_png(server, "ips_histogram", "ips_case_002")
     assert pred.shape == (IPS_SIZE, IPS_SIZE)
     assert set(np.unique(pred).tolist()) <= {0, 1, 2}
-    assert not (IPS_BUNDLE / "monailabel_runs").exists()  # the repository's bundle folder is left alone
+    assert info["train_stats"]["ips_histogram"]["model_updated"] is True
+    # a second request trains again (the first run's finished state is not resumed) and replaces the model again
+    before = weights.stat().st_mtime_ns
+    st = _train(server, "ips_histogram", max_epochs=1, val_split=0.5, device="cpu")
+    assert st["status"] == "DONE" and weights.stat().st_mtime_ns > before, "\n".join(st.get("details", []))
 
 
 @needs_aneurysm
 def test_aneurysm_checkpoint_gone_gives_503_until_back(server):
     """A landmark checkpoint deleted while the server runs: 503 naming it, gone from /info, back when restored."""
-    ckpt = server.root / "bundles" / "aneurysm" / "models" / "landmark_net.pt"
+    ckpt = server.model_dir / "aneurysm" / "models" / "model.pt"
     aside = ckpt.with_name("aside.pt")
     ckpt.rename(aside)
     try:
@@ -782,6 +813,29 @@ def test_aneurysm_checkpoint_gone_gives_503_until_back(server):
     assert server.get("/info/").json()["models"]["aneurysm"]["trained"] is True
     r = server.post("/infer/aneurysm?image=aneurysm_case&output=json", data={"params": json.dumps(ANEURYSM_SEARCH)})
     assert r.status_code == 200, r.text
+
+
+@needs_aneurysm
+def test_aneurysm_train_on_corrected_spheres(server, tmp_path):
+    """/train/aneurysm (MONAI Label's stock BundleTrainTask): the label volume the landmark task answered, saved as
+    the final label, trains the landmark classifier for one epoch (landmark k = centroid of the voxels valued k).
+
+    Last of the aneurysm tests: its priors come from the bundle's default synthetic data until train.json takes them
+    from the labelled images (see tests/label/test_label_stock_tasks.py).
+    """
+    params = json.dumps({**ANEURYSM_SEARCH, "result_extension": ".nii.gz"})
+    r = server.post("/infer/aneurysm?image=aneurysm_case&output=image", data={"params": params})
+    assert r.status_code == 200, r.text
+    server.labels["aneurysm_case"] = ("aneurysm_case.nii.gz", r.content)
+    _save_final_labels(server, ["aneurysm_case"])
+    weights = server.model_dir / "aneurysm" / "models" / "model.pt"
+    before = weights.read_bytes()
+    st = _train(server, "aneurysm", max_epochs=1, device="cpu")
+    assert st["status"] == "DONE", "\n".join(st.get("details", []))
+    assert weights.read_bytes() != before
+    stats = server.get("/info/").json()["train_stats"]["aneurysm"]
+    # one labelled volume: nothing held out at val_split 0.2, so it is validated on too
+    assert (stats["train_images"], stats["val_images"], stats["model_updated"]) == (1, 1, True)
 
 
 def test_server_stops_cleanly(server):
