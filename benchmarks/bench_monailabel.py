@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import signal
 import socket
 import statistics
@@ -53,27 +52,14 @@ START_TIMEOUT = 300  # seconds, server start-up
 
 
 def machine_info() -> list[str]:
-    """CPU model, the SIMD/AMX flags that matter for torch on CPU, cores, torch threads and the load average."""
+    """The shared benchmark header (:func:`_machine.describe_machine`: CPU, SIMD/AMX flags, threads, load) and this
+    process's torch/OMP settings (the server uses its own default thread count)."""
     import torch
+    from _machine import describe_machine
 
-    model, flags = platform.processor() or "unknown", set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name") and model in ("unknown", "x86_64", ""):
-                    model = line.split(":", 1)[1].strip()
-                elif line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
-    return [
-        f"CPU: {model}; {os.cpu_count()} logical cores; flags: "
-        + (", ".join(f for f in wanted if f in flags) or "none of " + ", ".join(wanted)),
-        f"python {platform.python_version()}, torch {torch.__version__} ({torch.get_num_threads()} threads in this "
-        f"process; the server uses its own default), OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}",
-        "load average (1, 5, 15 min): " + ", ".join(f"{x:.2f}" for x in os.getloadavg()),
-    ]
+    return [*describe_machine().splitlines(),
+            f"torch {torch.__version__} ({torch.get_num_threads()} threads in this process; the server uses its own "
+            f"default), OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}"]
 
 
 def _free_port() -> int:
@@ -112,12 +98,15 @@ class Server:
         cmd += ["--conf", "models", "ips_histogram", "--conf", "bundles_dir", str(root.parent / "bundles")]
         cmd += ["--conf", "model_dir", str(root / "label_models")]
         self._log_file = open(self.log, "w")
-        self.proc = subprocess.Popen(cmd, stdout=self._log_file, stderr=subprocess.STDOUT, env=env,
+        # cwd outside the checkout: ``python -m`` puts the working folder first on sys.path, where this checkout's
+        # monai_ext would shadow the baseline's on PYTHONPATH
+        self.proc = subprocess.Popen(cmd, stdout=self._log_file, stderr=subprocess.STDOUT, env=env, cwd=root,
                                      start_new_session=True)
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}; log: {self.log}")
+                tail = "\n".join(self.log.read_text(errors="replace").splitlines()[-30:])
+                raise RuntimeError(f"server exited with {self.proc.returncode}; log {self.log} ends:\n{tail}")
             try:
                 if requests.get(f"{self.url}/info/", timeout=5).status_code == 200:
                     return
@@ -328,7 +317,9 @@ def main() -> None:
         print(f"warm /infer               {b['warm'] / c['warm']:6.2f}x   ({b['warm']:.2f} s -> {c['warm']:.2f} s)")
         bi, ci = max(b["info_lat"]), max(c["info_lat"])
         print(f"max /info during /infer   {bi / ci:6.1f}x   ({bi:.2f} s -> {ci:.2f} s)")
-    print("load average at end: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
+    from _machine import load_line
+
+    print("at end: " + load_line())
 
 
 if __name__ == "__main__":
