@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
+from monai.engines.utils import IterationEvents
 
 from monai_ext.losses import InfoNCELoss, pu_risk_terms
 
@@ -51,9 +52,10 @@ class FrameLevelPUIteration:
     The loss is ``loss_function(frame_logits, frame_targets)`` (each frame gets its sequence's 0/1 label) plus
     ``infonce_weight * InfoNCE(embeddings, sequence ids)`` when ``infonce_weight > 0``.
 
-    The returned output holds ``image``, ``label``, ``pred`` (sequence logits), ``loss`` and ``negative_risk``
+    The output holds ``image``, ``label``, ``pred`` (sequence logits), ``loss`` and ``negative_risk``
     (:func:`negative_risk`; NaN when undefined), so that a handler or metric can count the batches where the
-    non-negative correction acted.
+    non-negative correction acted; the step fires MONAI's iteration events like ``SupervisedTrainer``'s own step,
+    so decollation, postprocessing and metrics behave the same.
 
     Args:
         infonce_weight: weight of the InfoNCE term (0: none).
@@ -71,7 +73,10 @@ class FrameLevelPUIteration:
             raise ValueError("must provide batch data for current iteration.")
         x, y = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking)[:2]
         engine.network.train()
+        engine.state.output = {"image": x, "label": y}
         logit, frame_logits, _, embedding = engine.network(x)
+        engine.state.output["pred"] = logit
+        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
         frames = frame_logits.shape[1]
         frame_logits = frame_logits.reshape(-1)
         frame_target = y.float().reshape(-1).repeat_interleave(frames)
@@ -79,9 +84,14 @@ class FrameLevelPUIteration:
         if self.infonce is not None:
             groups = torch.arange(x.shape[0], device=x.device).repeat_interleave(frames)
             loss = loss + self.infonce_weight * self.infonce(embedding.reshape(-1, embedding.shape[-1]), groups)
+        engine.state.output["loss"] = loss
+        engine.fire_event(IterationEvents.LOSS_COMPLETED)
         engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
         loss.backward()
+        engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
         engine.optimizer.step()
         risk = negative_risk(engine.loss_function, frame_logits.detach(), frame_target)
-        return {"image": x, "label": y, "pred": logit.detach(), "loss": loss.detach(),
-                "negative_risk": float("nan") if risk is None else risk}
+        engine.state.output["negative_risk"] = torch.tensor(float("nan") if risk is None else risk)
+        # MONAI's handlers (decollation, postprocessing, metrics) run on these events, as after its own step
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        return engine.state.output

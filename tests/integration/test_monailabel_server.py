@@ -753,7 +753,7 @@ def test_ips_histogram_train_one_epoch_then_infer(server):
     _save_final_labels(server, ("ips_case_000", "ips_case_001"))
     weights = server.model_dir / "ips_histogram" / "models" / "model.pt"
     before = weights.stat().st_mtime_ns
-    small = {"patches_per_image": 8, "images_per_batch": 2}  # keep the CPU run short; every other setting is the bundle's
+    small = {"patches_per_image": 8, "images_per_batch": 2}  # keep the CPU run short; the rest is the bundle's
     st = _train(server, "ips_histogram", max_epochs=1, val_split=0.5, device="cpu", bundle_overrides=small)
     assert st["status"] == "DONE", "\n".join(st.get("details", []))
     assert weights.stat().st_mtime_ns > before
