@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from monai_ext.apps.runner import bundle_configs, run_config
+from monai_ext.apps.runner import bundle_configs, run_config, write_study_record
 from monai_ext.data import resolve_datalist
 from monai_ext.data.synthetic.embryo import generate_embryo_dataset
 from monai_ext.handlers import to_json_value
@@ -207,6 +207,9 @@ class EmbryoPUStudy:
         rows = [self.run_cell(m, p, f, s) for s in self.seeds for p in self.priors for m in self.methods
                 for f in range(self.num_folds)]
         self.write_outputs(rows)
+        write_study_record(self.output_dir, {"study": "embryo_pu cross-validation", "methods": self.methods,
+                                             "priors": self.priors, "seeds": self.seeds, "folds": self.num_folds,
+                                             "dataset_dir": self.dataset_dir, "overrides": self.overrides})
         return rows
 
     def write_outputs(self, rows: list[dict[str, Any]]) -> None:
