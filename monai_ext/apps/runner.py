@@ -18,7 +18,7 @@ from typing import Any
 
 from monai.bundle import ConfigWorkflow
 
-__all__ = ["bundle_configs", "read_results", "run_config"]
+__all__ = ["bundle_configs", "read_results", "run_config", "write_study_record"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,3 +76,15 @@ def read_results(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"results file '{path}' not found: the run that should write it did not finish.")
     return json.loads(path.read_text())
+
+
+def write_study_record(output_dir: str | os.PathLike, settings: dict[str, Any]) -> Path:
+    """Write ``study.json`` next to a study's tables: its settings (methods, seeds, overrides...) and the provenance
+    of the run that wrote them (command, versions, machine, time; :func:`~monai_ext.utils.provenance`)."""
+    from monai_ext.handlers.results import to_json_value
+    from monai_ext.utils.provenance import provenance
+
+    path = Path(output_dir) / "study.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(to_json_value({"settings": settings, "provenance": provenance()}), indent=2) + "\n")
+    return path

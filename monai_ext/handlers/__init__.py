@@ -5,9 +5,11 @@ from __future__ import annotations
 from .checkpoint import ResumableCheckpointSaver, TrainingStateLoader, TrainingStateSaver
 from .results import ResultsSaver, to_json_value
 from .seed import EpochSeedHandler, epoch_seed
+from .summary import EpochSummaryHandler
 
 __all__ = [
     "EpochSeedHandler",
+    "EpochSummaryHandler",
     "ResultsSaver",
     "ResumableCheckpointSaver",
     "TrainingStateLoader",

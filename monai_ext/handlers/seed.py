@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -54,7 +54,10 @@ class EpochSeedHandler:
       :func:`epoch_seed` ``(seed, e, rank, 0)``; the ``DataLoader`` shuffle order, worker seeds and dropout draw from
       these;
     - every transform in ``transforms`` (e.g. the training ``Compose``) gets ``set_random_state(seed=...)`` from
-      :func:`epoch_seed` ``(seed, e, rank, 1)``; a ``Compose`` passes distinct seeds on to its random members.
+      :func:`epoch_seed` ``(seed, e, rank, 1)``; a ``Compose`` passes distinct seeds on to its random members;
+    - every sampler in ``samplers`` (e.g. a batch sampler that draws its own permutation per epoch, such as
+      :class:`~monai_ext.data.PositiveBatchSampler`) gets ``set_epoch(e - 1)``. (MONAI's workflow already sets the
+      epoch of a ``DistributedSampler`` passed as the loader's ``sampler``.)
 
     Attach it before any handler that draws random numbers at ``EPOCH_STARTED``. With ``num_workers > 0`` use
     non-persistent workers (the default), so that each epoch's workers are seeded from the reseeded generator.
@@ -64,6 +67,7 @@ class EpochSeedHandler:
         transforms: random transforms to reseed (typically ``@train#preprocessing``); ``None`` for none.
         rank: process rank; ``None`` reads it from ``torch.distributed`` (0 when not distributed), so that data
             parallel processes draw different augmentations.
+        samplers: objects with ``set_epoch(int)`` to set at every epoch (0-based epoch).
 
     Example (bundle config)::
 
@@ -71,13 +75,19 @@ class EpochSeedHandler:
     """
 
     def __init__(self, seed: int, transforms: Randomizable | Sequence[Randomizable] | None = None,
-                 rank: int | None = None) -> None:
+                 rank: int | None = None, samplers: Any = None) -> None:
         self.seed = int(seed)
         self.transforms = [t for t in ensure_tuple(transforms) if t is not None]
         bad = [type(t).__name__ for t in self.transforms if not isinstance(t, Randomizable)]
         if bad:
             raise TypeError(f"transforms must be MONAI Randomizable transforms (e.g. a Compose), got {bad}.")
         self.rank = rank
+        # a sampler is iterable itself: only a list/tuple is a collection of samplers
+        self.samplers = list(samplers) if isinstance(samplers, (list, tuple)) else [samplers]
+        self.samplers = [x for x in self.samplers if x is not None]
+        bad = [type(x).__name__ for x in self.samplers if not callable(getattr(x, "set_epoch", None))]
+        if bad:
+            raise TypeError(f"samplers must have a set_epoch(int) method, got {bad}.")
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.EPOCH_STARTED, self)
@@ -100,3 +110,5 @@ class EpochSeedHandler:
         t = epoch_seed(self.seed, epoch, rank, 1)
         for k, transform in enumerate(self.transforms):
             transform.set_random_state(seed=(t + k) % _MAX_SEED)
+        for sampler in self.samplers:
+            sampler.set_epoch(epoch - 1)

@@ -3,6 +3,7 @@ sperm kinematics (CASA VCL/VSL/LIN and WHO motility classes)."""
 
 from __future__ import annotations
 
+from .accuracy import TopKAccuracyMetric
 from .distribution import DISTRIBUTION_METRICS, LabelDistributionMetric, compute_distribution_metrics
 from .jaccard import JaccardMetric, jaccard_counts
 from .kinematics import MOTILITY_CLASSES, RunningKinematics, casa_kinematics, motility_class
@@ -23,6 +24,7 @@ __all__ = [
     "LabelDistributionMetric",
     "PUCorrectedAUCMetric",
     "ThresholdResult",
+    "TopKAccuracyMetric",
     "binary_metrics_at_threshold",
     "casa_kinematics",
     "compute_auc",

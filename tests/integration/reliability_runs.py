@@ -66,14 +66,13 @@ SPECS: dict[str, Spec] = {
         tables=(),
         models=("checkpoint.pt", "model.pt"),
     ),
-    # one method, 2 folds of 40 sequences
+    # one method on fold 0 of 40 sequences
     "embryo_pu": Spec(
         overrides={"epochs": 3, "num_cases": 40, "num_frames": 4, "image_size": 32, "channels": [4, 8],
-                   "num_folds": 2, "train_frames": 2, "batch_size": 4, "methods": ["auc_nnpu"],
-                   "save_figures": False},
-        poll="auc_nnpu_pi0.24/fold0.pt",
-        tables=("results_folds.csv", "results.csv"),
-        models=("auc_nnpu_pi0.24/fold0.pt", "auc_nnpu_pi0.24/fold1.pt"),
+                   "num_folds": 2, "train_frames": 2, "batch_size": 4},
+        poll="checkpoint.pt",
+        tables=(),
+        models=("checkpoint.pt", "model.pt"),
     ),
     # MONAI engines: the training state (checkpoint.pt) and the best model (model.pt, a bare state_dict)
     "ips_histogram": Spec(
@@ -85,11 +84,10 @@ SPECS: dict[str, Spec] = {
     ),
     "sperm_emd": Spec(
         overrides={"epochs": 3, "num_videos": 3, "num_frames": 16, "num_sperm": 4, "video_size": 96, "crop_size": 16,
-                   "clip_length": 4, "batch_size": 4, "warmup_epochs": 0,
-                   "network_kwargs": {"timesformer_tiny": {"num_layers": 1}}},
-        poll="timesformer_tiny_emd/checkpoint_last.pt",
-        tables=("results.csv",),
-        models=("timesformer_tiny_emd/checkpoint_last.pt", "timesformer_tiny_emd/model.pt"),
+                   "clip_length": 4, "batch_size": 4, "warmup_epochs": 0, "network_kwargs": {"num_layers": 1}},
+        poll="checkpoint.pt",
+        tables=(),
+        models=("checkpoint.pt", "model.pt"),
         share_data=True,
     ),
 }

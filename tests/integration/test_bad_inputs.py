@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundles"))
-from bundle_checks import run_workflow  # noqa: E402
+from bundle_checks import REPO, run_workflow  # noqa: E402
 
 from monai_ext.apps.aneurysm import load_cases  # noqa: E402
 from monai_ext.data.synthetic.aneurysm import generate_aneurysm_dataset  # noqa: E402
@@ -43,7 +43,7 @@ from monai_ext.losses import AUCNNPULoss, NNPULoss  # noqa: E402
 # would fail on the message or on the checkpoint written
 GENERATORS: dict[str, tuple[Callable[..., Path], dict[str, Any]]] = {
     "aneurysm": (generate_aneurysm_dataset, {"num_cases": 4, "shape": 24}),
-    "embryo_pu": (generate_embryo_dataset, {"num_cases": 8, "num_frames": 3, "image_size": 32}),
+    "embryo_pu": (generate_embryo_dataset, {"num_cases": 24, "num_frames": 3, "image_size": 32}),
     "ips_histogram": (generate_ips_dataset, {"num_cases": 3, "image_size": 64}),
     "sperm_emd": (generate_sperm_dataset, {"num_videos": 3, "num_frames": 10, "num_sperm": 2, "size": 64}),
 }
@@ -51,11 +51,11 @@ TINY: dict[str, dict[str, Any]] = {
     "aneurysm": {"epochs": 1, "samples_per_case": 8, "val_samples_per_case": 4, "channels": [4, 8],
                  "hidden_features": 8},
     "embryo_pu": {"epochs": 1, "num_frames": 3, "image_size": 32, "channels": [4, 8], "num_folds": 2,
-                  "methods": ["pn"], "batch_size": 4, "train_frames": 2, "save_figures": False},
+                  "batch_size": 4, "train_frames": 2},
     "ips_histogram": {"epochs": 1, "patch_size": 32, "patches_per_image": 4, "images_per_batch": 1,
                       "channels": [4, 8], "stride": 16},
     "sperm_emd": {"epochs": 1, "crop_size": 16, "clip_length": 4, "clip_stride": 4, "batch_size": 4,
-                  "network_kwargs": {"timesformer_tiny": {"num_layers": 1}}},
+                  "network_kwargs": {"num_layers": 1}},
 }
 _WRAPPERS = ("Failed to evaluate", "Failed to instantiate", "applying transform")
 
@@ -227,7 +227,7 @@ _EM_NAN[4, 5, 1] = np.nan
 def _embryo_nifti(array: np.ndarray) -> Callable[[Path], None]:
     def fn(root: Path) -> None:
         nib.save(nib.Nifti1Image(array, np.eye(4)), str(root / "seq.nii.gz"))
-        edit_json(root / "dataset.json", _item("training", 0, "image", "seq.nii.gz"))
+        edit_json(root / "dataset.json", _item("training", 1, "image", "seq.nii.gz"))
 
     return fn
 
@@ -313,15 +313,16 @@ FAULTS = [
     ("aneurysm", "datalist without 'landmark_names'", _datalist(_drop("landmark_names")), ValueError,
      r"datalist '.*dataset\.json' needs a top-level 'landmark_names' list of strings"),
     # -------------------------------------------------------------------------------------------- embryo_pu (2D+t)
-    ("embryo_pu", "truncated PNG frame", lambda r: truncate(r / "sequences/seq_000/frame_01.png"), ValueError,
-     r"frame '.*seq_000/frame_01\.png' could not be read \(OSError: image file is truncated\)"),
-    ("embryo_pu", "corrupt PNG frame header", lambda r: truncate(r / "sequences/seq_000/frame_01.png", 0.02),
-     ValueError, r"frame '.*seq_000/frame_01\.png' could not be read .*truncated or corrupt"),
+    # (sequence 1 is in fold 0's training split of these 24 sequences: the one-fold run reads it)
+    ("embryo_pu", "truncated PNG frame", lambda r: truncate(r / "sequences/seq_001/frame_01.png"), ValueError,
+     r"frame '.*seq_001/frame_01\.png' could not be read \(OSError: image file is truncated\)"),
+    ("embryo_pu", "corrupt PNG frame header", lambda r: truncate(r / "sequences/seq_001/frame_01.png", 0.02),
+     ValueError, r"frame '.*seq_001/frame_01\.png' could not be read .*truncated or corrupt"),
     ("embryo_pu", "missing sequence folder", _unlink("sequences/seq_000"), FileNotFoundError,
      r"section 'training' item 0 key 'image': file not found '.*seq_000'"),
     ("embryo_pu", "3D stack as a frame", lambda r: (
-        _unlink("sequences/seq_000/frame_01.png")(r),
-        iio.imwrite(r / "sequences/seq_000/frame_01.tif", np.zeros((5, 32, 32), np.uint8))), ValueError,
+        _unlink("sequences/seq_001/frame_01.png")(r),
+        iio.imwrite(r / "sequences/seq_001/frame_01.tif", np.zeros((5, 32, 32), np.uint8))), ValueError,
      r"frame '.*frame_01\.tif' has shape \(5, 32, 32\) \(3 dimensions\); expected a 2D grey or colour frame"),
     ("embryo_pu", "2D image where 2D+t expected", _embryo_nifti(np.zeros((32, 32), np.float32)), ValueError,
      r"2D\+t image '.*seq\.nii\.gz' has shape \(32, 32\) \(2 dimensions\); expected a 2D\+t image \(H, W, T\)"),
@@ -408,13 +409,13 @@ def test_bad_input_through_the_bundle(bundle, fault, corrupt, error, match, clea
 
 
 # ------------------------------------------------------------------------------------------------ class priors
+_PRIOR_MESSAGE = r"prior \(positive rate of the unlabeled data\) must be a float in \(0, 1\), got "
 BAD_PRIORS = [
-    ({"prior": 1.5}, r"prior must be in \(0, 1\), got 1\.5"),
-    ({"prior": 0.0}, r"prior must be in \(0, 1\), got 0\.0"),
-    ({"prior": -0.1}, r"prior must be in \(0, 1\), got -0\.1"),
-    ({"prior": float("nan")}, r"prior must be in \(0, 1\), got nan"),
-    ({"priors": [0.2, 1.0]}, r"prior must be in \(0, 1\), got 1\.0"),
-    ({"prior": "a quarter"}, r"prior must be a number in \(0, 1\), got 'a quarter'"),
+    ({"prior": 1.5}, _PRIOR_MESSAGE + r"1\.5"),
+    ({"prior": 0.0}, _PRIOR_MESSAGE + r"0\.0"),
+    ({"prior": -0.1}, _PRIOR_MESSAGE + r"-0\.1"),
+    ({"prior": float("nan")}, _PRIOR_MESSAGE + r"nan"),
+    ({"prior": "a quarter"}, _PRIOR_MESSAGE + r"'a quarter'"),
 ]
 
 
@@ -423,6 +424,18 @@ def test_embryo_class_prior_outside_unit_interval(override, match, clean_data, t
     with pytest.raises(ValueError, match=match):
         run_bundle("embryo_pu", clean_data("embryo_pu"), tmp_path, **override)
     assert_no_training(tmp_path)
+
+
+@pytest.mark.parametrize("priors, match", [
+    ([0.2, 1.0], r"prior must be in \(0, 1\), got 1\.0"),
+    ([0.2, "a quarter"], r"prior must be a number in \(0, 1\), got 'a quarter'"),
+])
+def test_embryo_study_prior_sweep_checked_before_any_run(priors, match, tmp_path):
+    from monai_ext.apps.embryo_pu import EmbryoPUStudy
+
+    with pytest.raises(ValueError, match=match):
+        EmbryoPUStudy(REPO / "bundles" / "embryo_pu", tmp_path, priors=priors)
+    assert not any(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("loss", [NNPULoss, AUCNNPULoss])

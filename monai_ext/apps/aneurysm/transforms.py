@@ -9,6 +9,7 @@ the validation patches are cached once and identical at every validation.
 
 from __future__ import annotations
 
+import os
 import zlib
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
@@ -116,7 +117,7 @@ class RandLandmarkPatchesd(Randomizable, MapTransform):
 
 class LandmarkPatchesd(MapTransform):
     """The patches of :class:`RandLandmarkPatchesd` drawn from a fixed seed per case (derived from ``seed`` and the
-    image file name), without augmentation by default: a deterministic, cacheable validation set.
+    image's file name, not its folder), without augmentation by default: a deterministic, cacheable validation set.
 
     Args:
         seed: base seed.
@@ -130,7 +131,8 @@ class LandmarkPatchesd(MapTransform):
 
     def __call__(self, data: Mapping[Hashable, Any]) -> list[dict[Hashable, Any]]:
         image = data["image"]
-        name = str(getattr(image, "meta", {}).get("filename_or_obj", ""))
+        # the file name, not its folder: the same data copied elsewhere draws the same patches
+        name = os.path.basename(str(getattr(image, "meta", {}).get("filename_or_obj", "")))
         return _patch_samples(data, (self.seed * 1_000_003 + zlib.crc32(name.encode())) % (2**31 - 1), self.kwargs)
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from monai_ext.apps.runner import bundle_configs, read_results, run_config
+from monai_ext.apps.runner import bundle_configs, read_results, run_config, write_study_record
 from monai_ext.data import load_datalist, resolve_datalist
 from monai_ext.data.synthetic.ips import generate_ips_dataset
 from monai_ext.utils import save_results_table
@@ -110,6 +110,10 @@ class IPSComparison:
         """Run every cell and write the tables and figures; returns the per-cell rows."""
         rows = [self.run_cell(m, p, s) for s in self.seeds for p in self.patch_sizes for m in self.methods]
         self.write_tables(rows)
+        write_study_record(self.output_dir, {"study": "ips_histogram comparison", "methods": self.methods,
+                                             "patch_sizes": self.patch_sizes, "seeds": self.seeds,
+                                             "dataset_dir": self.dataset_dir, "data_kwargs": self.data_kwargs,
+                                             "overrides": self.overrides})
         return rows
 
     def write_tables(self, rows: list[dict[str, Any]]) -> None:

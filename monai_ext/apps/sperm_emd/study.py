@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from monai.bundle import ConfigParser
 
-from monai_ext.apps.runner import bundle_configs, run_config
+from monai_ext.apps.runner import bundle_configs, run_config, write_study_record
 from monai_ext.data import load_datalist
 from monai_ext.handlers import to_json_value
 from monai_ext.losses.distribution import JSDLoss, PMFMSELoss
@@ -199,6 +199,10 @@ class SpermGrid:
                      for d in paired_rows([r for r in rows if r["loss"] != "-"], ["backbone"], "loss", "emd", m)]
             save_results_table(diffs, self.output_dir / "loss_differences", precision=4,
                                title="Each loss minus the EMD loss, same backbone and seeds (test clips)")
+        write_study_record(self.output_dir, {"study": "sperm_emd grid", "backbones": self.backbones,
+                                             "losses": self.losses, "seeds": self.seeds,
+                                             "dataset_dir": self.dataset_dir, "network_kwargs": self.network_kwargs,
+                                             "overrides": self.overrides})
         return rows
 
 
