@@ -53,10 +53,12 @@ def test_train_leaves_model_state_logs_and_validation(trained):
     assert state["trainer"]["iteration"] == state["trainer"]["epoch_length"]  # one epoch done
     best = state["best_model_saver"]["_saved"][0][0]
     assert best == pytest.approx(wf.evaluator.state.metrics["val_mean_jaccard"])
-    # a second run with the same config resumes at epoch 1 = max_epochs: nothing is trained again
+    # the run finished, so the same command again is a new run (only an unfinished run is resumed)
     before = (ckpt / "checkpoint.pt").stat().st_mtime_ns
     run_workflow(NAME, ["train.json"], "train", **paths, **TINY)
-    assert (ckpt / "checkpoint.pt").stat().st_mtime_ns == before
+    assert (ckpt / "checkpoint.pt").stat().st_mtime_ns != before
+    state = torch.load(ckpt / "checkpoint.pt", weights_only=True)
+    assert state["trainer"]["iteration"] == state["trainer"]["epoch_length"]
 
 
 def test_evaluate_writes_results_and_predictions(trained):

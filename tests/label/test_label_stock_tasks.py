@@ -124,8 +124,6 @@ def test_stock_infer_task_on_trained_ips_histogram(ips):
     assert set(np.unique(label)) <= {0, 1, 2}
 
 
-@pytest.mark.xfail(strict=True, reason="ips_histogram's postprocessing leaves pred (1, H, W) float32: MONAI Label's "
-                   "writer saves a 96 x 1 PNG (or fails on float32); the inference.json change is in the label2 report")
 def test_stock_infer_task_writes_png_label_of_image_size(ips):
     task = BundleInferTask(str(ips["bundle"]), {})
     image = ips["items"][0]["image"]
@@ -190,8 +188,6 @@ def test_landmark_task_on_stock_trained_aneurysm(aneurysm):
     assert values == set(range(1, 10)) and set(np.unique(label)) <= {0, *values}
 
 
-@pytest.mark.xfail(strict=True, reason="aneurysm train.json writes landmark_priors.json from @datalist (the bundle's "
-                   "synthetic data), not from train#dataset#data: the config change is in the label2 report")
 def test_aneurysm_priors_come_from_the_labelled_images(aneurysm):
     n_train = len(aneurysm["items"]) - 1  # the stock split of 3 items: 2 training, 1 validation
     train = [aneurysm["world"][i["image"]] for i in aneurysm["items"][:n_train]]

@@ -40,7 +40,8 @@ def test_update_renders_tables_and_values_then_check_passes(tree):
     assert len(update([doc], results)) == 4
     text = doc.read_text()
     assert "| method | auc |\n|---|---|\n| pn | 0.712 |\n| auc_nnpu | 0.757 |" in text
-    assert "Top-1 is <!-- value: source=run1/results.json key=metrics.val_top1 precision=2 -->0.93<!-- /value -->" in text
+    top1 = "<!-- value: source=run1/results.json key=metrics.val_top1 precision=2 -->0.93<!-- /value -->"
+    assert f"Top-1 is {top1}" in text
     assert "-->1.5<!-- /value -->" in text and "-->0.76<!-- /value -->" in text
     assert check([doc], results) == []
     assert update([doc], results) == []  # idempotent

@@ -6,6 +6,7 @@ from .afids import afids_names, generate_afids_mni152_dataset, load_afids, load_
 from .data import (
     Case,
     candidate_patches,
+    label_volume_landmarks,
     landmark_names_of,
     load_case,
     load_cases,
@@ -52,6 +53,7 @@ __all__ = [
     "adaboost_auc_curve",
     "candidate_patches",
     "confusion_matrix",
+    "label_volume_landmarks",
     "landmark_names_of",
     "load_case",
     "load_cases",

@@ -61,25 +61,54 @@ def write_landmark_priors(datalist: str | os.PathLike, path: str | os.PathLike, 
 
 
 class LandmarkPriorsWriter:
-    """Ignite handler writing :func:`write_landmark_priors` when training starts (``train.json``'s handlers), so
-    that ``models/`` holds what localisation at inference needs next to ``model.pt``.
+    """Ignite handler writing the landmark priors of the *training data* when training starts (``train.json``'s
+    handlers), so that ``models/`` holds what localisation at inference needs next to ``model.pt``.
+
+    The priors are the mean world (RAS mm) position of each landmark over ``data`` (the trainer's datalist: the
+    bundle's own data, or the labelled images MONAI Label passes as ``train#dataset#data``), read with ``loader``
+    (the bundle's :class:`~monai_ext.apps.aneurysm.LoadLandmarkCased`, which also accepts landmark label volumes).
+    Under ``torch.distributed`` only rank 0 writes.
 
     Args:
-        datalist: the bundle's datalist.
+        data: datalist items.
+        loader: dictionary transform giving ``image`` (with its affine), ``points`` (voxels) and ``point_labels``.
+        names: landmark names (class ``k`` is ``names[k - 1]``).
         path: the priors file (``<ckpt_dir>/landmark_priors.json``).
-        match_by_label: keep the landmark files' integer labels instead of matching names.
+
+    Raises:
+        ValueError: when ``data`` is empty.
     """
 
-    def __init__(self, datalist: str | os.PathLike, path: str | os.PathLike, match_by_label: bool = False) -> None:
-        self.datalist, self.path, self.match_by_label = datalist, path, bool(match_by_label)
+    def __init__(self, data: Sequence[dict[str, Any]], loader: Callable[[dict[str, Any]], dict[str, Any]],
+                 names: Sequence[str], path: str | os.PathLike) -> None:
+        self.data, self.loader, self.names, self.path = list(data), loader, list(names), Path(path)
+        if not self.data:
+            raise ValueError("LandmarkPriorsWriter needs at least one training item.")
 
     def attach(self, engine: Any) -> None:
         from ignite.engine import Events
 
         engine.add_event_handler(Events.STARTED, self)
 
+    def priors(self) -> PointSet:
+        """Mean world position of every landmark present in the data."""
+        world: dict[int, list[np.ndarray]] = {k: [] for k in range(1, len(self.names) + 1)}
+        for item in self.data:
+            d = self.loader(dict(item))
+            affine = np.asarray(d["image"].affine, dtype=np.float64)
+            pts = (affine @ np.c_[np.asarray(d["points"]), np.ones(len(d["points"]))].T).T[:, :3]
+            for p, lab in zip(pts, np.asarray(d["point_labels"]), strict=True):
+                world[int(lab)].append(p)
+        present = [k for k in world if world[k]]
+        return PointSet([self.names[k - 1] for k in present], present,
+                        np.array([np.mean(world[k], 0) for k in present]).reshape(-1, 3))
+
     def __call__(self, engine: Any) -> None:
-        write_landmark_priors(self.datalist, self.path, match_by_label=self.match_by_label)
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+            return
+        write_points_json(self.priors(), self.path)
 
 
 def load_priors(path: str | os.PathLike) -> PointSet:
