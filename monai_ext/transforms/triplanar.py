@@ -134,6 +134,7 @@ class TriPlanarPatch(Transform):
           nothing to interpolate); otherwise every sample of every point is interpolated at once with
           ``torch.nn.functional.grid_sample`` (``align_corners=True``, so voxel index ``i`` is the centre of voxel
           ``i``).
+
     All paths run on the input's device.
 
     Padding rule for samples outside ``[0, size - 1]`` on an axis (``padding_mode``):

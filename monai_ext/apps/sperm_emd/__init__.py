@@ -9,8 +9,6 @@ The bundle ``bundles/sperm_emd`` trains one backbone with one loss in ``train.js
 
 from __future__ import annotations
 
-from monai_ext.metrics.kinematics import MOTILITY_CLASSES, RunningKinematics, casa_kinematics, motility_class
-
 from .clips import LoadClipd, prepare_clip_datalist
 from .data import (
     CROP_MODES,
@@ -29,8 +27,6 @@ __all__ = [
     "BACKBONES",
     "CROP_MODES",
     "LOSSES",
-    "MOTILITY_CLASSES",
-    "RunningKinematics",
     "LoadClipd",
     "SpermDetector",
     "SpermGrid",
@@ -38,13 +34,11 @@ __all__ = [
     "Track",
     "build_clip_datalist",
     "build_network",
-    "casa_kinematics",
     "clip_crops",
     "crop_at",
     "distribution_scores",
     "evaluate_tracking",
     "match_track",
-    "motility_class",
     "per_sperm_scores",
     "prepare_clip_datalist",
     "read_video",

@@ -11,9 +11,10 @@ import pytest
 import torch
 from scipy import ndimage
 
-from monai_ext.apps.sperm_emd import RunningKinematics, SpermDetector, SpermTracker, build_network, casa_kinematics
+from monai_ext.apps.sperm_emd import SpermDetector, SpermTracker, build_network
 from monai_ext.apps.sperm_emd.stream import SpermStream, _to_grey, load_stream_network, load_stream_weights
 from monai_ext.data.synthetic.sperm import synthesize_sperm_video, write_video
+from monai_ext.metrics import RunningKinematics, casa_kinematics
 
 
 def naive_detect(det: SpermDetector, frame: np.ndarray) -> np.ndarray:
