@@ -8,15 +8,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monai_ext.apps.sperm_emd import (
-    SpermDetector,
-    SpermTracker,
-    casa_kinematics,
-    evaluate_tracking,
-    motility_class,
-    track_video,
-)
+from monai_ext.apps.sperm_emd import SpermDetector, SpermTracker, evaluate_tracking, track_video
 from monai_ext.apps.sperm_emd.tracking import Track
+from monai_ext.metrics import casa_kinematics, motility_class
 
 
 def blob_frame(size, centres, level=220, radius=2.0):
