@@ -108,7 +108,7 @@ def register_affine(
     shrink_factors: Sequence[int] = (4, 2, 1),
     smoothing_mm: Sequence[float] = (4.0, 2.0, 0.0),
     iterations: Sequence[int] = (200, 100, 50),
-    sampling: float | Sequence[float] = (1.0, 0.5, 0.25),
+    sampling: float | Sequence[float] | None = None,
     bins: int = 32,
     seed: int = 0,
     num_threads: int | None = 1,
@@ -137,8 +137,9 @@ def register_affine(
         smoothing_mm: Gaussian smoothing sigma (mm) per level.
         iterations: maximum optimiser iterations per level.
         sampling: fraction of the fixed voxels sampled by the metric, in ``(0, 1]``, one for all levels or one per
-            level (coarse levels have few voxels: sampling them all keeps the metric smooth enough for low-contrast
-            inputs such as proton density).
+            level; ``None``: every voxel on all levels but the finest, half of them there (coarse levels have few
+            voxels: sampling them all keeps the metric smooth enough for low-contrast inputs such as proton
+            density).
         bins: histogram bins of the metric.
         seed: seed of the metric's random sampling (the result is deterministic for a given seed and thread count).
         num_threads: ITK threads for this call (``None``: ITK's default).
@@ -166,6 +167,8 @@ def register_affine(
     if not len(shrink_factors) == len(smoothing_mm) == len(iterations) or len(shrink_factors) == 0:
         raise ValueError(f"shrink_factors, smoothing_mm and iterations need one value per level, got "
                          f"{list(shrink_factors)}, {list(smoothing_mm)}, {list(iterations)}.")
+    if sampling is None:
+        sampling = [1.0] * (len(shrink_factors) - 1) + [0.5]
     samp = np.broadcast_to(np.asarray(sampling, dtype=np.float64), (len(shrink_factors),)).copy() if np.ndim(
         sampling) == 0 or len(sampling) == len(shrink_factors) else None  # type: ignore[arg-type]
     if samp is None or not ((samp > 0) & (samp <= 1)).all():

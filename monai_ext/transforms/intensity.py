@@ -47,12 +47,12 @@ TISSUE_CHANNELS: tuple[str, ...] = ("t1", "gm", "wm", "csf", "distance")
 
 #: Mean intensities of the tissue classes for named contrasts (relative units; ``skull`` is bone, ``scalp`` the
 #: soft tissue and fat outside it; the CSF rim outside the brain takes the ``csf`` value). Orderings follow the
-#: usual 3 T appearance: T1-weighted WM > GM > CSF with bright fat; T2-weighted CSF > GM > WM; proton-density
-#: GM > WM with CSF close to GM.
+#: usual 3 T appearance: T1-weighted WM > GM > CSF with scalp fat brighter than WM (what moves whole-image
+#: percentiles when the skull is on); T2-weighted CSF > GM > WM; proton-density GM > WM with CSF close to GM.
 CONTRAST_PRESETS: dict[str, dict[str, float]] = {
-    "t1": {"csf": 0.28, "gm": 0.65, "wm": 0.87, "skull": 0.08, "scalp": 0.80},
-    "t2": {"csf": 1.00, "gm": 0.55, "wm": 0.40, "skull": 0.05, "scalp": 0.55},
-    "pd": {"csf": 0.85, "gm": 0.78, "wm": 0.62, "skull": 0.10, "scalp": 0.72},
+    "t1": {"csf": 0.28, "gm": 0.65, "wm": 0.87, "skull": 0.08, "scalp": 1.30},
+    "t2": {"csf": 1.00, "gm": 0.55, "wm": 0.40, "skull": 0.05, "scalp": 0.90},
+    "pd": {"csf": 0.85, "gm": 0.78, "wm": 0.62, "skull": 0.10, "scalp": 0.90},
 }
 _TISSUES = ("csf", "gm", "wm", "skull", "scalp")
 
@@ -84,11 +84,11 @@ class RandTissueContrast(Randomizable, Transform):
     ``distance``); see :func:`monai_ext.data.synthetic.brain.load_mni152_tissues`. Output: ``(1, X, Y, Z)`` float32.
 
     Per call a contrast is drawn from ``contrasts`` (with ``probs``): a named preset of :data:`CONTRAST_PRESETS`
-    (its tissue means each moved by ``U(-jitter, jitter)``) or ``"random"`` (every tissue mean ``U(0, 1)``, as in
-    SynthSeg, Billot et al. 2023, section 3.1), redrawn while the spread of the CSF/GM/WM means is below
-    ``min_contrast`` or while it lies within ``exclusion_margin`` of a preset listed in ``exclude`` (max absolute
-    difference of the (CSF, GM, WM) means, each divided by the largest of the three): held-out contrasts are then
-    never seen in training, even by chance. The brain is
+    (its tissue means each moved by ``U(-jitter, jitter)``) or ``"random"`` (every tissue mean ``U(0, 1)``, the
+    scalp's ``U(0, 1.5)``, as in SynthSeg, Billot et al. 2023, section 3.1), redrawn while the spread of the
+    CSF/GM/WM means is below ``min_contrast`` or while it lies within ``exclusion_margin`` of a preset listed in
+    ``exclude`` (max absolute difference of the (CSF, GM, WM) means, each divided by the largest of the three):
+    held-out contrasts are then never seen in training, even by chance. The brain is
 
     ``brain = (1 - b) * (gm * m_gm + wm * m_wm + csf * m_csf) + b * LUT(t1) * (gm + wm + csf)``
 
@@ -208,6 +208,7 @@ class RandTissueContrast(Randomizable, Transform):
     def _draw_random(self) -> dict[str, float]:
         for _ in range(1000):
             means = dict(zip(_TISSUES, self.R.uniform(0.0, 1.0, len(_TISSUES)), strict=True))
+            means["scalp"] *= 1.5  # fat may be brighter than any brain tissue
             v = np.array([means["csf"], means["gm"], means["wm"]])
             if v.max() - v.min() >= self.min_contrast and not self._excluded(means):
                 return {k: float(x) for k, x in means.items()}

@@ -112,9 +112,12 @@ class FeatureDistributionCheck:
         self.threshold = float("nan")
 
     def fit(self, features: np.ndarray | torch.Tensor, labels: Sequence[int] | np.ndarray, holdout: float = 0.2,
-            seed: int = 0) -> FeatureDistributionCheck:
-        """Class means and shared covariance from ``features`` ``(N, F)`` with ``labels`` ``(N,)``; threshold from a
-        random ``holdout`` fraction (not used for the means and covariance).
+            seed: int = 0, holdout_features: np.ndarray | torch.Tensor | None = None,
+            holdout_labels: Sequence[int] | np.ndarray | None = None) -> FeatureDistributionCheck:
+        """Class means and shared covariance from ``features`` ``(N, F)`` with ``labels`` ``(N,)``; the threshold
+        from ``holdout_features`` / ``holdout_labels`` when given (best: other images than those of ``features``,
+        e.g. validation cases: features of the training images are tighter than those of any new image), else from
+        a random ``holdout`` fraction of ``features`` (not used for the means and covariance).
 
         Raises:
             ValueError: for mismatched lengths, fewer than 10 samples, or ``holdout`` outside ``(0, 1)``.
@@ -127,16 +130,24 @@ class FeatureDistributionCheck:
             raise ValueError(f"need features (N, F) and labels (N,) with N >= 10, got {x.shape} and {y.shape}.")
         if not 0 < holdout < 1:
             raise ValueError(f"holdout must be in (0, 1), got {holdout}.")
-        held = np.random.default_rng(seed).random(len(x)) < holdout
-        if held.all() or not held.any():
-            held[:] = False
-            held[:: max(2, int(round(1 / holdout)))] = True
-        xf, yf = x[~held], y[~held]
+        if holdout_features is not None:
+            xf, yf = x, y
+            xh = np.asarray(holdout_features, dtype=np.float64)
+            yh = np.asarray(holdout_labels, dtype=np.int64).reshape(-1)
+            if xh.ndim != 2 or len(xh) != len(yh) or xh.shape[1] != x.shape[1]:
+                raise ValueError(f"holdout features {xh.shape} and labels {yh.shape} do not match features "
+                                 f"{x.shape}.")
+        else:
+            held = np.random.default_rng(seed).random(len(x)) < holdout
+            if held.all() or not held.any():
+                held[:] = False
+                held[:: max(2, int(round(1 / holdout)))] = True
+            xf, yf, xh, yh = x[~held], y[~held], x[held], y[held]
         self.means = {int(k): xf[yf == k].mean(0) for k in np.unique(yf)}
         centred = xf - np.stack([self.means[int(k)] for k in yf])
         self.precision = LedoitWolf().fit(centred).precision_
-        known = np.isin(y[held], list(self.means))
-        self.threshold = float(np.quantile(self.distances(x[held][known], y[held][known]), self.quantile))
+        known = np.isin(yh, list(self.means))
+        self.threshold = float(np.quantile(self.distances(xh[known], yh[known]), self.quantile))
         return self
 
     def distances(self, features: np.ndarray | torch.Tensor, labels: Sequence[int] | np.ndarray) -> np.ndarray:
@@ -236,6 +247,8 @@ class TriPlanarPointInferer(Inferer):
         batch_size: patches per forward pass.
         method: ``"coarse_to_fine"`` (batched over landmarks) or ``"exhaustive"`` (the original search).
         top_k: candidates refined per landmark and level (coarse-to-fine).
+        prior_sigma_mm: Gaussian position prior around the search centres (mm), or ``None`` (see
+            :func:`~monai_ext.apps.aneurysm.evaluation.localise_landmarks`).
 
     Raises:
         ValueError: for an unknown ``mode``, or missing points/priors at call time.
@@ -243,13 +256,15 @@ class TriPlanarPointInferer(Inferer):
 
     def __init__(self, mode: str = "localise", patch_size: int = 32, extent_mm: float | None = None,
                  search_radius: float = 10.0, search_step: float = 3.0, refine_radius: float = 2.0,
-                 batch_size: int = 512, method: str = "coarse_to_fine", top_k: int = 2) -> None:
+                 batch_size: int = 512, method: str = "coarse_to_fine", top_k: int = 2,
+                 prior_sigma_mm: float | None = None) -> None:
         super().__init__()
         if mode not in ("classify", "localise"):
             raise ValueError(f"mode must be 'classify' or 'localise', got {mode!r}.")
         self.mode, self.patch_size, self.extent_mm = mode, int(patch_size), extent_mm
         self.search_radius, self.search_step, self.batch_size = float(search_radius), float(search_step), batch_size
         self.refine_radius, self.method, self.top_k = float(refine_radius), method, int(top_k)
+        self.prior_sigma_mm = prior_sigma_mm
 
     @torch.no_grad()
     def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any,
@@ -270,7 +285,7 @@ class TriPlanarPointInferer(Inferer):
             raise ValueError("mode='localise' needs priors=(L, 3) voxel positions and labels=(L,).")
         pos, peak = localise_landmarks(network, image, priors, labels, device, self.search_radius, self.search_step,
                                        self.patch_size, self.extent_mm, self.batch_size, self.refine_radius,
-                                       method=self.method, top_k=self.top_k)
+                                       method=self.method, top_k=self.top_k, prior_sigma_mm=self.prior_sigma_mm)
         return torch.as_tensor(np.c_[pos, peak])
 
 

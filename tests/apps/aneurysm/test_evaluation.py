@@ -170,3 +170,23 @@ class _Probe(nn.Module):
 
     def forward(self, x):
         return self.inner(nn.functional.pad(x, (1, 1, 1, 1)))
+
+
+@pytest.mark.parametrize("method", ["coarse_to_fine", "exhaustive"])
+def test_position_prior_prefers_the_nearer_of_two_look_alikes(method):
+    """Two class-1 blobs: a slightly stronger one 9 voxels from the prior and a weaker one 3 voxels away."""
+    vol = torch.zeros(1, 56, 56, 56)
+    zz = np.stack(np.meshgrid(*[np.arange(56)] * 3, indexing="ij"), -1)
+    prior = np.array([28.0, 28.0, 28.0])
+    far, near = prior + [9.0, 0.0, 0.0], prior + [0.0, -3.0, 0.0]
+    for p, height in ((far, 1.0), (near, 0.97)):
+        vol[0] += torch.as_tensor(height * np.exp(-((zz - p) ** 2).sum(-1) / 18.0), dtype=torch.float32)
+    kw = {"search_radius": 12, "step": 3, "refine_radius": 2, "method": method}
+    plain, _ = localise_landmarks(_CentreNet(3, width=0.02), vol, prior[None], [1], torch.device("cpu"), **kw)
+    with_prior, peak = localise_landmarks(_CentreNet(3, width=0.02), vol, prior[None], [1], torch.device("cpu"),
+                                          prior_sigma_mm=4.0, **kw)
+    np.testing.assert_allclose(plain[0], far, atol=0.51)
+    np.testing.assert_allclose(with_prior[0], near, atol=1.0)  # the posterior mode leans towards the prior
+    assert peak[0] > 0.9  # the classifier's own probability, not the prior-weighted score
+    with pytest.raises(ValueError, match="prior_sigma_mm"):
+        localise_landmarks(_CentreNet(3), vol, prior[None], [1], torch.device("cpu"), prior_sigma_mm=0.0)
