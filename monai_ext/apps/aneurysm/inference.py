@@ -9,7 +9,7 @@ points are mapped back to the input's RAS mm.
 
 Honest confidence: every localised point carries its probability, points below ``confidence_threshold`` are
 flagged (``"low_confidence"`` in the JSON and a logged warning), and :class:`FeatureDistributionCheck` says when
-the network's features at the found points are unlike its training features (a model used on data unlike its
+the network's features at the search centres are unlike its training features (a model used on data unlike its
 training data, e.g. the synthetic-vessel model on a brain).
 """
 
@@ -73,21 +73,23 @@ def flag_low_confidence(names: Sequence[str], probabilities: Sequence[float] | n
 
 
 class FeatureDistributionCheck:
-    """Out-of-distribution check: class-conditional Mahalanobis distance of penultimate features.
+    """Out-of-distribution check: Mahalanobis distance of penultimate features to the closest training class.
 
-    The method of Lee et al., "A simple unified framework for detecting out-of-distribution samples and adversarial
+    The score of Lee et al., "A simple unified framework for detecting out-of-distribution samples and adversarial
     attacks", NeurIPS 2018 (eq. 2): class means of the training features and one shared covariance (here with
-    Ledoit-Wolf shrinkage, Ledoit and Wolf, J. Multivariate Analysis 88(2), 2004, so that it is well conditioned with
-    few samples); the score of a feature vector with predicted class ``k`` is its Mahalanobis distance to the class
-    ``k`` mean. The point threshold is the ``quantile`` of the distances of a held-out part of the training features
-    (``holdout``), so about ``1 - quantile`` of in-distribution points exceed it; an image is flagged out of
-    distribution when at least ``min_fraction`` of its points do.
+    Ledoit-Wolf shrinkage, Ledoit and Wolf, J. Multivariate Analysis 88(2), 2004, well conditioned with few samples);
+    a feature vector's score is its Mahalanobis distance to the *closest* class mean. The point threshold is the
+    ``quantile`` of the scores of held-out in-distribution features (``holdout_features``: best from other images
+    than the training ones, scored the same way as at inference), so about ``1 - quantile`` of in-distribution
+    points exceed it; an image is flagged out of distribution when at least ``min_fraction`` of its points do.
 
-    Typical use (landmark model): fit on ``net.features`` of training patches at the landmarks with their classes;
-    at inference, score the features of the patches at the localised points with the landmark classes.
+    Use with the landmark model: fit on ``net.features`` of training patches of every class (landmarks and
+    background), threshold on held-out images' patches at the search centres, and at inference score the patches at
+    the search centres (the priors on the aligned image): points chosen by the search itself would be biased towards
+    whatever looks most like a landmark, in or out of distribution.
 
     Args:
-        quantile: quantile of held-out training distances used as the point threshold.
+        quantile: quantile of held-out scores used as the point threshold.
         min_fraction: fraction of points above the threshold that flags the image.
 
     Raises:
@@ -99,7 +101,7 @@ class FeatureDistributionCheck:
         >>> rng = np.random.default_rng(0)
         >>> x, y = rng.normal(size=(400, 4)), np.repeat([1, 2], 200)
         >>> check = FeatureDistributionCheck().fit(x, y)
-        >>> check.assess(x[:20] + 10.0, y[:20])["out_of_distribution"]
+        >>> check.assess(x[:20] + 10.0)["out_of_distribution"]
         True
     """
 
@@ -112,15 +114,14 @@ class FeatureDistributionCheck:
         self.threshold = float("nan")
 
     def fit(self, features: np.ndarray | torch.Tensor, labels: Sequence[int] | np.ndarray, holdout: float = 0.2,
-            seed: int = 0, holdout_features: np.ndarray | torch.Tensor | None = None,
-            holdout_labels: Sequence[int] | np.ndarray | None = None) -> FeatureDistributionCheck:
+            seed: int = 0, holdout_features: np.ndarray | torch.Tensor | None = None) -> FeatureDistributionCheck:
         """Class means and shared covariance from ``features`` ``(N, F)`` with ``labels`` ``(N,)``; the threshold
-        from ``holdout_features`` / ``holdout_labels`` when given (best: other images than those of ``features``,
-        e.g. validation cases: features of the training images are tighter than those of any new image), else from
-        a random ``holdout`` fraction of ``features`` (not used for the means and covariance).
+        from the scores of ``holdout_features`` ``(M, F)`` when given, else of a random ``holdout`` fraction of
+        ``features`` (then not used for the means and covariance; features of training images are tighter than those
+        of any new image, so prefer held-out images).
 
         Raises:
-            ValueError: for mismatched lengths, fewer than 10 samples, or ``holdout`` outside ``(0, 1)``.
+            ValueError: for mismatched lengths or widths, fewer than 10 samples, or ``holdout`` outside ``(0, 1)``.
         """
         from sklearn.covariance import LedoitWolf
 
@@ -128,48 +129,42 @@ class FeatureDistributionCheck:
         y = np.asarray(labels, dtype=np.int64).reshape(-1)
         if x.ndim != 2 or len(x) != len(y) or len(x) < 10:
             raise ValueError(f"need features (N, F) and labels (N,) with N >= 10, got {x.shape} and {y.shape}.")
-        if not 0 < holdout < 1:
-            raise ValueError(f"holdout must be in (0, 1), got {holdout}.")
         if holdout_features is not None:
             xf, yf = x, y
             xh = np.asarray(holdout_features, dtype=np.float64)
-            yh = np.asarray(holdout_labels, dtype=np.int64).reshape(-1)
-            if xh.ndim != 2 or len(xh) != len(yh) or xh.shape[1] != x.shape[1]:
-                raise ValueError(f"holdout features {xh.shape} and labels {yh.shape} do not match features "
-                                 f"{x.shape}.")
+            if xh.ndim != 2 or xh.shape[1] != x.shape[1] or len(xh) == 0:
+                raise ValueError(f"holdout_features must be (M, {x.shape[1]}) with M >= 1, got {xh.shape}.")
         else:
+            if not 0 < holdout < 1:
+                raise ValueError(f"holdout must be in (0, 1), got {holdout}.")
             held = np.random.default_rng(seed).random(len(x)) < holdout
             if held.all() or not held.any():
                 held[:] = False
                 held[:: max(2, int(round(1 / holdout)))] = True
-            xf, yf, xh, yh = x[~held], y[~held], x[held], y[held]
+            xf, yf, xh = x[~held], y[~held], x[held]
         self.means = {int(k): xf[yf == k].mean(0) for k in np.unique(yf)}
         centred = xf - np.stack([self.means[int(k)] for k in yf])
         self.precision = LedoitWolf().fit(centred).precision_
-        known = np.isin(yh, list(self.means))
-        self.threshold = float(np.quantile(self.distances(xh[known], yh[known]), self.quantile))
+        self.threshold = float(np.quantile(self.distances(xh), self.quantile))
         return self
 
-    def distances(self, features: np.ndarray | torch.Tensor, labels: Sequence[int] | np.ndarray) -> np.ndarray:
-        """Mahalanobis distance of each feature vector to its class mean.
+    def distances(self, features: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Mahalanobis distance of each feature vector ``(N, F)`` to the closest class mean.
 
         Raises:
             RuntimeError: before :meth:`fit`.
-            ValueError: for a class not seen in :meth:`fit`.
         """
         if not self.means:
             raise RuntimeError("call fit() (or from_dict()) before distances().")
-        x = np.asarray(features, dtype=np.float64)
-        y = np.asarray(labels, dtype=np.int64).reshape(-1)
-        unknown = sorted(set(y.tolist()) - set(self.means))
-        if unknown:
-            raise ValueError(f"classes {unknown} were not in the training features (known: {sorted(self.means)}).")
-        diff = x - np.stack([self.means[int(k)] for k in y]) if len(y) else x
-        return np.sqrt(np.einsum("nf,fg,ng->n", diff, self.precision, diff).clip(0))
+        x = np.asarray(features, dtype=np.float64).reshape(-1, self.precision.shape[0])
+        means = np.stack(list(self.means.values()))  # (K, F)
+        diff = x[:, None, :] - means[None]  # (N, K, F)
+        d2 = np.einsum("nkf,fg,nkg->nk", diff, self.precision, diff)
+        return np.sqrt(d2.min(1).clip(0)) if len(x) else np.zeros(0)
 
-    def assess(self, features: np.ndarray | torch.Tensor, labels: Sequence[int] | np.ndarray) -> dict[str, Any]:
+    def assess(self, features: np.ndarray | torch.Tensor) -> dict[str, Any]:
         """``{"out_of_distribution", "fraction_above", "median_distance", "threshold", "min_fraction"}``."""
-        d = self.distances(features, labels)
+        d = self.distances(features)
         frac = float((d > self.threshold).mean()) if len(d) else 0.0
         return {"out_of_distribution": bool(frac >= self.min_fraction), "fraction_above": frac,
                 "median_distance": float(np.median(d)) if len(d) else float("nan"), "threshold": self.threshold,
@@ -177,7 +172,7 @@ class FeatureDistributionCheck:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable state (e.g. to store next to a checkpoint)."""
-        return {"method": "class-conditional Mahalanobis (Lee et al. 2018), Ledoit-Wolf covariance",
+        return {"method": "Mahalanobis distance to the closest class mean (Lee et al. 2018), Ledoit-Wolf covariance",
                 "quantile": self.quantile, "min_fraction": self.min_fraction, "threshold": self.threshold,
                 "means": {str(k): v.tolist() for k, v in self.means.items()}, "precision": self.precision.tolist()}
 
@@ -191,6 +186,7 @@ class FeatureDistributionCheck:
         return check
 
     def save(self, path: str | os.PathLike) -> Path:
+        """Write :meth:`to_dict` as JSON; returns the path."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.to_dict()))
@@ -299,7 +295,8 @@ class AneurysmInference:
 
     Localisation output: ``{"coordinate_system": "RAS", "units": "mm", "confidence_threshold", "num_low_confidence",
     "landmarks": [{"name", "label", "position" (RAS mm of the input image), "voxel" (index coordinates in the input
-    image), "probability", "low_confidence"}], "out_of_distribution": {...} (with ``ood_path``)}``, plus the same
+    image), "probability", "low_confidence"}], "out_of_distribution": {...} (with ``ood_path``: the verdict of
+    :class:`FeatureDistributionCheck` on the patches at the search centres)}``, plus the same
     points as a 3D Slicer ``<stem>_localise.fcsv``. When the preprocessing aligned the image to the template
     (:class:`~monai_ext.transforms.alignment.AlignToTemplated`: ``data["template_to_image"]`` and the MetaTensor's
     ``original_affine``), the search runs on the template grid and the points are mapped back to the input; the
@@ -414,8 +411,9 @@ class AneurysmInference:
                                 "low_confidence": bool(low[i]),
                                 **({"template_position": grid_world[i].tolist()} if matrix is not None else {})}
                                for i in range(len(out))]}
-                if ood is not None:
-                    verdict = ood.assess(self._features(image, out[:, :3]), priors.labels)
+                if ood is not None:  # scored at the search centres, not at the points the search chose
+                    inside = np.all((vox >= 0) & (vox <= np.asarray(shape) - 1), axis=1)
+                    verdict = ood.assess(self._features(image, vox[inside]))
                     content["out_of_distribution"] = verdict
                     if verdict["out_of_distribution"]:
                         logger.warning(

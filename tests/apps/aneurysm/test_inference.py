@@ -42,47 +42,46 @@ def test_flag_low_confidence(probs, threshold, expected, caplog):
         flag_low_confidence(names, probs[:-1] + [0.1, 0.2])
 
 
-def _mahalanobis(x, mean, cov):
-    d = x - mean
-    return float(np.sqrt(d @ np.linalg.inv(cov) @ d))
+def _closest_mahalanobis(x, means, cov):
+    prec = np.linalg.inv(cov)
+    return min(float(np.sqrt((x - m) @ prec @ (x - m))) for m in means.values())
 
 
 def test_feature_check_distances_and_verdicts(tmp_path):
     rng = np.random.default_rng(0)
     cov = np.array([[2.0, 0.5, 0.0], [0.5, 1.0, 0.0], [0.0, 0.0, 0.5]])
-    means = {1: np.zeros(3), 2: np.array([5.0, 0.0, 0.0])}
-    y = np.repeat([1, 2], 3000)
+    means = {0: np.zeros(3), 1: np.array([8.0, 0.0, 0.0])}
+    y = np.repeat([0, 1], 3000)
     x = np.stack([rng.multivariate_normal(means[k], cov) for k in y])
     check = FeatureDistributionCheck(quantile=0.99).fit(x, y, seed=1)
-    probe = np.array([[1.0, 1.0, 1.0], [6.0, -1.0, 0.5]])
-    # distances against the true means and covariance (computed independently; shrinkage is negligible here)
-    expected = [_mahalanobis(probe[0], means[1], cov), _mahalanobis(probe[1], means[2], cov)]
-    np.testing.assert_allclose(check.distances(probe, [1, 2]), expected, rtol=0.05)
-    # chi distribution with 3 degrees of freedom: the 99 % quantile is 3.37
+    probe = np.array([[1.0, 1.0, 1.0], [6.0, -1.0, 0.5], [4.0, 3.0, 0.0]])
+    # distance to the closest class, against the true means and covariance (shrinkage is negligible here)
+    expected = [_closest_mahalanobis(p, means, cov) for p in probe]
+    np.testing.assert_allclose(check.distances(probe), expected, rtol=0.05)
+    # the closest of two well separated classes: chi distribution with 3 degrees of freedom, 99 % quantile 3.37
     assert 3.0 < check.threshold < 3.8
-    fresh = np.stack([rng.multivariate_normal(means[k], cov) for k in np.repeat([1, 2], 50)])
-    ok = check.assess(fresh, np.repeat([1, 2], 50))
+    fresh = np.stack([rng.multivariate_normal(means[k], cov) for k in np.repeat([0, 1], 50)])
+    ok = check.assess(fresh)
     assert not ok["out_of_distribution"] and ok["fraction_above"] < 0.1
-    shifted = check.assess(fresh + np.array([0.0, 6.0, 0.0]), np.repeat([1, 2], 50))
+    shifted = check.assess(fresh + np.array([0.0, 6.0, 0.0]))
     assert shifted["out_of_distribution"] and shifted["fraction_above"] > 0.9
     again = FeatureDistributionCheck.load(check.save(tmp_path / "check.json"))
-    np.testing.assert_allclose(again.distances(probe, [1, 2]), check.distances(probe, [1, 2]))
+    np.testing.assert_allclose(again.distances(probe), check.distances(probe))
     assert again.threshold == check.threshold
 
 
 def test_feature_check_holdout_and_errors():
     rng = np.random.default_rng(1)
     x, y = rng.normal(size=(200, 2)), np.repeat([1, 2], 100)
-    wide = FeatureDistributionCheck().fit(x, y, holdout_features=3 * rng.normal(size=(100, 2)),
-                                          holdout_labels=np.repeat([1, 2], 50))
+    wide = FeatureDistributionCheck().fit(x, y, holdout_features=3 * rng.normal(size=(100, 2)))
     tight = FeatureDistributionCheck().fit(x, y)
     assert wide.threshold > 2 * tight.threshold  # a spread-out held-out set raises the threshold
-    with pytest.raises(ValueError, match="classes \\[7\\]"):
-        tight.distances(x[:1], [7])
     with pytest.raises(RuntimeError, match="fit"):
-        FeatureDistributionCheck().distances(x, y)
+        FeatureDistributionCheck().distances(x)
     with pytest.raises(ValueError, match="N >= 10"):
         FeatureDistributionCheck().fit(x[:5], y[:5])
+    with pytest.raises(ValueError, match="holdout_features"):
+        FeatureDistributionCheck().fit(x, y, holdout_features=np.zeros((4, 3)))
     with pytest.raises(ValueError, match="quantile"):
         FeatureDistributionCheck(quantile=0.0)
     with pytest.raises(FileNotFoundError, match="feature-distribution"):

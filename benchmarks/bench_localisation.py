@@ -1,0 +1,148 @@
+"""Landmark localisation speed: the original exhaustive search against the batched coarse-to-fine search, one run.
+
+Both localise the 32 AFIDs fiducials in the same 1 mm brain (119 x 165 x 107 voxels: the bundle's AFIDs grid) with
+the same network (``MiniVGG`` 16/32/64, 33 classes, the aneurysm bundle's landmark model):
+
+* old: ``localise_landmarks(method="exhaustive")`` with the settings of the bundle README's AFIDs command (cube of
+  half side 12 voxels at step 3, then unit steps within 2 voxels of the best point; one landmark after the other;
+  contiguous tensors), i.e. the code path that took 56 CPU-seconds in issue 16;
+* new: ``localise_landmarks(method="coarse_to_fine")`` (ball of radius 12 at step 4, refinement of the two best
+  points at steps 2 and 1, all landmarks in the same batches, channels-last convolutions).
+
+The brain is a synthetic T1 brain with subject-like deformations (``SynthesizeBraind``, small pose), so the true
+fiducials are known; the search starts from the template positions. The script prints wall and CPU seconds of
+each (best of ``--repeats`` interleaved runs), their ratio, the number of patches each classified, how far apart
+their points are and each one's error against the truth.
+
+Weights: ``--checkpoint`` (a ``{"model": state_dict}`` file of that network, e.g. ``landmark_net.pt`` written by
+``python -m monai_ext.apps.aneurysm.brain_feasibility``); without one, the network is first trained for
+``--train_seconds`` on synthetic brains (an untrained network has no peaks to find and would make the agreement
+check meaningless).
+
+Run: ``python benchmarks/bench_localisation.py [--checkpoint PATH] [--threads 1] [--repeats 2]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from monai_ext.apps.aneurysm.evaluation import localise_landmarks
+from monai_ext.data.synthetic.brain import SynthesizeBraind, afids_landmarks, crop_grid, load_mni152_tissues
+from monai_ext.networks.nets import MiniVGG
+from monai_ext.transforms import MaskedPercentileNormalize, apply_matrix
+from monai_ext.utils import load_checkpoint
+
+OLD = {"method": "exhaustive", "search_radius": 12.0, "step": 3.0, "refine_radius": 2.0, "channels_last": False}
+NEW = {"method": "coarse_to_fine", "search_radius": 12.0, "step": 4.0, "top_k": 2, "channels_last": True}
+
+
+def machine() -> str:
+    """CPU model, the vector/matrix extensions that matter to PyTorch, threads and load."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        model = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")), model)
+        flags = set(next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), []))
+    except OSError:
+        pass
+    ext = ",".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags) or "none"
+    return (f"{model}; extensions: {ext}; {os.cpu_count()} cores; torch {torch.__version__}, "
+            f"{torch.get_num_threads()} thread(s); load average {os.getloadavg()[0]:.2f}")
+
+
+class Counter(nn.Module):
+    """Wraps the network and counts the patches it classifies."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net, self.count = net, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.count += x.shape[0]
+        return self.net(x)
+
+
+def quick_train(net: nn.Module, seconds: float) -> None:
+    from monai_ext.apps.aneurysm.brain_feasibility import train_on_synthetic_brains
+
+    template = load_mni152_tissues(1)
+    _, sets = afids_landmarks()
+    shape, affine = crop_grid(sets["groundtruth"], template)
+    gen = SynthesizeBraind(template=template, landmark_sets=sets, spatial_size=shape, output_affine=affine,
+                           contrast={"contrasts": ("t1",), "exclude": ()})
+    train_on_synthetic_brains(net, gen, seconds / 60.0, pool=6, refresh=2)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--checkpoint", default=None)
+    p.add_argument("--train_seconds", type=float, default=180.0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--seed", type=int, default=3)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    print(f"machine at start: {machine()}")
+    names, sets = afids_landmarks()
+    template = load_mni152_tissues(1)
+    shape, affine = crop_grid(sets["groundtruth"], template)
+    net = MiniVGG(spatial_dims=2, in_channels=3, num_classes=len(names) + 1, channels=(16, 32, 64),
+                  hidden_features=128)
+    if args.checkpoint:
+        net.load_state_dict(load_checkpoint(args.checkpoint)["model"])
+        print(f"weights: {args.checkpoint}")
+    else:
+        print(f"weights: none given, training for {args.train_seconds:.0f} s on synthetic T1 brains first")
+        quick_train(net, args.train_seconds)
+    net.eval()
+    gen = SynthesizeBraind(template=template, landmark_sets=sets, spatial_size=shape, output_affine=affine,
+                           contrast={"contrasts": ("t1",), "exclude": (), "skull_prob": 0.0},
+                           warp={"rotate_range": 0.05, "scale_range": 0.03, "translate_range": 2.0})
+    sample = gen.synthesize(10_000 + args.seed)
+    image = MaskedPercentileNormalize(2.0, 98.0, erode_mm=5.0)(sample["image"], sample["brain_mask"])
+    inv = np.linalg.inv(affine)
+    priors = apply_matrix(inv, sets["groundtruth"])  # the template positions: the search centres
+    truth = apply_matrix(inv, sample["landmarks"])
+    labels = np.arange(1, len(names) + 1)
+    print(f"volume {tuple(image.shape[1:])} at 1 mm, {len(labels)} landmarks, prior error "
+          f"{np.linalg.norm(priors - truth, axis=1).mean():.2f} mm")
+    runs = {"old (exhaustive)": OLD, "new (coarse-to-fine)": NEW}
+    best = {k: (float("inf"), float("inf")) for k in runs}
+    out, counts = {}, {}
+    for _ in range(args.repeats):
+        for name, kw in runs.items():
+            counter = Counter(net)
+            w0, c0 = time.perf_counter(), time.process_time()
+            pos, peak = localise_landmarks(counter, image, priors, labels, torch.device("cpu"), batch_size=512, **kw)
+            wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+            best[name] = (min(best[name][0], wall), min(best[name][1], cpu))
+            out[name], counts[name] = (pos, peak), counter.count
+    for name in runs:
+        pos, _ = out[name]
+        err = np.linalg.norm(pos - truth, axis=1)
+        print(f"{name:22s} wall {best[name][0]:7.2f} s  cpu {best[name][1]:7.2f} s  patches {counts[name]:6d}  "
+              f"error vs truth mean {err.mean():.2f} mm, median {np.median(err):.2f} mm")
+    (old_pos, old_peak), (new_pos, new_peak) = out["old (exhaustive)"], out["new (coarse-to-fine)"]
+    gap = np.linalg.norm(old_pos - new_pos, axis=1)
+    confident = old_peak >= 0.5
+    print(f"ratio old/new: wall {best['old (exhaustive)'][0] / best['new (coarse-to-fine)'][0]:.1f}x, cpu "
+          f"{best['old (exhaustive)'][1] / best['new (coarse-to-fine)'][1]:.1f}x, patches "
+          f"{counts['old (exhaustive)'] / counts['new (coarse-to-fine)']:.1f}x")
+    print(f"same points: {int((gap <= 1.5).sum())}/{len(gap)} within 1.5 mm (median gap {np.median(gap):.2f} mm, "
+          f"max {gap.max():.2f} mm); of the {int(confident.sum())} landmarks the old search finds with p >= 0.5, "
+          f"{int((gap[confident] <= 1.5).sum())} within 1.5 mm; mean |p_old - p_new| "
+          f"{np.abs(old_peak - new_peak).mean():.3f}")
+    print(f"load average at the end: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
