@@ -36,6 +36,12 @@ def test_template_tissues(tpl):
     assert csf_lvl < gm_lvl < wm_lvl
     with pytest.raises(ValueError, match="voxel_size"):
         load_mni152_tissues(1.5)
+    t1_img, mask_img = tpl.image("t1"), tpl.mask_image()
+    assert t1_img.shape == (1, *tpl.shape) and mask_img.shape == (1, *tpl.shape)
+    np.testing.assert_array_equal(t1_img[0], t1)
+    np.testing.assert_allclose(mask_img.affine, tpl.affine)
+    with pytest.raises(ValueError, match="channel"):
+        tpl.image("flair")
 
 
 def _gen(tpl, **kw):

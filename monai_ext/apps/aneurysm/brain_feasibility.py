@@ -105,7 +105,8 @@ def _case(sample: dict[str, Any], normalizer: MaskedPercentileNormalize, name: s
     vox = apply_matrix(np.linalg.inv(affine), sample["landmarks"])
     inside = np.all((vox >= 0) & (vox <= np.asarray(image.shape[1:]) - 1), axis=1)
     labels = np.asarray(sample["landmark_labels"])
-    return Case(name, MetaTensor(torch.as_tensor(image), affine=torch.as_tensor(affine)), affine, vox[inside],
+    plain = image.as_tensor() if isinstance(image, MetaTensor) else torch.as_tensor(image)
+    return Case(name, MetaTensor(plain, affine=torch.as_tensor(affine)), affine, vox[inside],
                 labels[inside], np.zeros((0, 3)), np.zeros((0,), dtype=np.int64), {})
 
 
@@ -327,10 +328,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     check.save(out / "feature_check.json")
 
     reg = load_mni152_tissues(args.registration_voxel)
-    fixed = MetaTensor(torch.as_tensor(reg.tissues[:1]), affine=torch.as_tensor(reg.affine))
-    mask_1mm = MetaTensor(torch.as_tensor(template.mask[None].astype(np.float32)),
-                          affine=torch.as_tensor(template.affine))
-    align = AlignToTemplated("image", template=fixed, template_mask=torch.as_tensor(reg.mask), brain_mask=mask_1mm,
+    mask_1mm = template.mask_image()
+    align = AlignToTemplated("image", template=reg.image("t1"), template_mask=reg.mask, brain_mask=mask_1mm,
                              spatial_size=shape, output_affine=affine)
     crop_mask = (resample_to_grid(mask_1mm, template.affine, np.eye(4), shape, affine) > 0.5).float()
     inferer = TriPlanarPointInferer("localise", search_radius=args.search_radius, search_step=args.search_step)

@@ -51,7 +51,7 @@ from monai.transforms import (
 )
 from scipy import ndimage
 
-from monai_ext.transforms.intensity import RandTissueContrast
+from monai_ext.transforms.intensity import TISSUE_CHANNELS, RandTissueContrast
 from monai_ext.transforms.spatial import RandAffineElasticWarpd, apply_matrix
 
 __all__ = [
@@ -91,6 +91,22 @@ class BrainTemplate:
     @property
     def spacing(self) -> np.ndarray:
         return np.linalg.norm(self.affine[:3, :3], axis=0)
+
+    def image(self, channel: str = "t1") -> MetaTensor:
+        """One channel of the stack as a ``(1, X, Y, Z)`` MetaTensor (e.g. the registration target of
+        :class:`~monai_ext.transforms.AlignToTemplated`).
+
+        Raises:
+            ValueError: for a channel not in :data:`~monai_ext.transforms.intensity.TISSUE_CHANNELS`.
+        """
+        if channel not in TISSUE_CHANNELS:
+            raise ValueError(f"channel must be one of {TISSUE_CHANNELS}, got {channel!r}.")
+        k = TISSUE_CHANNELS.index(channel)
+        return MetaTensor(torch.as_tensor(self.tissues[k : k + 1]), affine=torch.as_tensor(self.affine))
+
+    def mask_image(self) -> MetaTensor:
+        """The brain mask as a ``(1, X, Y, Z)`` float32 MetaTensor."""
+        return MetaTensor(torch.as_tensor(self.mask[None].astype(np.float32)), affine=torch.as_tensor(self.affine))
 
     def region(self, lo_world: np.ndarray, hi_world: np.ndarray, margin: int = 2) -> tuple[np.ndarray, np.ndarray]:
         """The tissue stack cropped to a world bounding box (plus ``margin`` voxels), with its affine (a view)."""
