@@ -41,6 +41,7 @@ __all__ = [
     "FeatureDistributionCheck",
     "TriPlanarPointInferer",
     "flag_low_confidence",
+    "out_of_distribution_verdict",
     "load_priors",
     "save_priors",
 ]
@@ -70,6 +71,37 @@ def flag_low_confidence(names: Sequence[str], probabilities: Sequence[float] | n
         logger.warning("%s%d of %d landmarks below the confidence threshold %.2f: %s", f"{source}: " if source else "",
                        int(low.sum()), len(p), threshold, listed)
     return low
+
+
+def out_of_distribution_verdict(low_confidence: Sequence[bool] | np.ndarray, max_low_fraction: float = 0.5,
+                                feature_verdict: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Image-level verdict: is this image unlike the model's training data (so that no point should be trusted)?
+
+    Two signals, either of which flags the image: (1) at least ``max_low_fraction`` of the landmarks are below the
+    confidence threshold: a model used on data unlike its own (the synthetic-vessel model on a brain, or the brain
+    model on vessel volumes: 91-94 % of points below 0.5 in the feasibility run) finds no confident point; (2) the
+    :meth:`FeatureDistributionCheck.assess` verdict, when given (it did not flag the vessel volumes in that run, so
+    it complements rather than replaces the first signal).
+
+    Returns:
+        ``{"flagged", "low_confidence_fraction", "max_low_fraction", "reasons", "feature_check"}``.
+
+    Raises:
+        ValueError: for ``max_low_fraction`` outside ``(0, 1]``.
+    """
+    if not 0 < max_low_fraction <= 1:
+        raise ValueError(f"max_low_fraction must be in (0, 1], got {max_low_fraction}.")
+    low = np.asarray(low_confidence, dtype=bool).reshape(-1)
+    frac = float(low.mean()) if low.size else 0.0
+    reasons = []
+    if frac >= max_low_fraction:
+        reasons.append(f"{100 * frac:.0f}% of the landmarks are below the confidence threshold")
+    if feature_verdict is not None and feature_verdict.get("out_of_distribution"):
+        reasons.append(f"{100 * feature_verdict['fraction_above']:.0f}% of the search centres have features beyond "
+                       f"the training threshold (median Mahalanobis distance {feature_verdict['median_distance']:.1f}"
+                       f" > {feature_verdict['threshold']:.1f})")
+    return {"flagged": bool(reasons), "low_confidence_fraction": frac, "max_low_fraction": max_low_fraction,
+            "reasons": reasons, "feature_check": feature_verdict}
 
 
 class FeatureDistributionCheck:
@@ -295,8 +327,9 @@ class AneurysmInference:
 
     Localisation output: ``{"coordinate_system": "RAS", "units": "mm", "confidence_threshold", "num_low_confidence",
     "landmarks": [{"name", "label", "position" (RAS mm of the input image), "voxel" (index coordinates in the input
-    image), "probability", "low_confidence"}], "out_of_distribution": {...} (with ``ood_path``: the verdict of
-    :class:`FeatureDistributionCheck` on the patches at the search centres)}``, plus the same
+    image), "probability", "low_confidence"}], "out_of_distribution": {"flagged", "reasons", ...}
+    (:func:`out_of_distribution_verdict`: most landmarks low-confidence, or with ``ood_path`` the
+    :class:`FeatureDistributionCheck` of the patches at the search centres)}``, plus the same
     points as a 3D Slicer ``<stem>_localise.fcsv``. When the preprocessing aligned the image to the template
     (:class:`~monai_ext.transforms.alignment.AlignToTemplated`: ``data["template_to_image"]`` and the MetaTensor's
     ``original_affine``), the search runs on the template grid and the points are mapped back to the input; the
@@ -315,7 +348,10 @@ class AneurysmInference:
         class_names: names of the network's classes (class 0 first).
         device: torch device.
         confidence_threshold: probability below which a localised point is flagged (:data:`CONFIDENCE_THRESHOLD`).
-        ood_path: JSON of a fitted :class:`FeatureDistributionCheck` (``None``: no out-of-distribution check).
+        ood_path: JSON of a fitted :class:`FeatureDistributionCheck` (``None``: the image-level verdict uses the
+            confidence flags only).
+        max_low_fraction: fraction of low-confidence landmarks that flags the image
+            (:func:`out_of_distribution_verdict`).
 
     Raises:
         FileNotFoundError: missing checkpoint, priors or OOD file.
@@ -335,6 +371,7 @@ class AneurysmInference:
         device: str | torch.device | None = None,
         confidence_threshold: float = CONFIDENCE_THRESHOLD,
         ood_path: str | os.PathLike | None = None,
+        max_low_fraction: float = 0.5,
     ) -> None:
         self.device = default_device(device)
         self.network = network.to(self.device)
@@ -346,6 +383,9 @@ class AneurysmInference:
             raise ValueError(f"confidence_threshold must be in [0, 1], got {confidence_threshold}.")
         self.confidence_threshold = float(confidence_threshold)
         self.ood_path = None if ood_path is None else Path(ood_path)
+        if not 0 < max_low_fraction <= 1:
+            raise ValueError(f"max_low_fraction must be in (0, 1], got {max_low_fraction}.")
+        self.max_low_fraction = float(max_low_fraction)
 
     def _post(self, d: dict[str, Any], pred: torch.Tensor) -> Any:
         d["pred"] = pred
@@ -411,16 +451,15 @@ class AneurysmInference:
                                 "low_confidence": bool(low[i]),
                                 **({"template_position": grid_world[i].tolist()} if matrix is not None else {})}
                                for i in range(len(out))]}
+                feature_verdict = None
                 if ood is not None:  # scored at the search centres, not at the points the search chose
                     inside = np.all((vox >= 0) & (vox <= np.asarray(shape) - 1), axis=1)
-                    verdict = ood.assess(self._features(image, vox[inside]))
-                    content["out_of_distribution"] = verdict
-                    if verdict["out_of_distribution"]:
-                        logger.warning(
-                            "%s: the image looks unlike the model's training data: %.0f%% of the localised points "
-                            "have features beyond the training threshold (median Mahalanobis distance %.1f > %.1f); "
-                            "treat every point as unreliable.", stem, 100 * verdict["fraction_above"],
-                            verdict["median_distance"], verdict["threshold"])
+                    feature_verdict = ood.assess(self._features(image, vox[inside]))
+                verdict = out_of_distribution_verdict(low, self.max_low_fraction, feature_verdict)
+                content["out_of_distribution"] = verdict
+                if verdict["flagged"]:
+                    logger.warning("%s: the image looks unlike the model's training data (%s); treat every point as "
+                                   "unreliable.", stem, "; ".join(verdict["reasons"]))
                 write_points_fcsv(PointSet(list(priors.names), priors.labels, world, "RAS", "mm", stem),
                                   self.output_dir / f"{stem}_{self.inferer.mode}.fcsv",
                                   descriptions=[f"p={v:.3f}" + (" LOW" if f else "") for v, f in zip(out[:, 3], low,

@@ -16,6 +16,7 @@ from monai_ext.apps.aneurysm.inference import (
     FeatureDistributionCheck,
     TriPlanarPointInferer,
     flag_low_confidence,
+    out_of_distribution_verdict,
 )
 from monai_ext.apps.aneurysm.landmarks import PointSet, read_points, write_points_json
 from monai_ext.networks.nets import MiniVGG
@@ -129,7 +130,11 @@ def test_localisation_output_maps_back_and_flags(model):
     # an untrained 4-class network gives low probabilities: every point is flagged, and counted
     assert all(lm["low_confidence"] == (lm["probability"] < 0.9) for lm in lms)
     assert content["num_low_confidence"] == sum(lm["low_confidence"] for lm in lms)
-    assert set(content["out_of_distribution"]) >= {"out_of_distribution", "fraction_above", "threshold"}
+    verdict = content["out_of_distribution"]
+    assert set(verdict["feature_check"]) >= {"out_of_distribution", "fraction_above", "threshold"}
+    assert verdict["low_confidence_fraction"] == pytest.approx(content["num_low_confidence"] / 3)
+    assert verdict["flagged"] == (verdict["low_confidence_fraction"] >= 0.5
+                                  or verdict["feature_check"]["out_of_distribution"])
     fcsv = read_points(path.with_suffix(".fcsv"))
     assert fcsv.names == ["AC", "PC", "GEN"]
     np.testing.assert_allclose(fcsv.positions, position, atol=1e-3)
@@ -140,3 +145,21 @@ def test_inference_rejects_bad_threshold(model):
     with pytest.raises(ValueError, match="confidence_threshold"):
         AneurysmInference(net, tmp_path / "net.pt", [], lambda d: d, TriPlanarPointInferer(), tmp_path,
                           confidence_threshold=2.0)
+
+
+@pytest.mark.parametrize(
+    "low, feature, flagged, n_reasons",
+    [([True, True, False], None, True, 1), ([True, False, False, False], None, False, 0),
+     ([False] * 4, {"out_of_distribution": True, "fraction_above": 0.8, "median_distance": 20.0, "threshold": 9.0},
+      True, 1),
+     ([True] * 4, {"out_of_distribution": True, "fraction_above": 0.8, "median_distance": 20.0, "threshold": 9.0},
+      True, 2),
+     ([False] * 4, {"out_of_distribution": False, "fraction_above": 0.1, "median_distance": 5.0, "threshold": 9.0},
+      False, 0)],
+)
+def test_out_of_distribution_verdict(low, feature, flagged, n_reasons):
+    v = out_of_distribution_verdict(low, 0.5, feature)
+    assert v["flagged"] == flagged and len(v["reasons"]) == n_reasons
+    assert v["low_confidence_fraction"] == pytest.approx(np.mean(low))
+    with pytest.raises(ValueError, match="max_low_fraction"):
+        out_of_distribution_verdict(low, 0.0)
