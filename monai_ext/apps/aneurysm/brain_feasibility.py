@@ -294,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Command-line entry point (module docstring); returns the results written to ``feasibility.json``."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--output_dir", required=True)
-    p.add_argument("--train_minutes", type=float, default=12.0)
+    p.add_argument("--train_minutes", type=float, default=20.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--pool", type=int, default=12, help="brains in the training pool")
     p.add_argument("--refresh", type=int, default=3, help="new brains per epoch")
