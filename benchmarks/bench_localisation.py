@@ -28,14 +28,12 @@ Run: ``python benchmarks/bench_localisation.py [--checkpoint PATH] [--threads 1]
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
+from _machine import describe_machine, load_line  # benchmarks/_machine.py (the script's own folder is on sys.path)
 
 from monai_ext.apps.aneurysm.evaluation import localise_landmarks
 from monai_ext.data.synthetic.brain import SynthesizeBraind, afids_landmarks, crop_grid, load_mni152_tissues
@@ -48,20 +46,6 @@ OLD = {"method": "exhaustive", "search_radius": 12.0, "step": 3.0, "refine_radiu
 #: a few mm wide: two searches may return different points of it (each the centre of its own neighbourhood)
 PLATEAU_MM = 4.0
 NEW = {"method": "coarse_to_fine", "search_radius": 12.0, "step": 4.0, "top_k": 2, "channels_last": True}
-
-
-def machine() -> str:
-    """CPU model, the vector/matrix extensions that matter to PyTorch, threads and load."""
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        model = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")), model)
-        flags = set(next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), []))
-    except OSError:
-        pass
-    ext = ",".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags) or "none"
-    return (f"{model}; extensions: {ext}; {os.cpu_count()} cores; torch {torch.__version__}, "
-            f"{torch.get_num_threads()} thread(s); load average {os.getloadavg()[0]:.2f}")
 
 
 class Counter(nn.Module):
@@ -97,7 +81,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    print(f"machine at start: {machine()}")
+    print(describe_machine())
     names, sets = afids_landmarks()
     template = load_mni152_tissues(1)
     shape, affine = crop_grid(sets["groundtruth"], template)
@@ -153,7 +137,7 @@ def main() -> None:
     ok = not_worse.all() and near.all() and err_new <= err_old + 0.25
     print(f"check: {'PASS' if ok else 'FAIL'} (every new maximum >= the old one - 0.02; every pair of points within "
           f"{PLATEAU_MM} mm, the width of the classifier's plateau; new mean error <= old + 0.25 mm)")
-    print(f"load average at the end: {os.getloadavg()[0]:.2f}")
+    print(f"at the end: {load_line()}")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch.distributed as dist
+
 __all__ = ["DATALIST_NAME", "load_datalist", "resolve_datalist"]
 
 DATALIST_NAME = "dataset.json"
@@ -105,6 +107,8 @@ def resolve_datalist(dataset_dir: str | os.PathLike | None, output_dir: str | os
         generator_kwargs: arguments for the generator (seed, sizes...). A change of arguments regenerates the data.
         folder_name: sub-folder name of the synthetic data.
 
+    Under ``torch.distributed`` only rank 0 generates; the other ranks wait for it at a barrier.
+
     Raises:
         FileNotFoundError: ``dataset_dir`` is given but holds no datalist JSON.
     """
@@ -118,6 +122,18 @@ def resolve_datalist(dataset_dir: str | os.PathLike | None, output_dir: str | os
             )
         return path
     out = Path(output_dir) / folder_name
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        # one process generates, the others wait for it (and then find the finished data set)
+        if dist.get_rank() != 0:
+            dist.barrier()
+            return _generate_once(out, generator, generator_kwargs)
+        path = _generate_once(out, generator, generator_kwargs)
+        dist.barrier()
+        return path
+    return _generate_once(out, generator, generator_kwargs)
+
+
+def _generate_once(out: Path, generator: Callable[..., Any], generator_kwargs: dict[str, Any] | None) -> Path:
     kwargs = dict(generator_kwargs or {})
     stamp = out / ".generator.json"
     signature = json.dumps({"generator": getattr(generator, "__qualname__", str(generator)), **kwargs},

@@ -76,6 +76,58 @@ def _run_batched(view: torch.Tensor, batch_size: int, network: Callable[..., Any
     return outs
 
 
+def _block_indicator(regions: int, blocks: int, like: torch.Tensor) -> torch.Tensor:
+    """``conv_transpose1d`` weight ``(regions, 1, regions * blocks)``: sub-region ``u`` covers blocks
+    ``u * blocks .. (u + 1) * blocks - 1`` of its window."""
+    eye = torch.eye(regions, dtype=like.dtype, device=like.device)
+    return eye.repeat_interleave(blocks, 1)[:, None]
+
+
+def _overlap_average(pmf: torch.Tensor, grid: tuple[int, int, int], sub: tuple[int, int],
+                     stride: tuple[int, int], crop: tuple[int, int, int, int]) -> torch.Tensor:
+    """Spread each window's sub-region pmfs over their pixels and average over the windows covering each pixel.
+
+    Args:
+        pmf: ``(B * nh * nw, K, r0, r1)`` pmfs of the windows in raster order.
+        grid: ``(B, nh, nw)``.
+        sub: sub-region side ``(c0, c1)`` in pixels.
+        stride: window step ``(s0, s1)`` in pixels.
+        crop: ``(top, height, left, width)`` of the output in the padded image.
+
+    Returns:
+        ``(B, K, height, width)``.
+
+    The work is done on blocks of ``g = gcd(s, c)`` pixels (a window starts and a sub-region ends only on block
+    borders), and separably: the window sum is a sum of outer products of two 0/1 indicators (rows covered by
+    sub-region ``u`` of window row ``i``, columns by ``v`` of window column ``j``), so it is one transposed 1D
+    convolution with stride ``s / g`` over the window rows, with the ``r0`` sub-region rows as input channels, and
+    one over the window columns. This touches each pmf value once per pass instead of materialising every window at
+    block resolution (``torch.nn.functional.fold`` of ``K * (P / g)^2`` values per window, which cost ~1 s for a
+    660 x 550 image); the number of windows covering a pixel is the outer product of the two 1D counts.
+    """
+    b, nh, nw = grid
+    k, r0, r1 = pmf.shape[1:]
+    (c0, c1), (s0, s1) = sub, stride
+    g0, g1 = math.gcd(s0, c0), math.gcd(s1, c1)
+    w0, w1 = _block_indicator(r0, c0 // g0, pmf), _block_indicator(r1, c1 // g1, pmf)
+    # pass 1, window rows i with sub-region rows u as channels: (B, nw, K, r1) x (r0, nh) -> (.., H')
+    x = pmf.reshape(b, nh, nw, k, r0, r1).permute(0, 2, 3, 5, 4, 1).reshape(-1, r0, nh)
+    rows = F.conv_transpose1d(x, w0, stride=s0 // g0)
+    hb = rows.shape[-1]
+    # pass 2, window columns j with sub-region columns v as channels: (B, K, H') x (r1, nw) -> (.., W')
+    y = rows.reshape(b, nw, k, r1, hb).permute(0, 2, 4, 3, 1).reshape(-1, r1, nw)
+    summed = F.conv_transpose1d(y, w1, stride=s1 // g1).reshape(b, k, hb, -1)
+    ones = pmf.new_ones(1, 1, 1)
+    n0 = F.conv_transpose1d(ones.expand(1, 1, nh), w0.sum(0, keepdim=True), stride=s0 // g0)[0, 0]
+    n1 = F.conv_transpose1d(ones.expand(1, 1, nw), w1.sum(0, keepdim=True), stride=s1 // g1)[0, 0]
+    mean = summed / (n0[:, None] * n1[None, :])
+    # back to pixels: output pixel (y, x) lies in block ((y + top) // g0, (x + left) // g1)
+    top, height, left, width = crop
+    iy = torch.div(torch.arange(top, top + height, device=pmf.device), g0, rounding_mode="floor")
+    ix = torch.div(torch.arange(left, left + width, device=pmf.device), g1, rounding_mode="floor")
+    return mean[:, :, iy[:, None], ix[None, :]]
+
+
 def _dense_forward_fn(network: Any, roi: tuple[int, int], stride: tuple[int, int], enabled: bool
                       ) -> Callable[..., Any] | None:
     """The network's shared-computation entry point ``dense_forward(image, stride)`` when it applies, else None."""
@@ -111,9 +163,11 @@ class RegionHistogramInferer(Inferer):
     ``dense_forward(image, stride)`` method (:py:meth:`monai_ext.networks.nets.HistogramNet.dense_forward`) and
     ``stride`` is a multiple of its ``feature_stride``, the convolutions run once over the padded image and are
     shared by all overlapping windows (``use_dense_forward``); and the overlap-average is done at the resolution of
-    the coarsest common block (``gcd(stride, P / r)`` pixels) with ``torch.nn.functional.fold`` before one nearest
-    upsampling, so no window-sized maps are ever materialised. Otherwise windows are cropped (views, copied batch by
-    batch) and passed to the network ``sw_batch_size`` at a time.
+    the coarsest common block (``gcd(stride, P / r)`` pixels) as two separable transposed 1D convolutions with 0/1
+    kernels (rows, then columns) before one nearest upsampling, so no window-sized maps are ever materialised
+    (``benchmarks/bench_dense_inference.py`` times it against the earlier ``torch.nn.functional.fold`` version).
+    Otherwise windows are cropped (views, copied batch by batch) and passed to the network ``sw_batch_size`` at a
+    time.
 
     The image is padded by ``P - stride`` on each side (``padding_mode``, reflection by default, edge replication
     when the image is smaller than the pad), so every pixel, borders included, is covered by the same number of
@@ -214,17 +268,9 @@ class RegionHistogramInferer(Inferer):
             if split is not None:  # single-tensor form (FlatHistogramNet): (N, K, sum r*r) back to levels
                 outs = [split(o) if isinstance(o, torch.Tensor) and o.ndim == 3 else o for o in outs]
             pmf = torch.cat([self._levels_to_pmf(o) for o in outs])
-        k, r0, r1 = pmf.shape[1:]
-        c0, c1 = p0 // r0, p1 // r1  # sub-region side in pixels
-        g0, g1 = math.gcd(s0, c0), math.gcd(s1, c1)  # common block unit
-        pmf = pmf.repeat_interleave(c0 // g0, 2).repeat_interleave(c1 // g1, 3)  # (N, K, P0/g0, P1/g1)
-        kh, kw = p0 // g0, p1 // g1
-        cols = pmf.reshape(b, nh * nw, k * kh * kw).transpose(1, 2)
-        out_size = (x.shape[2] // g0, x.shape[3] // g1)
-        summed = F.fold(cols, out_size, (kh, kw), stride=(s0 // g0, s1 // g1))
-        count = F.fold(torch.ones_like(cols[:1, : kh * kw]), out_size, (kh, kw), stride=(s0 // g0, s1 // g1))
-        dense = (summed / count).repeat_interleave(g0, 2).repeat_interleave(g1, 3)
-        return _like_input(dense[:, :, ph[0] : ph[0] + h, pw[0] : pw[0] + w].contiguous(), inputs)
+        r0, r1 = pmf.shape[2:]
+        dense = _overlap_average(pmf, (b, nh, nw), (p0 // r0, p1 // r1), (s0, s1), (ph[0], h, pw[0], w))
+        return _like_input(dense, inputs)
 
 
 class CenterPixelInferer(Inferer):

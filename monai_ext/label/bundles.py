@@ -1,15 +1,18 @@
-"""Bundle plumbing for the MONAI Label app: pick, copy, initialise and refresh the bundles it serves.
+"""Bundle plumbing for the MONAI Label app: pick, copy and initialise the bundles it serves.
 
 Nothing here imports ``monailabel``, so these helpers run (and are tested) in the main environment too. The app in
 :mod:`monai_ext.label.main` calls them; see ``docs/monailabel.md`` for how a lab starts the server.
 
 The app never serves a bundle from the repository folder itself: each selected bundle is copied into a model folder
-(``--conf model_dir``) so that training writes its checkpoints, logs and ``models/model.pt`` there and leaves the
-source tree clean.
+(``--conf model_dir``) so that training (MONAI Label's stock ``BundleTrainTask``, which runs the bundle's
+``train.json`` with ``bundle_root`` set to the copy) writes its checkpoints, logs and ``models/model.pt`` there and
+leaves the source tree clean. Weights are bare ``state_dict`` files (the model zoo's format), as the bundles' own
+``CheckpointSaver`` writes them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -19,7 +22,7 @@ from typing import Any
 
 import torch
 
-from monai_ext.utils import load_checkpoint, save_checkpoint
+from monai_ext.utils import save_checkpoint
 
 __all__ = [
     "MODEL_FILE",
@@ -30,23 +33,17 @@ __all__ = [
     "select_bundles",
     "prepare_bundle",
     "ensure_initial_weights",
+    "is_untrained",
     "extract_state_dict",
-    "export_trained_weights",
-    "write_datalist",
-    "CONTRACT_IDS",
-    "parse_train_request",
 ]
 
 MODEL_FILE = "model.pt"
-"""Weights file MONAI Label's bundle loader reads from ``<bundle>/models/``."""
+"""Weights file (a bare ``state_dict``) MONAI Label's bundle tasks read from and train into ``<bundle>/models/``."""
 
 UNTRAINED_MARKER = ".untrained"
-"""File next to ``model.pt`` saying the weights are the seeded initialisation, not a trained model."""
+"""File next to ``model.pt`` recording the SHA-256 of the seeded initial weights (:func:`ensure_initial_weights`)."""
 
 _COPIED = ("configs", "docs", "LICENSE")
-
-CONTRACT_IDS = ("bundle_root", "dataset_dir", "output_dir", "ckpt_dir", "epochs", "device")
-"""Top-level ids of every monai_ext ``train.json`` that the MONAI Label train task sets itself."""
 
 
 def default_bundles_dir() -> Path:
@@ -133,11 +130,14 @@ def select_bundles(models: str | Sequence[str] | None, available: Sequence[str])
     return names
 
 
-def prepare_bundle(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+def prepare_bundle(src: str | os.PathLike, dst: str | os.PathLike,
+                   model_files: Sequence[str | os.PathLike] | None = None) -> Path:
     """Copy bundle ``src`` into ``dst`` for serving: configs, docs and licence are refreshed, weights are kept.
 
-    ``dst/models`` is left as it is (it holds what the server trained); when it has no ``model.pt`` and ``src`` ships
-    one, that file is copied.
+    Each of ``model_files`` (default: ``<src>/models/model.pt``; for a landmark bundle its checkpoint and priors) is
+    copied into ``<dst>/models/`` when the served copy has no such file or when the source file is newer (e.g.
+    retrained with the bundle command since the copy was made); weights trained in the served copy (MONAI Label's
+    ``/train``) are newer and stay. Missing source files are skipped.
 
     Returns:
         ``dst`` as a path.
@@ -155,10 +155,11 @@ def prepare_bundle(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
             shutil.copytree(s, dst / name, dirs_exist_ok=True)
         elif s.is_file():
             shutil.copy2(s, dst / name)
-    shipped = src / "models" / MODEL_FILE
-    if shipped.is_file() and not (dst / "models" / MODEL_FILE).is_file():
-        (dst / "models").mkdir(exist_ok=True)
-        shutil.copy2(shipped, dst / "models" / MODEL_FILE)
+    for f in [Path(m) for m in model_files] if model_files is not None else [src / "models" / MODEL_FILE]:
+        target = dst / "models" / f.name
+        if f.is_file() and (not target.is_file() or f.stat().st_mtime_ns > target.stat().st_mtime_ns):
+            target.parent.mkdir(exist_ok=True)
+            shutil.copy2(f, target)
     return dst
 
 
@@ -173,12 +174,18 @@ def _inference_network(bundle_dir: Path) -> torch.nn.Module:
     return parser.get_parsed_content("network_def", instantiate=True)
 
 
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def ensure_initial_weights(bundle_dir: str | os.PathLike, seed: int = 0) -> bool:
     """Write seeded initial weights to ``<bundle_dir>/models/model.pt`` when the bundle has none yet.
 
     MONAI Label ignores a bundle without weights; a fresh lab has none until it trains. The initial network is
-    built from ``inference.json``'s ``network_def`` with ``torch.manual_seed(seed)`` and a marker file
-    (:data:`UNTRAINED_MARKER`) records that its predictions are meaningless until ``/train`` has run.
+    built from ``inference.json``'s ``network_def`` with ``torch.manual_seed(seed)`` and saved as a bare
+    ``state_dict``; a marker file (:data:`UNTRAINED_MARKER`) records the file's SHA-256, so that
+    :func:`is_untrained` says the weights are meaningless until a training run replaces the file, whoever trains
+    (MONAI Label's ``BundleTrainTask``, or the bundle command).
 
     Returns:
         ``True`` when weights were written, ``False`` when ``model.pt`` already existed.
@@ -193,9 +200,35 @@ def ensure_initial_weights(bundle_dir: str | os.PathLike, seed: int = 0) -> bool
         net = _inference_network(bundle_dir)
     finally:
         torch.random.set_rng_state(state)
-    save_checkpoint({"model": net.state_dict()}, target)
-    (bundle_dir / "models" / UNTRAINED_MARKER).write_text("seeded initial weights; run /train to get a real model\n")
+    save_checkpoint(net.state_dict(), target)
+    marker = {"sha256": _sha256(target), "note": "seeded initial weights; run /train to get a real model"}
+    (bundle_dir / "models" / UNTRAINED_MARKER).write_text(json.dumps(marker) + "\n")
     return True
+
+
+_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def is_untrained(bundle_dir: str | os.PathLike) -> bool:
+    """Whether ``<bundle_dir>/models/model.pt`` is still the seeded initialisation of :func:`ensure_initial_weights`.
+
+    True while the marker exists and the file's SHA-256 is the one it recorded (a marker of an older app version,
+    without a hash, counts as untrained); false once anything replaced the file, or when there is no marker. The
+    hash is computed again only when the file's size or modification time changes.
+    """
+    models = Path(bundle_dir) / "models"
+    marker, weights = models / UNTRAINED_MARKER, models / MODEL_FILE
+    if not marker.is_file() or not weights.is_file():
+        return False
+    try:
+        recorded = json.loads(marker.read_text()).get("sha256")
+    except (ValueError, AttributeError):
+        return True
+    st = weights.stat()
+    key = (str(weights), st.st_size, st.st_mtime_ns)
+    if key not in _HASHES:
+        _HASHES[key] = _sha256(weights)
+    return _HASHES[key] == recorded
 
 
 def extract_state_dict(checkpoint: Mapping[str, Any], source: str = "checkpoint") -> dict[str, torch.Tensor]:
@@ -225,111 +258,3 @@ def extract_state_dict(checkpoint: Mapping[str, Any], source: str = "checkpoint"
     if all(k.startswith("module.") for k in sd):
         sd = {k[len("module.") :]: v for k, v in sd.items()}
     return sd
-
-
-def export_trained_weights(ckpt_dir: str | os.PathLike, bundle_dir: str | os.PathLike) -> Path:
-    """Copy the newest checkpoint under ``ckpt_dir`` into ``<bundle_dir>/models/model.pt`` for inference.
-
-    The weights are checked against ``inference.json``'s ``network_def`` (strict load) before they replace the
-    served model, so a checkpoint of another network never reaches the viewer. The write is atomic.
-
-    Returns:
-        The path of ``model.pt``.
-
-    Raises:
-        FileNotFoundError: when ``ckpt_dir`` holds no ``*.pt``/``*.pth`` file.
-        ValueError: when the checkpoint has no weights or they do not fit the inference network.
-    """
-    ckpt_dir, bundle_dir = Path(ckpt_dir), Path(bundle_dir)
-    files = [p for ext in ("*.pt", "*.pth") for p in ckpt_dir.rglob(ext) if p.is_file()]
-    if not files:
-        raise FileNotFoundError(f"training wrote no checkpoint (*.pt, *.pth) under '{ckpt_dir}'.")
-    newest = max(files, key=lambda p: p.stat().st_mtime_ns)
-    sd = extract_state_dict(load_checkpoint(newest), source=f"'{newest}'")
-    net = _inference_network(bundle_dir)
-    try:
-        net.load_state_dict(sd, strict=True)
-    except RuntimeError as e:
-        raise ValueError(f"checkpoint '{newest}' does not fit network_def of '{bundle_dir}': {e}") from e
-    target = save_checkpoint({"model": net.state_dict()}, bundle_dir / "models" / MODEL_FILE)
-    (bundle_dir / "models" / UNTRAINED_MARKER).unlink(missing_ok=True)
-    return target
-
-
-def write_datalist(items: Sequence[Mapping[str, str]], out_dir: str | os.PathLike, val_fraction: float = 0.2) -> Path:
-    """Write MONAI Label's labelled images as a Decathlon-style ``dataset.json`` that our bundles read.
-
-    The last ``round(val_fraction * n)`` items (at least one when ``val_fraction > 0``) form ``validation`` (and
-    ``test``, which some bundles evaluate on). Bundles need a non-empty validation set, so when nothing is held out
-    (``val_fraction == 0``, or a single labelled image) the training images serve in every section.
-
-    Args:
-        items: ``{"image": path, "label": path}`` pairs (absolute paths).
-        out_dir: folder for ``dataset.json``; created when missing.
-        val_fraction: share of images held out, in ``[0, 1)``.
-
-    Returns:
-        The path of ``dataset.json``.
-
-    Raises:
-        ValueError: when ``items`` is empty, an item lacks ``image``/``label``, or ``val_fraction`` is out of range.
-    """
-    if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}.")
-    if not items:
-        raise ValueError("no labelled images to train on: save at least one final label first.")
-    rows = []
-    for i, it in enumerate(items):
-        if not it.get("image") or not it.get("label"):
-            raise ValueError(f"datalist item {i} needs 'image' and 'label', got {dict(it)}.")
-        rows.append({"image": str(it["image"]), "label": str(it["label"])})
-    n_val = 0 if val_fraction == 0 else max(1, round(val_fraction * len(rows)))
-    if n_val >= len(rows):
-        train, val = rows, rows
-    else:
-        train, val = rows[: len(rows) - n_val], rows[len(rows) - n_val :] or rows
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "dataset.json"
-    with open(path, "w") as f:
-        json.dump({"name": "monailabel", "training": train, "validation": val, "test": val}, f, indent=2)
-    return path
-
-
-def parse_train_request(request: Mapping[str, Any], train_config: str | os.PathLike) -> dict[str, Any]:
-    """Check the options of a MONAI Label train request for a bundle whose training config is ``train_config``.
-
-    Args:
-        request: the request; used keys: ``max_epochs`` (int >= 1, default 1), ``val_split`` (number in [0, 1),
-            default 0.2), ``bundle_overrides`` (JSON object of other top-level ids of ``train.json``, default none).
-        train_config: the bundle's ``configs/train.json``.
-
-    Returns:
-        ``{"max_epochs": int, "val_split": float, "bundle_overrides": dict}``.
-
-    Raises:
-        ValueError: naming the bad option and what was expected: a non-integer or < 1 ``max_epochs``, a
-            ``val_split`` outside [0, 1), ``bundle_overrides`` that is not an object, sets a contract id
-            (:data:`CONTRACT_IDS`), or names an id ``train.json`` does not have.
-    """
-    max_epochs = request.get("max_epochs", 1)
-    if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
-        raise ValueError(f"max_epochs must be an integer >= 1, got {max_epochs!r}.")
-    val_split = request.get("val_split", 0.2)
-    if isinstance(val_split, bool) or not isinstance(val_split, int | float) or not 0 <= val_split < 1:
-        raise ValueError(f"val_split must be a number in [0, 1), got {val_split!r}.")
-    extra = request.get("bundle_overrides") or {}
-    if not isinstance(extra, Mapping) or not all(isinstance(k, str) for k in extra):
-        raise ValueError(f"bundle_overrides must be a JSON object of config ids to values, got {extra!r}.")
-    reserved = sorted(set(extra) & set(CONTRACT_IDS))
-    if reserved:
-        raise ValueError(f"bundle_overrides must not set {reserved}: the train task sets them (use max_epochs).")
-    if extra:
-        from monai.bundle import ConfigParser
-
-        parser = ConfigParser()
-        parser.read_config(str(train_config))
-        unknown = sorted(k for k in extra if k not in parser)
-        if unknown:
-            raise ValueError(f"bundle_overrides names ids {unknown} that '{train_config}' does not have.")
-    return {"max_epochs": int(max_epochs), "val_split": float(val_split), "bundle_overrides": dict(extra)}

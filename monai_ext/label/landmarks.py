@@ -2,11 +2,13 @@
 
 A *landmark bundle* (today ``aneurysm``) has an ``inference.json`` whose ``inferer`` is
 :class:`monai_ext.apps.aneurysm.TriPlanarPointInferer` and whose ``ckpt_path`` / ``priors_path`` name the
-landmark classifier and the search priors its ``train.json`` writes (``models/landmark_net.pt``,
-``models/landmark_priors.json``). :class:`LandmarkLocaliser` loads both, localises every landmark in a 3D volume
-exactly as the bundle's own inference does (same preprocessing, same inferer), and
+landmark classifier and the search priors its ``train.json`` writes (``models/model.pt``, a bare ``state_dict`` as
+in the model zoo, and ``models/landmark_priors.json``). :class:`LandmarkLocaliser` loads both, localises every
+landmark in a 3D volume exactly as the bundle's own inference does (same preprocessing, same inferer), and
 :func:`render_landmark_spheres` turns the points into something a viewer shows: a label volume on the input's grid
-with a small sphere per landmark whose value is the landmark's class.
+with a small sphere per landmark whose value is the landmark's class. The bundle's training reads such a volume back
+as landmarks (:class:`monai_ext.apps.aneurysm.LoadLandmarkCased` with a ``label``), so MONAI Label's stock
+``BundleTrainTask`` trains the classifier on corrected spheres.
 
 Nothing here imports ``monailabel``; the infer task in :mod:`monai_ext.label.main` wraps this module.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -218,6 +221,8 @@ class LandmarkLocaliser:
         }
         self._stamp: tuple[int, int] | None = None
         self._networks: dict[str, torch.nn.Module] = {}
+        # the server answers /info (which reloads) while an inference runs in another thread
+        self._lock = threading.RLock()
         self.reload()
 
     def _files_stamp(self) -> tuple[int, int]:
@@ -225,17 +230,24 @@ class LandmarkLocaliser:
         if missing:
             raise ModelNotTrained(
                 f"landmark model of '{self.bundle_dir.name}' is not trained: missing {missing}; train it with "
-                f"python -m monai.bundle run --config_file <bundle>/configs/train.json (writes both files)."
+                f"MONAI Label's /train/{self.bundle_dir.name} or python -m monai.bundle run --config_file "
+                f"<bundle>/configs/train.json (both write the two files)."
             )
         return self.ckpt_path.stat().st_mtime_ns, self.priors_path.stat().st_mtime_ns
 
     def reload(self) -> bool:
         """Load the priors and the checkpoint when they changed on disk; returns ``True`` when it (re)loaded.
 
+        Thread-safe: a call during :meth:`localise` in another thread does not change the model that call uses.
+
         Raises:
             ModelNotTrained: a file is missing.
             ValueError: the checkpoint does not fit ``network_def``.
         """
+        with self._lock:
+            return self._reload()
+
+    def _reload(self) -> bool:
         from monai_ext.apps.aneurysm import load_priors
 
         from .bundles import extract_state_dict
@@ -249,6 +261,7 @@ class LandmarkLocaliser:
         num_classes = int(priors.labels.max()) + 1
         self._parser["num_classes"] = num_classes
         net = self._parser.get_parsed_content("network_def", lazy=False)
+        # a bare state_dict (models/model.pt, the zoo's format); the {"model": ...} of older checkpoints works too
         sd = extract_state_dict(load_checkpoint(self.ckpt_path), source=f"'{self.ckpt_path}'")
         try:
             net.load_state_dict(sd, strict=True)
@@ -338,15 +351,17 @@ class LandmarkLocaliser:
             ):
                 raise InvalidInferInput(f"{k} must be a number {'> 0' if k == 'search_step' else '>= 0'} (voxels), "
                                         f"got {v!r}.")
-        self.reload()
         device = torch.device(device)
+        with self._lock:  # one consistent (priors, network) pair for this call
+            self.reload()
+            priors, network = self.priors, self._network(device)
         affine = np.asarray(image.affine, dtype=np.float64)
         shape = tuple(int(s) for s in image.shape[1:])
         # priors far outside the volume are not an error here: the inferer clips each search cube to the volume
-        vox_priors = points_to_voxels(self.priors, affine, shape, tolerance=1e6)
+        vox_priors = points_to_voxels(priors, affine, shape, tolerance=1e6)
         inferer = TriPlanarPointInferer(mode="localise", **{**self.inferer_args, **search})
         try:
-            out = inferer(image.to(device), self._network(device), priors=vox_priors, labels=self.priors.labels)
+            out = inferer(image.to(device), network, priors=vox_priors, labels=priors.labels)
         except ValueError as e:
             raise InvalidInferInput(str(e)) from e
         out = out.cpu().numpy().astype(np.float64)
@@ -357,6 +372,6 @@ class LandmarkLocaliser:
             "landmarks": [
                 {"name": n, "label": int(k), "position": world[i].tolist(), "voxel": out[i, :3].tolist(),
                  "probability": float(out[i, 3])}
-                for i, (n, k) in enumerate(zip(self.priors.names, self.priors.labels, strict=True))
+                for i, (n, k) in enumerate(zip(priors.names, priors.labels, strict=True))
             ],
         }

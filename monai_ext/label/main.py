@@ -14,64 +14,73 @@ Configuration (``--conf key value``):
 - ``bundles_dir``: folder of the bundles (default: the ``bundles/`` folder of this checkout).
 - ``model_dir``: where the served copies live, with their weights, training logs and checkpoints
   (default ``~/.cache/monai_ext/label``).
-- ``<bundle>_ckpt_dir`` (landmark bundles, e.g. ``aneurysm_ckpt_dir``): the folder holding the checkpoint and priors
-  its ``train.json`` wrote (default ``<bundles_dir>/<bundle>/models``, the bundle's own ``ckpt_dir``).
+- ``<bundle>_ckpt_dir`` (landmark bundles, e.g. ``aneurysm_ckpt_dir``): the folder holding the checkpoint
+  (``model.pt``) and priors its ``train.json`` wrote (default ``<bundles_dir>/<bundle>/models``, the bundle's own
+  ``ckpt_dir``); they are copied into the served copy when it has none or they are newer.
 
-Each segmentation bundle becomes an infer task (MONAI Label's bundle loader: ``network_def``, ``preprocessing``,
-``inferer``, ``postprocessing``; labels from ``channel_def``) and a train task that runs the bundle's own
-``train.json`` on the images labelled in the datastore. Each landmark bundle becomes an infer task
-(:class:`MonaiExtLandmarkInferTask`: a label volume with a sphere per landmark, plus the points); it is trained with
-the bundle command, not from MONAI Label. No bundle is downloaded: MONAI Label's model-zoo lookup is never called,
-so no ``--conf zoo_source`` is needed.
+Each segmentation bundle becomes an infer task (MONAI Label's bundle infer task, :class:`MonaiExtInferTask`:
+``network_def``, ``preprocessing``, ``inferer``, ``postprocessing``; labels from ``channel_def``). Each landmark
+bundle becomes an infer task (:class:`MonaiExtLandmarkInferTask`: a label volume with a sphere per landmark, plus the
+points), because MONAI Label's bundle infer task can only write the network's output as an image, while
+localisation answers points found by a search around priors. Every bundle with a ``train.json`` is trained by MONAI
+Label's stock ``BundleTrainTask`` (:class:`MonaiExtTrainTask` adds three checks and the run's stats). No bundle is
+downloaded: MONAI Label's model-zoo lookup is never called, so no ``--conf zoo_source`` is needed.
 
 Malformed requests get a 4xx answer with a message (:func:`install_request_checks`), not MONAI Label's 500.
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import logging
 import os
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
-import torch
 from fastapi import Depends, FastAPI, File, Form, HTTPException, UploadFile
 from fastapi.routing import APIRoute
 from monai.data import MetaTensor
+from monai.transforms import EnsureChannelFirstd, LoadImaged
 from monailabel.interfaces.app import MONAILabelApp
 from monailabel.interfaces.datastore import Datastore
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 from monailabel.interfaces.tasks.train import TrainTask
+from monailabel.interfaces.utils.transform import run_transforms
 from monailabel.tasks.infer.bundle import BundleInferTask
+from monailabel.tasks.train.bundle import BundleTrainTask
+from monailabel.transform.cache import CacheTransformDatad
 from monailabel.transform.writer import Writer
-from monailabel.utils.others.generic import device_list, name_to_device
+from monailabel.utils.others.generic import device_list, file_ext, name_to_device
 
 import monai_ext
 from monai_ext.label.bundles import (
     MODEL_FILE,
-    UNTRAINED_MARKER,
     bundle_kind,
     default_bundles_dir,
     ensure_initial_weights,
-    export_trained_weights,
+    is_untrained,
     list_label_bundles,
-    parse_train_request,
     prepare_bundle,
     select_bundles,
-    write_datalist,
 )
 from monai_ext.label.landmarks import (
     InvalidInferInput,
     LandmarkLocaliser,
     ModelNotTrained,
+    landmark_model_files,
     missing_landmark_files,
     render_landmark_spheres,
 )
+from monai_ext.label.transforms import Restore2Dd, SqueezeSingletonAxisd, check_not_empty, input_error
+from monai_ext.label.writer import write_label_image
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +89,7 @@ __all__ = [
     "MonaiExtInferTask",
     "MonaiExtLandmarkInferTask",
     "MonaiExtTrainTask",
+    "LabelWriter",
     "Restore2Dd",
     "check_infer_request",
     "check_train_request",
@@ -96,53 +106,54 @@ def _check_device(value: Any, where: str) -> None:
             raise HTTPException(status_code=422, detail=f"{where}: 'device' must be 'cpu' or 'cuda[:N]', got {v!r}.")
 
 
-class Restore2Dd:
-    """Bring a 2D label back to the stored image's grid and to one 2D ``uint8`` plane for MONAI Label's writer.
+class LabelWriter(Writer):
+    """MONAI Label's :class:`~monailabel.transform.writer.Writer` with SimpleITK in place of ITK's Python wrapping.
 
-    MONAI Label's ``Restored`` keeps a singleton channel on 2D results, which its writer then saves as a 1-pixel-high
-    image; this replaces it for 2D bundles. A ``(1, W, H)`` or ``(W, H)`` label (MONAI's reader layout) is resized
-    with nearest neighbour to the input's ``spatial_shape`` when the bundle's preprocessing changed the size.
-
-    Args:
-        key: the label key (the bundle's output key, usually ``pred``).
-        ref_image: the image key whose metadata holds the original ``spatial_shape``.
-
-    Raises:
-        ValueError: when the label has several channels (2D bundles must end in a discrete label map).
+    Same options (``result_extension``, ``result_dtype``, ``result_compress``, ``result_write_to_file``), same file
+    name rules and the same files for single-channel labels (:func:`monai_ext.label.writer.write_label_image`), but
+    no multi-second lazy loading of ITK's Python modules on the first request of a server process (the first
+    ``ips_histogram`` request of a 660 x 550 image spent 2.7-6.9 s there on the loaded 2-core test VM, 8.5 s in a lab;
+    ``benchmarks/bench_monailabel.py``). Multi-channel labels (``.seg.nrrd``) and
+    the ``nibabel`` option go to MONAI Label's own code.
     """
 
-    def __init__(self, key: str, ref_image: str):
-        self.key = key
-        self.ref_image = ref_image
-
-    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
-        d = dict(data)
-        pred = d[self.key]
-        pred = pred.detach().cpu() if isinstance(pred, torch.Tensor) else torch.as_tensor(np.asarray(pred))
-        if pred.ndim == 3:
-            if pred.shape[0] != 1:
-                raise ValueError(f"2D label '{self.key}' must have one channel, got shape {tuple(pred.shape)}.")
-            pred = pred[0]
-        if pred.ndim != 2:
-            raise ValueError(f"2D label '{self.key}' must be 2D after the channel, got shape {tuple(pred.shape)}.")
-        ref = d.get(self.ref_image)
-        meta = ref.meta if isinstance(ref, MetaTensor) else d.get(f"{self.ref_image}_meta_dict", {})
-        shape = meta.get("spatial_shape")
-        if shape is not None:
-            shape = tuple(int(s) for s in np.asarray(shape).ravel()[-2:])
-            if tuple(pred.shape) != shape:
-                pred = torch.nn.functional.interpolate(pred[None, None].float(), size=shape, mode="nearest")[0, 0]
-        d[self.key] = np.ascontiguousarray(pred.numpy().astype(np.uint8))
-        return d
+    def __call__(self, data: dict[str, Any]) -> tuple[Any, Any]:
+        label = data[self.label]
+        image_np = label.array if isinstance(label, MetaTensor) else label
+        path = data.get("image_path")
+        ext = data.get(self.key_extension) or (file_ext(path) if path else None)
+        write_to_file = data.get(self.key_write_to_file, True) and ext
+        if not write_to_file or self.nibabel or self.is_multichannel_image(image_np):
+            return super().__call__(data)
+        meta_dict = data.get(f"{self.ref_image}_{self.meta_key_postfix}")
+        affine = meta_dict.get("affine") if meta_dict else None
+        if affine is None and isinstance(data[self.ref_image], MetaTensor):
+            affine = data[self.ref_image].affine
+        output_file = tempfile.NamedTemporaryFile(suffix=ext).name
+        write_label_image(image_np, output_file, affine if len(image_np.shape) > 2 else None,
+                          data.get(self.key_dtype), data.get(self.key_compress, False))
+        return output_file, data.get(self.json, {})
 
 
 class MonaiExtInferTask(BundleInferTask):
     """MONAI Label's bundle infer task over a served copy of a monai_ext bundle.
 
-    Additions to :class:`monailabel.tasks.infer.bundle.BundleInferTask`: 2D bundles end with :class:`Restore2Dd`
-    (a label image of the stored image's size, written as PNG for PNG input) instead of MONAI Label's 3D restore;
-    the bundle's ``Save*`` post-transforms are dropped (the label goes back in the answer, not to files); ``/info``
-    says whether the weights are trained (``trained: false`` while ``models/.untrained`` exists).
+    Additions to :class:`monailabel.tasks.infer.bundle.BundleInferTask`:
+
+    - 2D bundles take a 2D image stored as a 3D file with one singleton axis (an ``X x Y x 1`` NIfTI or NRRD, the
+      usual ITK/Slicer layout; :class:`~monai_ext.label.transforms.SqueezeSingletonAxisd` after the bundle's
+      ``EnsureChannelFirstd``) and end with :class:`~monai_ext.label.transforms.Restore2Dd` instead of MONAI Label's
+      3D restore: a label of the stored image's size (written as PNG for PNG input), on the ``X x Y x 1`` grid and
+      affine of such a file;
+    - the pre-processing runs step by step, so that an image the bundle cannot take is answered with
+      :class:`~monai_ext.label.landmarks.InvalidInferInput` (HTTP 422 naming the problem) instead of a bare 500: a
+      file the loader cannot read or that is empty, an image without pixels, and what the bundle's own
+      ``ValidateImaged`` refuses (NaN or infinite values, a wrong layout)
+      (:func:`~monai_ext.label.transforms.input_error`);
+    - the label is written by :class:`LabelWriter` (SimpleITK, no ITK lazy loading on the first request);
+    - the bundle's ``Save*`` post-transforms are dropped (the label goes back in the answer, not to files);
+    - ``/info`` says whether the weights are trained (``trained: false`` while ``models/model.pt`` is still the
+      seeded initialisation, :func:`~monai_ext.label.bundles.is_untrained`).
     """
 
     def __init__(self, path: str, conf: dict[str, str]):
@@ -150,7 +161,30 @@ class MonaiExtInferTask(BundleInferTask):
             image_fmt = next(iter(json.load(f)["network_data_format"]["inputs"].values()))
         self._is_2d = len(image_fmt.get("spatial_shape") or [0, 0, 0]) == 2
         super().__init__(path, conf, add_post_restore=not self._is_2d)
-        self._untrained_marker = Path(path) / "models" / UNTRAINED_MARKER
+
+    def pre_transforms(self, data: dict[str, Any] | None = None) -> Sequence[Callable]:
+        pre = list(super().pre_transforms(data))
+        if self._is_2d:  # after the first EnsureChannelFirstd: the squeeze needs the channel axis in front
+            at = next((i for i, t in enumerate(pre) if isinstance(t, EnsureChannelFirstd)), None)
+            if at is not None:
+                pre.insert(at + 1, SqueezeSingletonAxisd(keys=self.key_image))
+        return pre
+
+    def run_pre_transforms(self, data: dict[str, Any], transforms: Sequence[Callable]) -> dict[str, Any]:
+        if any(isinstance(t, CacheTransformDatad) for t in transforms):  # MONAI Label's cached path: unchanged
+            return super().run_pre_transforms(data, transforms)
+        image_path = data.get("image_path")
+        for t in transforms:  # as MONAI Label (one run_transforms per step), knowing which step failed
+            try:
+                data = run_transforms(data, [t], log_prefix="PRE", use_compose=False)
+            except Exception as e:
+                invalid = input_error(t, e, image_path)
+                if invalid is None:
+                    raise
+                raise invalid from e
+            if isinstance(t, LoadImaged) or isinstance(getattr(t, "load_image_d", None), LoadImaged):
+                check_not_empty(data, self.key_image, image_path)
+        return data
 
     def post_transforms(self, data: dict[str, Any] | None = None) -> Sequence[Callable]:
         # a server answers with the label; the bundle's Save* transforms (NIfTI, overlays) would write a file per
@@ -160,9 +194,20 @@ class MonaiExtInferTask(BundleInferTask):
             post.append(Restore2Dd(self.key_pred, self.key_image))
         return post
 
+    def writer(self, data: dict[str, Any], extension: str | None = None, dtype: Any = None) -> tuple[Any, Any]:
+        if self.type in (InferType.CLASSIFICATION, InferType.DETECTION):  # MONAI Label's own writers, no image
+            return super().writer(data, extension, dtype)
+        if extension is not None:  # as BasicInferTask.writer
+            data["result_extension"] = extension
+        if dtype is not None:
+            data["result_dtype"] = dtype
+        if self.labels is not None:
+            data["labels"] = self.labels
+        return LabelWriter(label=self.output_label_key, json=self.output_json_key)(data)
+
     def info(self) -> dict[str, Any]:
         i = super().info()
-        i["trained"] = not self._untrained_marker.exists()
+        i["trained"] = not is_untrained(self.bundle_path)
         return i
 
 
@@ -276,80 +321,90 @@ class MonaiExtLandmarkInferTask(InferTask):
         return label_file, result_json
 
 
-class MonaiExtTrainTask(TrainTask):
-    """Train a monai_ext bundle on the images labelled in MONAI Label, then serve the result.
+class MonaiExtTrainTask(BundleTrainTask):
+    """MONAI Label's stock :class:`~monailabel.tasks.train.bundle.BundleTrainTask` with three checks and run stats.
 
-    The labelled images (tag ``final``) are written as a Decathlon ``dataset.json`` and the bundle's own
-    ``configs/train.json`` runs with the contract overrides ``bundle_root``, ``dataset_dir``, ``output_dir``,
-    ``ckpt_dir``, ``epochs`` and ``device`` (see ``docs/monailabel.md``). The newest checkpoint it writes is checked
-    against ``inference.json``'s ``network_def`` and becomes ``models/model.pt``; the infer task reloads it on the
-    next request (MONAI Label compares the file time).
+    The training itself is the stock task's: the bundle's ``train.json`` runs (``monai.bundle.run``, ``init_id=None``)
+    with ``bundle_root`` = the served copy, ``train#trainer#max_epochs``, ``train#dataset#data`` and
+    ``validate#dataset#data`` = MONAI Label's labelled ``{"image", "label"}`` items split by ``val_split``,
+    ``device``, and a ``CheckpointLoader`` of ``models/model.pt`` prepended to ``train#handlers`` (``pretrained``,
+    default true: training continues from the served weights). The bundle's own ``CheckpointSaver`` writes the best
+    model to ``models/model.pt`` (a bare ``state_dict``), which the infer task reloads on its next request. Our
+    bundles train this way unchanged (their ``TrainingStateLoader`` starts a new run when the saved state is of a
+    finished one); the tests run the unsubclassed stock task on them.
 
-    Request options: ``max_epochs`` (int >= 1, default 1), ``val_split`` (float in [0, 1), default 0.2),
-    ``device`` (default: CUDA when available, else CPU), ``bundle_overrides`` (other top-level ids of ``train.json``,
-    e.g. ``{"batch_size": 16}``; not the contract ids above).
+    What this subclass adds, each for a case where the stock task fails late or silently:
+
+    - **validation is never empty**: with one or two labelled images (``val_split`` 0.2) or ``val_split: 0`` the
+      stock split holds out nothing and sets ``validate#dataset#data`` to ``[]``; MONAI's evaluator then skips
+      validation, no key metric is computed, the best-model saver never writes, and the request "succeeds" with the
+      old weights. Here the training images are validated on instead (logged). ``val_split < 0`` keeps the stock
+      meaning (the bundle's own validation data).
+    - **request checks** before anything runs: ``max_epochs`` an integer >= 1, ``val_split`` a number < 1, at least
+      one labelled image (the stock task would train on an empty list and report success); a bad request ends the
+      background task with ``ERROR`` and a message naming the option.
+    - **stats**: the run's epochs, time, image counts, device and whether ``models/model.pt`` was written go to
+      ``models/train_stats.json`` and appear under ``train_stats`` in ``/info`` (the stock bundle task reports none).
+
+    Args:
+        path: the served copy of the bundle.
+        conf: the app's ``--conf`` values.
+        name: the model name.
     """
 
-    def __init__(self, path: str, name: str):
-        self.bundle_path = path
-        self.name = name
-        with open(os.path.join(path, "configs", "metadata.json")) as f:
-            meta = json.load(f)
-        super().__init__(f"Train {name} ({meta.get('version', '?')}) on the labelled images with its train.json")
+    STATS_FILE = "train_stats.json"
 
-    def config(self) -> dict[str, Any]:
-        return {"max_epochs": 1, "val_split": 0.2, "device": device_list()}
+    def __init__(self, path: str, conf: dict[str, str], name: str):
+        super().__init__(path, conf)
+        self.name = name
 
     def stats(self) -> dict[str, Any]:
-        path = os.path.join(self.bundle_path, "models", "train_stats.json")
+        path = os.path.join(self.bundle_path, "models", self.STATS_FILE)
         if not os.path.exists(path):
             return {}
         with open(path) as f:
             return json.load(f)
 
+    @staticmethod
+    def check_request(request: dict[str, Any], num_labelled: int) -> None:
+        """Raise ``ValueError`` naming the first bad option of ``request`` (see the class doc)."""
+        max_epochs = request.get("max_epochs", 50)
+        if isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < 1:
+            raise ValueError(f"max_epochs must be an integer >= 1, got {max_epochs!r}.")
+        val_split = request.get("val_split", 0.2)
+        if isinstance(val_split, bool) or not isinstance(val_split, int | float) or not val_split < 1:
+            raise ValueError(f"val_split must be a number < 1 (< 0: the bundle's own validation data), got "
+                             f"{val_split!r}.")
+        if num_labelled == 0:
+            raise ValueError("no labelled images to train on: save at least one final label first.")
+
+    def _partition_datalist(self, datalist: list[dict], request: dict[str, Any], shuffle: bool = False):
+        train, val = super()._partition_datalist(datalist, request, shuffle)
+        if val is not None and not val:
+            logger.warning(f"{self.name}: val_split {request.get('val_split', 0.2)} holds out none of {len(train)} "
+                           "labelled image(s); validating on the training images")
+            val = list(train)
+        self._counts = (len(train), len(val) if val is not None else None)
+        return train, val
+
     def __call__(self, request: dict[str, Any], datastore: Datastore) -> dict[str, Any]:
-        configs = Path(self.bundle_path) / "configs"
-        opts = parse_train_request(request, configs / "train.json")
-        max_epochs, val_split, extra = opts["max_epochs"], opts["val_split"], opts["bundle_overrides"]
-        device = name_to_device(request.get("device"))
-        device = device if isinstance(device, str) else str(device)
-
-        run_dir = Path(self.bundle_path) / "monailabel_runs" / f"{time.strftime('%Y%m%d_%H%M%S')}_{os.getpid()}"
-        datalist = write_datalist(datastore.datalist(), run_dir, val_fraction=val_split)
-        ckpt_dir = run_dir / "checkpoints"
-        logging_file = configs / "logging.conf"
-        overrides = {
-            "bundle_root": self.bundle_path,
-            "dataset_dir": str(run_dir),
-            "output_dir": str(run_dir / "outputs"),
-            "ckpt_dir": str(ckpt_dir),
-            "epochs": max_epochs,
-            "device": device,
-            **extra,
-        }
-        logger.info(f"Training {self.name}: {overrides}")
+        self.check_request(request, len(self._fetch_datalist(request, datastore)))
+        model = Path(self.bundle_path) / "models" / MODEL_FILE
+        before = model.stat().st_mtime_ns if model.is_file() else None
         start = time.time()
-        from monai.bundle import run
-
-        run(
-            config_file=str(configs / "train.json"),
-            meta_file=str(configs / "metadata.json"),
-            logging_file=str(logging_file) if logging_file.is_file() else None,
-            **overrides,
-        )
-        model = export_trained_weights(ckpt_dir, self.bundle_path)
-        with open(datalist) as f:
-            n_train = len(json.load(f)["training"])
+        super().__call__(request, datastore)
+        n_train, n_val = getattr(self, "_counts", (None, None))
         stats = {
             "name": self.name,
-            "epochs": int(max_epochs),
+            "epochs": int(request.get("max_epochs", 50)),
             "total_time": round(time.time() - start, 1),
             "train_images": n_train,
-            "device": device,
+            "val_images": n_val,
+            "device": str(name_to_device(request.get("device", "cuda"))),
             "model": str(model),
-            "run_dir": str(run_dir),
+            "model_updated": model.is_file() and model.stat().st_mtime_ns != before,
         }
-        with open(Path(self.bundle_path) / "models" / "train_stats.json", "w") as f:
+        with open(model.parent / self.STATS_FILE, "w") as f:
             json.dump(stats, f, indent=2)
         return stats
 
@@ -410,21 +465,45 @@ def check_infer_request(
 def check_train_request(model: str) -> None:
     """FastAPI dependency run before MONAI Label's ``POST /train/{model}``: 404 for a model without a train task.
 
-    Without it the request is accepted and the background task fails later (landmark bundles train with the
-    bundle command, not from MONAI Label).
+    Without it the request is accepted and the background task fails later.
 
     Raises:
         HTTPException: 404 naming the trainable models.
     """
     app = _served_app()
     if app is not None and model not in app.train_models:
-        hint = " (served for inference only: train it with its bundle command)" if model in app.infer_models else ""
+        hint = " (served for inference only: it has no configs/train.json)" if model in app.infer_models else ""
         trainable = sorted(app.train_models)
         detail = f"unknown model {model!r} for training{hint}; trainable: {trainable}."
         raise HTTPException(status_code=404, detail=detail)
 
 
 _CHECKS = {("POST", "/infer/{model}"): check_infer_request, ("POST", "/train/{model}"): check_train_request}
+_IN_WORKER_THREAD = {("POST", "/infer/{model}")}
+
+
+def run_in_worker_thread(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+    """A synchronous version of an ``async def`` endpoint that never awaits, for FastAPI to run in its thread pool.
+
+    MONAI Label 0.8.5 declares ``POST /infer/{model}`` as ``async def`` but runs the whole inference synchronously
+    inside it (``run_inference`` -> ``app.infer``; with ``MONAI_LABEL_INFER_CONCURRENCY`` it waits on a thread's
+    result, which blocks just the same). The coroutine therefore occupies the server's only event loop for as long as
+    the inference lasts, and every other request, ``/info`` included, waits (3D Slicer froze for up to 25 s). FastAPI
+    runs plain ``def`` endpoints in a worker thread instead; this wrapper is such an endpoint with the original's
+    signature (so FastAPI reads the same parameters and dependencies) and drives the original coroutine to completion
+    on a private event loop in that thread. A plain ``def`` endpoint is returned unchanged.
+    """
+    if not inspect.iscoroutinefunction(endpoint):
+        return endpoint
+
+    def endpoint_in_thread(*args: Any, **kwargs: Any) -> Any:
+        return asyncio.run(endpoint(*args, **kwargs))
+
+    # not functools.wraps: FastAPI follows __wrapped__ and would await the wrapper as a coroutine again
+    endpoint_in_thread.__signature__ = inspect.signature(endpoint)  # type: ignore[attr-defined]
+    endpoint_in_thread.__name__ = endpoint.__name__
+    endpoint_in_thread.__doc__ = endpoint.__doc__
+    return endpoint_in_thread
 
 
 def install_request_checks(app: FastAPI, prefix: str = "") -> list[str]:
@@ -435,7 +514,9 @@ def install_request_checks(app: FastAPI, prefix: str = "") -> list[str]:
     endpoint, a route with the same path, method and endpoint function but the check as its first dependency is
     put first in the app's route list; the router matches routes in order, so the request reaches MONAI Label's
     endpoint only after the check (FastAPI runs dependencies before the endpoint and answers their
-    ``HTTPException``). Calling it again does nothing.
+    ``HTTPException``). The ``/infer/{model}`` endpoint is also moved off the event loop
+    (:func:`run_in_worker_thread`), so that ``/info`` and the other requests are answered while an inference runs.
+    Calling it again does nothing.
 
     Args:
         app: MONAI Label's FastAPI app.
@@ -459,9 +540,12 @@ def install_request_checks(app: FastAPI, prefix: str = "") -> list[str]:
         for (method, checked_path), check in _CHECKS.items():
             if path != prefix + checked_path or method not in route.methods:
                 continue
+            endpoint = route.endpoint
+            if (method, checked_path) in _IN_WORKER_THREAD:
+                endpoint = run_in_worker_thread(endpoint)
             new = APIRoute(
                 path,
-                route.endpoint,
+                endpoint,
                 methods=[method],
                 dependencies=[Depends(check), *route.dependencies],
                 name=route.name,
@@ -500,15 +584,18 @@ class MonaiExtLabelApp(MONAILabelApp):
         selection = conf.get("models")
         names = select_bundles(selection, list_label_bundles(bundles_dir))
         explicit = not (selection is None or selection.strip().lower() in ("", "all"))
+        self._infer_lock = threading.Lock()
         self.served: dict[str, str] = {}
         self.kinds: dict[str, str] = {}
         self.ckpt_dirs: dict[str, Path] = {}
         for name in names:
             src = bundles_dir / name
             kind = bundle_kind(src)
-            if kind == "landmarks":  # trained by the bundle command into its ckpt_dir, read from there
+            if kind == "landmarks":  # trained weights and priors are copied in (no seeded placeholder: no priors)
                 ckpt_dir = Path(conf.get(f"{name}_ckpt_dir") or src / "models").expanduser()
-                missing = missing_landmark_files(src, ckpt_dir)
+                dst = model_dir / name
+                missing = [p for p in missing_landmark_files(src, ckpt_dir)
+                           if not (dst / "models" / p.name).is_file()]
                 if missing:
                     msg = (
                         f"{name}: no trained landmark model, missing {[str(m) for m in missing]}; train it with "
@@ -519,8 +606,8 @@ class MonaiExtLabelApp(MONAILabelApp):
                         raise ValueError(msg + ".")
                     logger.warning(msg + f"; {name} is not served.")
                     continue
-                self.ckpt_dirs[name] = ckpt_dir
-                dst = prepare_bundle(src, model_dir / name)
+                dst = prepare_bundle(src, dst, model_files=landmark_model_files(src, ckpt_dir))
+                self.ckpt_dirs[name] = dst / "models"
             else:
                 dst = prepare_bundle(src, model_dir / name)
                 if ensure_initial_weights(dst):
@@ -568,13 +655,17 @@ class MonaiExtLabelApp(MONAILabelApp):
 
     def init_trainers(self) -> dict[str, TrainTask]:
         return {
-            name: MonaiExtTrainTask(path, name)
+            name: MonaiExtTrainTask(path, self.conf, name)
             for name, path in self.served.items()
-            if self.kinds[name] == "segmentation" and os.path.exists(os.path.join(path, "configs", "train.json"))
+            if os.path.exists(os.path.join(path, "configs", "train.json"))
         }
 
     def infer(self, request: dict[str, Any], datastore: Datastore | None = None) -> dict[str, Any]:
         """Check the request, then run MONAI Label's inference; a bad request is a 4xx, not a 500.
+
+        Requests arrive in FastAPI's worker threads (:func:`run_in_worker_thread`); one inference runs at a time (a
+        lock: the tasks cache their networks and bundle configs and are not written for concurrent calls), while
+        ``/info`` and the other requests are answered on the event loop without waiting for it.
 
         Raises:
             HTTPException: 404 for an unknown model or an image that is neither a file nor in the datastore;
@@ -592,7 +683,8 @@ class MonaiExtLabelApp(MONAILabelApp):
         if "device" in request:
             _check_device(request["device"], f"/infer/{model}")
         try:
-            return super().infer(request, datastore)
+            with self._infer_lock:
+                return super().infer(request, datastore)
         except InvalidInferInput as e:
             raise HTTPException(status_code=422, detail=f"/infer/{model}: {e}") from e
         except ModelNotTrained as e:

@@ -9,9 +9,23 @@ import torch.nn.functional as F
 from monai.utils import LossReduction, ensure_tuple
 from torch.nn.modules.loss import _Loss
 
+from monai_ext.transforms.region_histogram import RegionHistogram
+
 from .distribution import check_reduction
 
 __all__ = ["RegionHistogramLoss"]
+
+
+def _shape_of(x: object) -> object:
+    return tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+
+
+def _is_label_patch(target: torch.Tensor, input: object) -> bool:
+    """A ``(B, 1, *spatial)`` label map (integer dtype, or one channel where the input has several classes)."""
+    if target.ndim not in (4, 5) or target.shape[1] != 1:
+        return False
+    first = input[0] if isinstance(input, (list, tuple)) else input
+    return not target.dtype.is_floating_point or (isinstance(first, torch.Tensor) and first.shape[1] > 1)
 
 
 class RegionHistogramLoss(_Loss):
@@ -30,6 +44,13 @@ class RegionHistogramLoss(_Loss):
     This is the region-histogram training objective of the iPS-colony segmentation study (patch-wise multi-level
     class-histogram prediction instead of centre-pixel classification).
 
+    Besides per-level lists, ``input`` may be the flat ``(B, C, N)`` tensor of
+    :class:`~monai_ext.networks.nets.FlatHistogramNet` (levels flattened in raster order and concatenated,
+    ``N = sum_l r_l ** d``), and ``target`` may be the same flat pmf tensor or simply the integer *label patch*
+    ``(B, 1, *spatial)``: the targets are then computed with :class:`~monai_ext.transforms.RegionHistogram`
+    (``ignore_index`` honoured), the way MONAI's ``DiceLoss(to_onehot_y=True)`` takes label maps. This lets a bundle
+    train with a plain ``SupervisedTrainer`` on ``(image patch, label patch)`` batches.
+
     Args:
         grid_sizes: grid size ``r`` of every level, in the order of the inputs.
         level_weights: weight ``w_l >= 0`` of each level (default: 1 for every level).
@@ -37,6 +58,8 @@ class RegionHistogramLoss(_Loss):
         softmax: ``input`` holds logits (``True``) or pmfs over ``C`` (``False``).
         reduction: ``"mean"`` (per level, the mean over the samples that have a valid sub-region), ``"sum"`` or
             ``"none"`` (``(B,)`` per-sample weighted sums).
+        ignore_index: label value left out of the targets computed from a label patch (``None``: every value
+            counts).
 
     Raises:
         ValueError: on a bad option; in ``forward`` when the number of levels or a level's shape does not match
@@ -49,6 +72,9 @@ class RegionHistogramLoss(_Loss):
         >>> logits = [torch.randn(2, 3, 1, 1, requires_grad=True), torch.randn(2, 3, 2, 2, requires_grad=True)]
         >>> target = [torch.softmax(torch.randn(2, 3, r, r), 1) for r in (1, 2)]
         >>> loss(logits, target).backward()
+        >>> flat = torch.randn(2, 3, 1 + 4, requires_grad=True)  # FlatHistogramNet output for grid sizes (1, 2)
+        >>> labels = torch.randint(0, 3, (2, 1, 8, 8))  # label patches
+        >>> loss(flat, labels).backward()
     """
 
     def __init__(
@@ -58,8 +84,10 @@ class RegionHistogramLoss(_Loss):
         divergence: str = "kl",
         softmax: bool = True,
         reduction: LossReduction | str = LossReduction.MEAN,
+        ignore_index: int | None = None,
     ) -> None:
         super().__init__(reduction=check_reduction(reduction))
+        self.ignore_index = None if ignore_index is None else int(ignore_index)
         self.grid_sizes = tuple(int(r) for r in ensure_tuple(grid_sizes))
         if not self.grid_sizes or any(r < 1 for r in self.grid_sizes):
             raise ValueError(f"grid_sizes must be one or more positive integers, got {grid_sizes!r}.")
@@ -76,6 +104,26 @@ class RegionHistogramLoss(_Loss):
             raise ValueError(f"divergence must be 'kl' or 'ce', got {divergence!r}.")
         self.divergence = divergence
         self.softmax = bool(softmax)
+
+    def _flat_spatial_dims(self, n: int) -> int:
+        for sd in (2, 3):
+            if sum(r**sd for r in self.grid_sizes) == n:
+                return sd
+        raise ValueError(
+            f"a flat input must have sum(r ** d) cells over grid_sizes={self.grid_sizes} (d = 2 or 3) along its last "
+            f"axis, got {n}."
+        )
+
+    def _split_flat(self, x: torch.Tensor, spatial_dims: int, name: str) -> list[torch.Tensor]:
+        """``(B, C, N)`` -> per-level ``(B, C, r, r[, r])`` (the inverse of ``FlatHistogramNet``'s flattening)."""
+        sizes = [r**spatial_dims for r in self.grid_sizes]
+        if x.ndim != 3 or x.shape[2] != sum(sizes):
+            raise ValueError(
+                f"{name} must be flat (B, C, {sum(sizes)}) for grid_sizes={self.grid_sizes} in {spatial_dims}D, got "
+                f"{tuple(x.shape)}."
+            )
+        parts = torch.split(x, sizes, dim=2)
+        return [p.reshape(*x.shape[:2], *([r] * spatial_dims)) for p, r in zip(parts, self.grid_sizes, strict=True)]
 
     def _as_levels(self, x: Sequence[torch.Tensor] | Mapping[int, torch.Tensor] | torch.Tensor, name: str) -> list:
         if isinstance(x, Mapping):
@@ -108,6 +156,20 @@ class RegionHistogramLoss(_Loss):
         Raises:
             ValueError: on a level count or shape mismatch, or a target that is neither a pmf nor all zeros.
         """
+        if isinstance(target, torch.Tensor) and _is_label_patch(target, input):
+            num_classes = (input[0] if isinstance(input, (list, tuple)) else input).shape[1]
+            sd = target.ndim - 2
+            target = list(RegionHistogram(num_classes, self.grid_sizes, self.ignore_index, spatial_dims=sd)(target))
+            if isinstance(input, torch.Tensor) and input.ndim == 3:
+                input = self._split_flat(input, sd, "input")
+        elif isinstance(input, torch.Tensor) and input.ndim == 3:
+            if not isinstance(target, torch.Tensor) or target.shape != input.shape:
+                raise ValueError(
+                    f"a flat input {tuple(input.shape)} needs a flat target of the same shape or a label patch "
+                    f"(B, 1, *spatial), got {_shape_of(target)}."
+                )
+            sd = self._flat_spatial_dims(input.shape[2])
+            input, target = self._split_flat(input, sd, "input"), self._split_flat(target, sd, "target")
         inputs = self._as_levels(input, "input")
         targets = self._as_levels(target, "target")
         total: torch.Tensor | None = None

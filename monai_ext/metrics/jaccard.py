@@ -66,9 +66,11 @@ class JaccardMetric(CumulativeIterationMetric):
         include_background: include class 0 in the ``"mean"`` aggregate.
         reduction: ``"mean"`` (over classes with non-zero union) or ``"none"`` (``(C,)`` per class; NaN for a class
             that never occurs in prediction or target).
+        class_index: when given, ``aggregate()`` returns the Jaccard of this class only (a scalar, NaN when the
+            class never occurs), e.g. to log one scalar per class in TensorBoard or MLflow, which take scalars.
 
     Raises:
-        ValueError: when ``num_classes < 1`` or ``reduction`` is unknown.
+        ValueError: when ``num_classes < 1``, ``reduction`` is unknown or ``class_index`` is not a class.
 
     Example::
 
@@ -83,6 +85,7 @@ class JaccardMetric(CumulativeIterationMetric):
         ignore_index: int | None = None,
         include_background: bool = True,
         reduction: str = "mean",
+        class_index: int | None = None,
     ) -> None:
         super().__init__()
         if int(num_classes) < 1:
@@ -93,6 +96,9 @@ class JaccardMetric(CumulativeIterationMetric):
         self.ignore_index = ignore_index
         self.include_background = bool(include_background)
         self.reduction = reduction
+        if class_index is not None and not 0 <= int(class_index) < int(num_classes):
+            raise ValueError(f"class_index must be in 0 .. {int(num_classes) - 1}, got {class_index!r}.")
+        self.class_index = None if class_index is None else int(class_index)
 
     def _compute_tensor(self, y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         return jaccard_counts(y_pred, y, self.num_classes, self.ignore_index)
@@ -113,6 +119,8 @@ class JaccardMetric(CumulativeIterationMetric):
         per_class = torch.where(
             tot[:, 1] > 0, tot[:, 0] / tot[:, 1].clamp_min(1), torch.full_like(tot[:, 0], float("nan"))
         )
+        if self.class_index is not None:
+            return per_class[self.class_index]
         if reduction == "none":
             return per_class
         keep = per_class if self.include_background else per_class[1:]

@@ -166,7 +166,8 @@ def select_threshold(
     - ``"prior_quantile"``: predict the top ``prior`` fraction positive: the ``ceil(prior N)``-th largest score.
       It uses no label, which suits PU data where the validation "negatives" are unlabeled.
 
-    Ties between candidates go to the larger threshold.
+    Ties between candidates go to the larger threshold. The criteria are compared exactly, as ratios of integer
+    counts, so that candidates with equal criteria are ties even where their float values differ in the last bit.
 
     Args:
         scores: ``(N,)`` validation scores.
@@ -205,21 +206,40 @@ def select_threshold(
     order = np.argsort(-s, kind="mergesort")
     ss, yy = s[order], y[order]
     last = np.r_[ss[1:] != ss[:-1], True]  # last index of each run of equal scores
-    tp = np.cumsum(yy)[last].astype(np.float64)
-    fp = np.cumsum(~yy)[last].astype(np.float64)
+    tp = np.cumsum(yy)[last]
+    fp = np.cumsum(~yy)[last]
     thr = ss[last]
-    recall = tp / n_pos
-    precision = tp / (tp + fp)
-    if method == "youden":
-        spec = 1.0 - fp / n_neg if n_neg else np.zeros_like(fp)
-        crit = recall + spec - 1.0
-    elif method == "max_f1":
-        with np.errstate(invalid="ignore", divide="ignore"):
-            crit = np.where(tp > 0, 2 * precision * recall / (precision + recall), 0.0)
-    else:
-        ok = recall >= float(target_recall) - 1e-12
+    if method == "recall":
+        ok = tp / n_pos >= float(target_recall) - 1e-12
         return _result(s, y, float(thr[np.argmax(ok)]), method)
-    return _result(s, y, float(thr[int(np.argmax(crit))]), method)
+    # the criteria are ratios of integer counts: compare them exactly, so that equal values are ties (which go to
+    # the larger threshold, the first candidate) and float rounding cannot pick a smaller threshold
+    if method == "youden":
+        # J = tp / P + (N - fp) / N - 1 = (tp N - fp P) / (P N); with no negative, specificity is 0: J = tp / P - 1
+        if n_neg:
+            num, den = tp * n_neg - fp * n_pos, np.full_like(tp, n_pos * n_neg)
+        else:
+            num, den = tp - n_pos, np.ones_like(tp)
+    else:
+        # F1 = 2 tp / (2 tp + fp + fn) = 2 tp / (tp + fp + P); 0 when nothing positive is found
+        num, den = 2 * tp, tp + fp + n_pos
+    return _result(s, y, float(thr[_first_exact_argmax(num, den)]), method)
+
+
+def _first_exact_argmax(num: np.ndarray, den: np.ndarray) -> int:
+    """Index of the first maximum of ``num / den`` (integer arrays, ``den > 0``), compared exactly.
+
+    Floats narrow the search to the values within a relative 1e-9 of the float maximum (far wider than the rounding
+    of one division); Python integers then compare the fractions ``a / b`` and ``c / d`` as ``a d`` and ``c b``.
+    """
+    approx = num / den
+    top = float(approx.max())
+    candidates = np.flatnonzero(approx >= top - 1e-9 * max(abs(top), 1.0))
+    best = int(candidates[0])
+    for i in candidates[1:].tolist():
+        if int(num[i]) * int(den[best]) > int(num[best]) * int(den[i]):
+            best = i
+    return best
 
 
 class PUCorrectedAUCMetric(CumulativeIterationMetric):
@@ -233,10 +253,12 @@ class PUCorrectedAUCMetric(CumulativeIterationMetric):
 
     Example::
 
+        >>> import torch
         >>> metric = PUCorrectedAUCMetric(prior=0.3)
-        >>> metric(torch.tensor([0.9, 0.1]), torch.tensor([1, 0]))
-        >>> metric(torch.tensor([0.7, 0.4]), torch.tensor([0, 1]))
-        >>> value = metric.aggregate()
+        >>> _ = metric(torch.tensor([0.9, 0.1]), torch.tensor([1, 0]))  # returns the batch buffers
+        >>> _ = metric(torch.tensor([0.7, 0.4]), torch.tensor([0, 1]))
+        >>> round(metric.aggregate(), 4)  # AUC 3/4 over both batches: (0.75 - 0.3 / 2) / (1 - 0.3)
+        0.8571
     """
 
     def __init__(self, prior: float) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .alignment import AlignToTemplateD, AlignToTemplated, AlignToTemplateDict, register_affine, rotation_angle_deg
+from .center_pixel import CenterPixelLabel, CenterPixelLabelD, CenterPixelLabeld, CenterPixelLabelDict
 from .intensity import (
     CONTRAST_PRESETS,
     TISSUE_CHANNELS,
@@ -66,6 +67,10 @@ __all__ = [
     "register_affine",
     "resample_to_grid",
     "rotation_angle_deg",
+    "CenterPixelLabel",
+    "CenterPixelLabelD",
+    "CenterPixelLabelDict",
+    "CenterPixelLabeld",
     "ImageValidationError",
     "PLANE_AXES",
     "RandTriPlanarPatchD",

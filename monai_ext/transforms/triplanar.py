@@ -123,11 +123,18 @@ class TriPlanarPatch(Transform):
           axes, expressed along the voxel axes, in voxel units when ``extent_mm`` is None, in mm otherwise);
           ``scale`` (scalar or ``(N,)``) multiplies the in-plane step.
 
-    Two code paths give identical values where both apply: when the step is one voxel on every axis, there is no
-    rotation or scale and the centres are integers (or ``mode="nearest"``, which rounds them half to even), patches
-    are gathered directly (no interpolation, dtype kept, integer images exact); otherwise every sample of every
-    point is interpolated at once with ``torch.nn.functional.grid_sample`` (``align_corners=True``, so voxel index
-    ``i`` is the centre of voxel ``i``). Both run on the input's device.
+    Sampling rules, the same on every code path:
+        * ``mode="nearest"``: every sample position is rounded half up to a voxel index, ``floor(x + 0.5)`` on each
+          axis (so a centre at 10.5 samples voxel 11). Unlike round-half-to-even, this rule commutes with integer
+          offsets, so with a unit-step axis-aligned frame the patch is exactly the window around the rounded centre,
+          and that window is gathered directly; with a rotation, scale or mm extent the rule is applied to each
+          sample and the voxels are gathered by index. Either way there is no interpolation and the dtype is kept
+          (integer images are exact).
+        * ``mode="bilinear"``: integer centres with a unit-step axis-aligned frame are gathered directly (there is
+          nothing to interpolate); otherwise every sample of every point is interpolated at once with
+          ``torch.nn.functional.grid_sample`` (``align_corners=True``, so voxel index ``i`` is the centre of voxel
+          ``i``).
+    All paths run on the input's device.
 
     Padding rule for samples outside ``[0, size - 1]`` on an axis (``padding_mode``):
         * ``"zeros"``: constant ``cval`` (default 0) outside the volume; bilinear samples within one voxel of the
@@ -140,10 +147,12 @@ class TriPlanarPatch(Transform):
     Performance (``benchmarks/bench_transforms.py``, figures in ``docs/results.md``): the gather path copies each
     plane with one ``index_select`` over strided window views, so its cost is that of reading the patches. Planes 0
     and 1 read ``p`` contiguous runs of ``p`` voxels each; plane 2 (orthogonal to the last, contiguous axis) reads
-    every voxel from a different cache line and dominates the time, as it does for a plain slicing loop. A
-    ``(C, Z, X, Y)`` transposed copy makes plane 2 contiguous but costs about ten such calls to build, so it only
-    pays off for a volume sampled many times; it is not made here. The resampling path is bound by the trilinear
-    ``grid_sample`` kernel (eight reads per sample).
+    every voxel from a different cache line and dominates the time, as it does for a plain slicing loop. On CPU,
+    plane 2 is therefore gathered in the order of the centres' ``(z // 64, x, y)``, so that consecutive windows
+    reuse the cache lines and pages of their neighbours, and copied back to the callers' order (one extra copy of
+    that plane, far cheaper than the misses it saves). A ``(C, Z, X, Y)`` transposed copy would make plane 2
+    contiguous but costs several such calls to build, so it is not made here. The resampling path is bound by the
+    trilinear ``grid_sample`` kernel (eight reads per sample).
 
     Output type follows the input: numpy in, numpy out; torch in, torch out on the same device. The dtype is the
     input dtype, except that bilinear resampling of an integer image returns float32. A MetaTensor input gives a
@@ -244,11 +253,15 @@ class TriPlanarPatch(Transform):
         if self.coords == "world":
             ctr = (torch.linalg.inv(affine) @ torch.cat([ctr, torch.ones_like(ctr[:, :1])], 1).T).T[:, :3]
         frame = self._frame(ctr.shape[0], affine, rotation, scale)
-        sizes = vol.shape[1:]
         if frame is None and (mode == "nearest" or bool((ctr == ctr.round()).all())):
-            out = self._gather(vol, ctr.round().long().to(device))
+            out = self._gather(vol, torch.floor(ctr + 0.5).long().to(device), ctr)
+        elif mode == "nearest":
+            pos = self._positions(ctr, frame)
+            raw = [torch.floor(pos[..., i] + 0.5).long().to(device) for i in range(3)]  # (N, 3, p, p) each
+            vals = self._take(vol, raw, ctr)  # (N, 3, p, p, C)
+            out = vals.permute(0, 1, 4, 2, 3).reshape(ctr.shape[0], 3 * vol.shape[0], self.patch_size, self.patch_size)
         else:
-            out = self._resample(vol, ctr, frame, mode, sizes)
+            out = self._resample(vol, ctr, frame, mode, vol.shape[1:])
         return self._wrap(out, img, ctr)
 
     def _frame(
@@ -280,8 +293,8 @@ class TriPlanarPatch(Transform):
             return None
         return frame
 
-    def _gather(self, vol: torch.Tensor, ctr: torch.Tensor) -> torch.Tensor:
-        """Axis-aligned unit-step path: copy the windows, no interpolation."""
+    def _gather(self, vol: torch.Tensor, ctr: torch.Tensor, ctr_float: torch.Tensor) -> torch.Tensor:
+        """Axis-aligned unit-step path: copy the windows around the integer centres ``ctr``, no interpolation."""
         p, n, c = self.patch_size, ctr.shape[0], vol.shape[0]
         sizes = torch.tensor(vol.shape[1:], device=ctr.device)
         lo = ctr - p // 2
@@ -300,38 +313,46 @@ class TriPlanarPatch(Transform):
                 windows = vol.as_strided(
                     (n_starts, c, p, p), (1, vol.stride(0), strides[a], strides[b]), vol.storage_offset()
                 )
-                torch.index_select(windows, 0, flat, out=out[:, k])
+                if k == 2 and n > 1 and vol.device.type == "cpu":
+                    # every voxel of plane 2 is on its own cache line: visit the centres by (z // 64, x, y) so that
+                    # neighbouring windows share lines and pages, then put the rows back in the callers' order
+                    key = (ctr[:, 2] // 64 * sizes[0] + ctr[:, 0]) * sizes[1] + ctr[:, 1]
+                    order = torch.argsort(key)
+                    out[:, k].index_copy_(0, order, torch.index_select(windows, 0, flat[order]))
+                else:
+                    torch.index_select(windows, 0, flat, out=out[:, k])
             return out.reshape(n, 3 * c, p, p)
         offsets = torch.arange(p, device=ctr.device) - p // 2
-        vol_last = vol.permute(1, 2, 3, 0)
         for k, (a, b) in enumerate(PLANE_AXES):
             raw = [ctr[:, i].reshape(n, 1, 1) for i in range(3)]
             raw[a] = raw[a] + offsets.reshape(1, p, 1)
             raw[b] = raw[b] + offsets.reshape(1, 1, p)
-            if self.padding_mode == "error":
-                bad = torch.zeros(n, dtype=torch.bool, device=ctr.device)
-                for i in range(3):
-                    bad |= ((raw[i] < 0) | (raw[i] >= vol.shape[i + 1])).reshape(n, -1).any(1)
-                self._raise_outside(bad, ctr)
-            idx, valid = [], None
-            for i in range(3):
-                fixed, ok = _fix_index(raw[i], vol.shape[i + 1], self.padding_mode)
-                idx.append(fixed.expand(n, p, p))
-                if ok is not None:
-                    valid = ok if valid is None else valid & ok
-            vals = vol_last[idx[0], idx[1], idx[2]].permute(0, 3, 1, 2)  # (N, C, p, p)
-            if valid is not None:
-                vals = torch.where(valid.reshape(n, 1, p, p), vals, torch.as_tensor(self.cval, dtype=vol.dtype))
-            out[:, k] = vals
+            out[:, k] = self._take(vol, list(torch.broadcast_tensors(*raw)), ctr_float).permute(0, 3, 1, 2)
         return out.reshape(n, 3 * c, p, p)
 
-    def _resample(
-        self, vol: torch.Tensor, ctr: torch.Tensor, frame: torch.Tensor | None, mode: str, sizes: Sequence[int]
-    ) -> torch.Tensor:
-        """General path: interpolate all samples of all points with one ``grid_sample`` call."""
-        p, n, c = self.patch_size, ctr.shape[0], vol.shape[0]
-        if frame is None:
-            frame = torch.eye(3, dtype=torch.float64).expand(n, 3, 3)
+    def _take(self, vol: torch.Tensor, raw: list[torch.Tensor], ctr: torch.Tensor) -> torch.Tensor:
+        """Voxels at integer indices ``raw`` (one tensor per axis, shape ``(N, ...)``), padded: ``(N, ..., C)``."""
+        n = raw[0].shape[0]
+        if self.padding_mode == "error":
+            bad = torch.zeros(n, dtype=torch.bool, device=raw[0].device)
+            for i in range(3):
+                bad |= ((raw[i] < 0) | (raw[i] >= vol.shape[i + 1])).reshape(n, -1).any(1)
+            self._raise_outside(bad.cpu(), ctr)
+        idx, valid = [], None
+        for i in range(3):
+            fixed, ok = _fix_index(raw[i], vol.shape[i + 1], self.padding_mode)
+            idx.append(fixed)
+            if ok is not None:
+                valid = ok if valid is None else valid & ok
+        vals = vol.permute(1, 2, 3, 0)[idx[0], idx[1], idx[2]]
+        if valid is not None:
+            cval = torch.as_tensor(self.cval, dtype=vol.dtype, device=vol.device)
+            vals = torch.where(valid.unsqueeze(-1), vals, cval)
+        return vals
+
+    def _positions(self, ctr: torch.Tensor, frame: torch.Tensor) -> torch.Tensor:
+        """Voxel coordinates ``(N, 3, p, p, 3)`` (float64, CPU) of every sample of every plane."""
+        p, n = self.patch_size, ctr.shape[0]
         offsets = torch.arange(p, dtype=torch.float64) - p // 2
         planes = []
         for a, b in PLANE_AXES:
@@ -341,7 +362,16 @@ class TriPlanarPatch(Transform):
                 + offsets.reshape(1, 1, p, 1) * frame[:, :, b].reshape(n, 1, 1, 3)
             )
             planes.append(pos)
-        pos = torch.stack(planes, 1)  # (N, 3, p, p, 3) voxel coordinates
+        return torch.stack(planes, 1)
+
+    def _resample(
+        self, vol: torch.Tensor, ctr: torch.Tensor, frame: torch.Tensor | None, mode: str, sizes: Sequence[int]
+    ) -> torch.Tensor:
+        """Bilinear path: interpolate all samples of all points with one ``grid_sample`` call."""
+        p, n, c = self.patch_size, ctr.shape[0], vol.shape[0]
+        if frame is None:
+            frame = torch.eye(3, dtype=torch.float64).expand(n, 3, 3)
+        pos = self._positions(ctr, frame)  # (N, 3, p, p, 3) voxel coordinates
         size_t = torch.tensor(list(sizes), dtype=torch.float64)
         if self.padding_mode == "error":
             tol = 1e-6
@@ -359,7 +389,7 @@ class TriPlanarPatch(Transform):
         if shift:
             out = out + self.cval
         out = out.reshape(c, n, 3, p, p).permute(1, 2, 0, 3, 4).reshape(n, 3 * c, p, p)
-        if vol.dtype != work_dtype and (mode == "nearest" or vol.dtype.is_floating_point):
+        if vol.dtype != work_dtype and vol.dtype.is_floating_point:
             out = out.to(vol.dtype)
         return out
 

@@ -56,10 +56,11 @@ class ValidateImage(Transform):
     Example::
 
         >>> import torch
-        >>> ValidateImage(ndim=4, layout="a 3D volume (1, X, Y, Z)")(torch.zeros(1, 8, 8))
-        Traceback (most recent call last):
-        ...
-        ValueError: image '<array>' has shape (1, 8, 8) (3 dimensions); expected a 3D volume (1, X, Y, Z).
+        >>> try:
+        ...     ValidateImage(ndim=4, layout="a 3D volume (1, X, Y, Z)")(torch.zeros(1, 8, 8))
+        ... except ValueError as e:  # an ImageValidationError is a ValueError
+        ...     print(type(e).__name__, e)
+        ImageValidationError image '<array>' has shape (1, 8, 8) (3 dimensions); expected a 3D volume (1, X, Y, Z).
     """
 
     backend = [TransformBackends.TORCH, TransformBackends.NUMPY]

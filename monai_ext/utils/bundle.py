@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["find_bundle_root", "default_device", "as_bool"]
+__all__ = ["find_bundle_root", "default_device", "as_bool", "rank_zero_handlers"]
 
 
 def _bundle_name(folder: Path) -> str | None:
@@ -101,3 +102,31 @@ def as_bool(value: Any, name: str) -> bool:
             return False
         raise ValueError(f"{name} must be a boolean (true/false), got {value!r}.")
     return bool(value)
+
+
+# handlers that only log or write files: one process does that under torch.distributed
+_WRITING_HANDLERS = (
+    "StatsHandler", "TensorBoardStatsHandler", "LogfileHandler", "ProgressBar", "CheckpointSaver",
+    "ResumableCheckpointSaver", "ResultsSaver", "MetricsSaver", "MLFlowHandler", "ClearMLStatsHandler",
+)
+
+
+def rank_zero_handlers(handlers: Sequence[Any] | None) -> list[Any]:
+    """``handlers`` on rank 0; on other ranks, without the handlers that only log or write files.
+
+    ``multi_gpu_train.json`` sets ``train#trainer#train_handlers`` to ``rank_zero_handlers(@train#handlers)``: every
+    process keeps the handlers that change training (resume loader, lr schedule, validation, reseeding), and only
+    rank 0 prints, writes TensorBoard/MLflow logs and saves checkpoints. (The model zoo's ``handlers[: -2]`` slice does
+    the same for a fixed list; this works when a user appends or removes handlers.)
+
+    Example::
+
+        >>> rank_zero_handlers(None)
+        []
+    """
+    handlers = list(handlers or [])
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return handlers
+    if torch.distributed.get_rank() == 0:
+        return handlers
+    return [h for h in handlers if not any(c.__name__ in _WRITING_HANDLERS for c in type(h).__mro__)]

@@ -38,6 +38,7 @@ def save_checkpoint(obj: dict[str, Any], path: str | os.PathLike) -> Path:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates the file readable by its owner only
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

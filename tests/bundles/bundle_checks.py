@@ -112,16 +112,25 @@ def cli_overrides(overrides: dict[str, Any]) -> list[str]:
 
 
 def run_bundle_cli(name: str, configs: Sequence[str], overrides: dict[str, Any], nproc: int = 1,
-                   cwd: str | os.PathLike | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """``python -m monai.bundle run`` in a subprocess; with ``nproc > 1`` under ``torchrun`` (gloo on CPU)."""
+                   cwd: str | os.PathLike | None = None, timeout: int = 600, check: bool = True,
+                   extra_args: Sequence[str] = ()) -> subprocess.CompletedProcess:
+    """``python -m monai.bundle run`` in a subprocess; with ``nproc > 1`` under ``torchrun`` (gloo on CPU).
+
+    ``tests/bundles`` is on ``PYTHONPATH`` so that overrides can name ``override_helpers`` components; with
+    ``check=False`` a failing run is returned instead of failing the test.
+    """
     files = config_paths(name, configs)
     config_arg = files[0] if len(files) == 1 else json.dumps(files)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg", "PYTHONUNBUFFERED": "1"}
+    helpers = str(Path(__file__).resolve().parent)
+    pythonpath = os.pathsep.join(p for p in (helpers, os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg", "PYTHONUNBUFFERED": "1", "PYTHONPATH": pythonpath}
     launcher = [sys.executable]
     if nproc > 1:
         launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
     cmd = launcher + ["-m", "monai.bundle", "run", "--config_file", config_arg] + cli_overrides(overrides)
+    cmd += list(extra_args)
     proc = subprocess.run(cmd, cwd=cwd or REPO, env=env, capture_output=True, text=True, timeout=timeout)
     tail = f"{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
-    assert proc.returncode == 0, f"{' '.join(cmd)}\nexit {proc.returncode}\n{tail}"
+    if check:
+        assert proc.returncode == 0, f"{' '.join(cmd)}\nexit {proc.returncode}\n{tail}"
     return proc

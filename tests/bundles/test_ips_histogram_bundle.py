@@ -1,5 +1,6 @@
-"""The ips_histogram bundle contract on tiny synthetic data: train / evaluate / inference workflows, metadata, network
-in/out, TorchScript export, real microscopy images of other sizes, torchrun (gloo) and the CLI from the bundle folder.
+"""The ips_histogram bundle on tiny synthetic data: train / evaluate / inference configs, the three method files,
+the method comparison study, real microscopy images of other sizes, torchrun (gloo) and the CLI from the bundle
+folder. The model-zoo checks shared by every bundle are in test_zoo_contract.py.
 """
 
 from __future__ import annotations
@@ -13,21 +14,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from bundle_checks import (
-    bundle_dir,
-    check_layout,
-    check_metadata,
-    check_net_in_out,
-    export_torchscript,
-    run_bundle_cli,
-    run_workflow,
-)
+from bundle_checks import bundle_dir, check_layout, check_metadata, run_bundle_cli, run_workflow
 from skimage import data as skdata
 
 NAME = "ips_histogram"
-# tiny: 4 images of 96 px, 32-pixel patches, one epoch of 32 patches
-TINY = {"epochs": 1, "num_cases": 4, "image_size": 96, "num_patches": 32, "batch_size": 16, "patch_size": 32,
-        "hist_stride": 8, "channels": [4, 8], "device": "cpu"}
+# tiny: 4 images of 96 px, 32-pixel patches, one epoch of 2 batches of 2 x 4 patches
+TINY = {"epochs": 1, "num_cases": 4, "image_size": 96, "patch_size": 32, "patches_per_image": 4,
+        "images_per_batch": 2, "stride": 8, "channels": [4, 8], "device": "cpu"}
 TINY_INFER = {"num_cases": 4, "image_size": 96, "patch_size": 32, "stride": 8, "channels": [4, 8], "device": "cpu"}
 
 
@@ -35,8 +28,8 @@ TINY_INFER = {"num_cases": 4, "image_size": 96, "patch_size": 32, "stride": 8, "
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("ips")
     paths = {"output_dir": str(root / "out"), "ckpt_dir": str(root / "ckpt")}
-    run_workflow(NAME, ["train.json"], "train", **paths, **TINY)
-    return root, paths
+    wf = run_workflow(NAME, ["train.json"], "train", **paths, **TINY)
+    return root, paths, wf
 
 
 def test_layout_and_metadata():
@@ -45,43 +38,50 @@ def test_layout_and_metadata():
     meta = json.loads((bundle_dir(NAME) / "configs" / "metadata.json").read_text())
     channel_def = meta["network_data_format"]["outputs"]["pred"]["channel_def"]
     assert channel_def["0"] == "background" and len(channel_def) == 3
+    assert {"monai_ext", "pytorch-ignite"} <= set(meta["required_packages_version"])
 
 
-def test_train_outputs_and_resume(trained):
-    root, paths = trained
+def test_train_leaves_model_state_logs_and_validation(trained):
+    root, paths, wf = trained
     out, ckpt = Path(paths["output_dir"]), Path(paths["ckpt_dir"])
-    for f in ("jaccard_table.csv", "jaccard_table.md", "qualitative.png", "synthetic_data/dataset.json"):
-        assert (out / f).is_file(), f
-    assert list((out / "tensorboard" / "histogram_p32").glob("events.out.tfevents.*"))
-    preds = out / "predictions" / "histogram_p32"
-    label_file = next(preds.glob("*_label.nii.gz"))
-    prob = nib.load(str(next(preds.glob("*_prob.nii.gz")))).get_fdata()
-    assert prob.shape == (96, 96, 3) and np.allclose(prob.sum(-1), 1, atol=1e-4)
-    assert nib.load(str(label_file)).shape == (96, 96)
-    assert list(preds.glob("*_overlay.png"))
-    with open(out / "jaccard_table.csv") as f:
-        rows = list(csv.DictReader(f))
-    assert [r["method"] for r in rows] == ["histogram"]
-    assert 0 <= float(rows[0]["mean_jaccard"]) <= 100
-    state = torch.load(ckpt / "histogram_p32" / "checkpoint.pt", weights_only=True)
-    assert state["epoch"] == 1 and {"model", "optimizer", "scheduler", "rng"} <= set(state)
-    assert (ckpt / "model.pt").is_file()
-    # resume: a second run with the same config finds the finished checkpoint and does not train again
-    before = (ckpt / "histogram_p32" / "checkpoint.pt").stat().st_mtime_ns
+    assert (out / "synthetic_data" / "dataset.json").is_file()
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    log = (out / "train_log.txt").read_text()
+    assert "train_loss" in log and "val_mean_jaccard" in log
+    state = torch.load(ckpt / "checkpoint.pt", weights_only=True)
+    assert {"model", "optimizer", "lr_scheduler", "trainer", "best_model_saver"} <= set(state)
+    assert state["trainer"]["iteration"] == state["trainer"]["epoch_length"]  # one epoch done
+    best = state["best_model_saver"]["_saved"][0][0]
+    assert best == pytest.approx(wf.evaluator.state.metrics["val_mean_jaccard"])
+    # the run finished, so the same command again is a new run (only an unfinished run is resumed)
+    before = (ckpt / "checkpoint.pt").stat().st_mtime_ns
     run_workflow(NAME, ["train.json"], "train", **paths, **TINY)
-    assert (ckpt / "histogram_p32" / "checkpoint.pt").stat().st_mtime_ns == before
+    assert (ckpt / "checkpoint.pt").stat().st_mtime_ns != before
+    state = torch.load(ckpt / "checkpoint.pt", weights_only=True)
+    assert state["trainer"]["iteration"] == state["trainer"]["epoch_length"]
 
 
-def test_evaluate_workflow(trained):
-    _, paths = trained
+def test_evaluate_writes_results_and_predictions(trained):
+    _, paths, _ = trained
     out = Path(paths["output_dir"]) / "eval"
-    run_workflow(NAME, ["train.json", "evaluate.json"], "eval", **{**paths, "output_dir": str(out)}, **TINY)
-    with open(out / "jaccard_table.csv") as f:
-        assert [r["method"] for r in csv.DictReader(f)] == ["histogram"]
+    run_workflow(NAME, ["train.json", "evaluate.json"], "train", **{**paths, "output_dir": str(out)}, **TINY,
+                 dataset_dir=str(Path(paths["output_dir"]) / "synthetic_data"))
+    record = json.loads((out / "test_results.json").read_text())
+    m = record["metrics"]
+    assert 0 <= m["val_mean_jaccard"] <= 1
+    # the mean is the mean of the classes that occur (all three occur in the synthetic test images)
+    per_class = [m[f"val_jaccard_{c}"] for c in ("background", "good", "bad")]
+    assert m["val_mean_jaccard"] == pytest.approx(np.mean(per_class))
+    assert record["info"]["section"] == "test" and record["provenance"]["cpu"]
+    preds = out / "predictions"
+    prob = nib.load(str(next(preds.glob("*_prob.nii.gz")))).get_fdata()
+    assert prob.shape[:2] == (96, 96) and prob.shape[-1] == 3 and np.allclose(prob.sum(-1), 1, atol=1e-4)
+    assert nib.load(str(next(preds.glob("*_seg.nii.gz")))).shape[:2] == (96, 96)
+    assert list(preds.glob("*_overlay.png"))
 
 
 def test_inference_on_synthetic_and_real_microscopy(trained, tmp_path):
-    _, paths = trained
+    _, paths, _ = trained
     run_workflow(NAME, ["inference.json"], "infer", **paths, **TINY_INFER)
     assert list((Path(paths["output_dir"]) / "inference").glob("*_seg.nii.gz"))
     # real images of other sizes and channel counts: a grey 660x550 and an RGB 512x512 (cropped to keep it fast)
@@ -102,26 +102,58 @@ def test_inference_on_synthetic_and_real_microscopy(trained, tmp_path):
         assert iio.imread(pred_dir / f"{name}_overlay.png").shape[:2] == (img.shape[1], img.shape[0])
 
 
-def test_net_in_out_and_torchscript_export(trained, tmp_path):
-    _, paths = trained
-    check_net_in_out(NAME)
-    ts = export_torchscript(NAME, Path(paths["ckpt_dir"]) / "model.pt", tmp_path / "model.ts", key_in_ckpt="model",
-                            patch_size=32, channels=[4, 8])
-    net = torch.jit.load(str(ts))
-    assert net(torch.zeros(2, 1, 32, 32)).shape == (2, 3, 1 + 4 + 16)  # FlatHistogramNet: levels 1/2/4 flattened
+@pytest.mark.parametrize("method, loss", [("patch_classification", "CrossEntropyLoss"),
+                                          ("fcn", "CrossEntropyLoss")])
+def test_method_files_swap_network_loss_targets_and_inferer(method, loss, trained, tmp_path):
+    _, paths, _ = trained
+    data = str(Path(paths["output_dir"]) / "synthetic_data")
+    over = {**TINY, "output_dir": str(tmp_path / "out"), "ckpt_dir": str(tmp_path / "ckpt"), "dataset_dir": data}
+    wf = run_workflow(NAME, ["train.json", f"method_{method}.json"], "train", **over)
+    assert type(wf.trainer.loss_function).__name__ == loss
+    net = wf.trainer.network
+    assert type(net).__name__ == ("BasicUNet" if method == "fcn" else "FlatHistogramNet")
+    assert (tmp_path / "ckpt" / "model.pt").is_file() and 0 <= wf.evaluator.state.metrics["val_mean_jaccard"] <= 1
+
+
+def test_comparison_study_tables_and_figures(tmp_path):
+    out = tmp_path / "compare"
+    over = {"output_dir": str(out), "epochs": 1, "methods": ["histogram", "patch_classification"], "seeds": [0, 1],
+            "num_cases": 4, "image_size": 96, "patch_sizes": [32], "device": "cpu",
+            "train_overrides": {"patches_per_image": 4, "images_per_batch": 2, "stride": 8, "channels": [4, 8]}}
+    run_bundle_cli(NAME, ["compare.json"], over)
+    with open(out / "jaccard_cells.csv") as f:
+        cells = list(csv.DictReader(f))
+    assert sorted((r["method"], r["seed"]) for r in cells) == [
+        ("histogram", "0"), ("histogram", "1"), ("patch_classification", "0"), ("patch_classification", "1")]
+    with open(out / "jaccard_table.csv") as f:
+        summary = {r["method"]: r for r in csv.DictReader(f)}
+    h = [float(r["mean_jaccard"]) for r in cells if r["method"] == "histogram"]
+    assert float(summary["histogram"]["mean_jaccard_mean"]) == pytest.approx(np.mean(h))
+    assert float(summary["histogram"]["mean_jaccard_sd"]) == pytest.approx(np.std(h, ddof=1))
+    with open(out / "paired_differences.csv") as f:
+        diff = next(csv.DictReader(f))
+    p = [float(r["mean_jaccard"]) for r in cells if r["method"] == "patch_classification"]
+    assert float(diff["diff_mean"]) == pytest.approx(np.mean(np.subtract(p, h)))
+    assert (out / "patch_size_sweep.png").is_file() and (out / "qualitative.png").is_file()
+    # every cell is an ordinary bundle run with its own results file; a rerun reuses them (no training)
+    stamp = (out / "histogram_p32_seed0" / "models" / "model.pt").stat().st_mtime_ns
+    run_bundle_cli(NAME, ["compare.json"], over)
+    assert (out / "histogram_p32_seed0" / "models" / "model.pt").stat().st_mtime_ns == stamp
 
 
 def test_multi_gpu_train_torchrun_gloo(tmp_path):
-    overrides = {**TINY, "output_dir": str(tmp_path / "out"), "ckpt_dir": str(tmp_path / "ckpt")}
+    # 10 cases: 2 validation images, one per rank (MONAI's DistributedSampler needs one per process)
+    overrides = {**TINY, "num_cases": 10, "output_dir": str(tmp_path / "out"), "ckpt_dir": str(tmp_path / "ckpt")}
     overrides.pop("device")
-    run_bundle_cli(NAME, ["train.json", "multi_gpu_train.json"], overrides, nproc=2)
-    assert (tmp_path / "ckpt" / "histogram_p32" / "checkpoint.pt").is_file()
-    assert (tmp_path / "out" / "jaccard_table.md").is_file()
+    proc = run_bundle_cli(NAME, ["train.json", "multi_gpu_train.json"], overrides, nproc=2)
+    assert (tmp_path / "ckpt" / "model.pt").is_file() and (tmp_path / "ckpt" / "checkpoint.pt").is_file()
+    # only rank 0 logs the epoch's metrics
+    assert (proc.stdout + proc.stderr).count("Epoch[1] Metrics -- train_loss") == 1
 
 
-def test_cli_from_inside_the_bundle_folder(tmp_path):
+def test_cli_from_inside_the_bundle_folder(trained, tmp_path):
+    _, paths, _ = trained
     overrides = {**TINY, "output_dir": str(tmp_path / "out"), "ckpt_dir": str(tmp_path / "ckpt"),
-                 "method": "patch_classification", "epochs": 1}
+                 "dataset_dir": str(Path(paths["output_dir"]) / "synthetic_data")}
     run_bundle_cli(NAME, ["train.json"], overrides, cwd=bundle_dir(NAME))
-    with open(tmp_path / "out" / "jaccard_table.csv") as f:
-        assert [r["method"] for r in csv.DictReader(f)] == ["patch_classification"]
+    assert (tmp_path / "ckpt" / "model.pt").is_file()

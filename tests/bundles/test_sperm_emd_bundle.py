@@ -1,4 +1,7 @@
-"""Bundle contract checks for ``bundles/sperm_emd`` on tiny synthetic data (see tests/bundles/bundle_checks.py)."""
+"""The sperm_emd bundle on tiny synthetic videos: train.json (one backbone and loss on MONAI engines), evaluate.json,
+the backbone x loss grid on top (grid.json), the stream inference, torchrun (gloo) and the CLI from the bundle
+folder. The model-zoo checks shared by every bundle are in test_zoo_contract.py.
+"""
 
 from __future__ import annotations
 
@@ -7,34 +10,18 @@ import json
 
 import pytest
 import torch
-from bundle_checks import (
-    bundle_dir,
-    check_layout,
-    check_metadata,
-    check_net_in_out,
-    export_torchscript,
-    run_bundle_cli,
-    run_workflow,
-)
+from bundle_checks import bundle_dir, check_layout, check_metadata, run_bundle_cli, run_workflow
 
 NAME = "sperm_emd"
 # 3 videos (1 train / 1 val / 1 test) of 16 frames of 96^2 with 4 sperm, 16^2 crops, 4-frame clips, 1 epoch
-TINY = {
-    "epochs": 1,
-    "num_videos": 3,
-    "num_frames": 16,
-    "num_sperm": 4,
-    "video_size": 96,
-    "crop_size": 16,
-    "clip_length": 4,
-    "network_kwargs": {"timesformer_tiny": {"num_layers": 1}, "tiny3d": {}},
-}
+TINY = {"epochs": 1, "num_videos": 3, "num_frames": 16, "num_sperm": 4, "video_size": 96, "crop_size": 16,
+        "clip_length": 4, "batch_size": 4, "warmup_epochs": 0, "network_kwargs": {"num_layers": 1}, "device": "cpu"}
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("sperm_emd_bundle")
-    overrides = {**TINY, "output_dir": str(out / "outputs"), "ckpt_dir": str(out / "models"), "device": "cpu"}
+    overrides = {**TINY, "output_dir": str(out / "outputs"), "ckpt_dir": str(out / "models")}
     wf = run_workflow(NAME, ["train.json"], "train", **overrides)
     return out, overrides, wf
 
@@ -42,67 +29,66 @@ def trained(tmp_path_factory):
 def test_layout_and_metadata():
     check_layout(NAME)
     check_metadata(NAME)
-    check_net_in_out(NAME)
+    meta = json.loads((bundle_dir(NAME) / "configs" / "metadata.json").read_text())
+    assert {"monai_ext", "pytorch-ignite", "av", "motmetrics"} <= set(meta["required_packages_version"])
     assert (bundle_dir(NAME) / "configs" / "stream.json").is_file()
 
 
-def test_train_leaves_checkpoints_tables_and_plots(trained):
+def test_train_leaves_model_state_and_tracking(trained):
     out, _, wf = trained
-    cell = out / "models" / "timesformer_tiny_emd"
-    assert (cell / "model.pt").is_file() and (cell / "checkpoint_last.pt").is_file()
-    for f in ("results.csv", "results.md", "tracking_quality.csv", "tracking_quality.md",
-              "distributions_timesformer_tiny_emd.png", "curves_timesformer_tiny_emd.png",
-              "confusion_timesformer_tiny_emd.png"):
-        assert (out / "outputs" / f).is_file(), f
-    assert list((out / "outputs" / "runs" / "timesformer_tiny_emd").iterdir())
-    with open(out / "outputs" / "results.csv") as f:
-        rows = list(csv.DictReader(f))
-    assert [(r["backbone"], r["loss"]) for r in rows] == [("training-mean prior", "-"), ("timesformer_tiny", "emd")]
-    assert all(0.0 <= float(r["intersection"]) <= 1.0 for r in rows)
+    assert type(wf.trainer.loss_function).__name__ == "EMDLoss"
+    state = torch.load(out / "models" / "model.pt", weights_only=True)
+    assert set(state) == set(wf.network_def.state_dict())
+    ck = torch.load(out / "models" / "checkpoint.pt", weights_only=True)
+    assert {"model", "optimizer", "lr_scheduler", "trainer", "best_model_saver"} <= set(ck)
+    # the best-model saver keeps the lowest validation EMD (negative sign) and its value is the evaluator's
+    assert -ck["best_model_saver"]["_saved"][0][0] == pytest.approx(wf.evaluator.state.metrics["val_emd"])
     with open(out / "outputs" / "tracking_quality.csv") as f:
         assert len(list(csv.DictReader(f))) == 3
-
-
-def test_resume_continues_from_last_checkpoint(trained):
-    out, overrides, _ = trained
-    run_workflow(NAME, ["train.json"], "train", **{**overrides, "epochs": 2})
-    ck = torch.load(out / "models" / "timesformer_tiny_emd" / "checkpoint_last.pt", weights_only=True)
-    assert ck["epoch"] == 2 and len(json.loads(ck["history"])) == 2
+    assert "val_emd" in (out / "outputs" / "train_log.txt").read_text()
 
 
 def test_evaluate_and_stream_inference(trained):
     out, overrides, _ = trained
-    run_workflow(NAME, ["train.json", "evaluate.json"], "infer", **overrides)
-    assert (out / "outputs" / "results_evaluate.md").is_file()
+    run_workflow(NAME, ["train.json", "evaluate.json"], "train", **{**overrides, "output_dir": str(out / "eval"),
+                                                                  "dataset_dir": str(out / "outputs" /
+                                                                                     "synthetic_data")})
+    record = json.loads((out / "eval" / "test_results.json").read_text())
+    assert record["metrics"]["val_emd"] > 0 and record["info"]["section"] == "test"
     common = {k: overrides[k] for k in ("output_dir", "ckpt_dir", "device", "num_videos", "num_frames", "num_sperm",
                                         "video_size", "crop_size", "clip_length", "network_kwargs")}
-    run_workflow(NAME, ["inference.json"], "infer", **common, rescore_every=4)
+    run_workflow(NAME, ["inference.json"], "infer", **common, rescore_every=4, precision="fp32")
     assert (out / "outputs" / "stream" / "annotated.mp4").stat().st_size > 0
     with open(out / "outputs" / "stream" / "tracks.csv") as f:
         rows = list(csv.DictReader(f))
     assert rows and any(r["grade"] in "ABCDE" and r["grade"] for r in rows)
 
 
-def test_torchscript_export(trained, tmp_path):
-    out, overrides, _ = trained
-    export_torchscript(NAME, out / "models" / "timesformer_tiny_emd" / "model.pt", tmp_path / "model.ts",
-                       key_in_ckpt="model", args_file=None, crop_size=overrides["crop_size"],
-                       clip_length=overrides["clip_length"], network_kwargs=overrides["network_kwargs"])
+def test_grid_study_from_the_bundle_folder(trained, tmp_path):
+    """grid.json from inside the bundle folder: a 1 x 2 grid on the tiny 3D CNN, two seeds, prior rows, tables."""
+    out, _, _ = trained
+    train = {k: v for k, v in TINY.items() if k not in ("epochs", "network_kwargs", "device")}
+    over = {"output_dir": str(tmp_path / "grid"), "epochs": 1, "backbones": ["tiny3d"], "losses": ["emd", "hi"],
+            "seeds": [0, 1], "num_videos": 3, "device": "cpu", "train_overrides": train,
+            "dataset_dir": str(out / "outputs" / "synthetic_data")}
+    run_bundle_cli(NAME, ["grid.json"], over, cwd=bundle_dir(NAME))
+    with open(tmp_path / "grid" / "results_cells.csv") as f:
+        cells = list(csv.DictReader(f))
+    assert [(r["backbone"], r["loss"], r["seed"]) for r in cells] == [
+        ("training-mean prior", "-", "0"), ("tiny3d", "emd", "0"), ("tiny3d", "hi", "0"),
+        ("training-mean prior", "-", "1"), ("tiny3d", "emd", "1"), ("tiny3d", "hi", "1")]
+    with open(tmp_path / "grid" / "results.csv") as f:
+        summary = {(r["backbone"], r["loss"]): r for r in csv.DictReader(f)}
+    emd = [float(r["emd"]) for r in cells if r["loss"] == "emd"]
+    assert float(summary[("tiny3d", "emd")]["emd_mean"]) == pytest.approx(sum(emd) / 2)
+    assert (tmp_path / "grid" / "loss_differences.csv").is_file()
+    assert (tmp_path / "grid" / "distributions_tiny3d_emd.png").is_file()
 
 
-def test_grid_cli_from_bundle_folder(tmp_path):
-    """The CLI from inside the bundle folder, with a 1 x 2 grid on the tiny 3D CNN."""
+def test_torchrun_two_gloo_processes(trained, tmp_path):
+    out, _, _ = trained
     overrides = {**TINY, "output_dir": str(tmp_path / "outputs"), "ckpt_dir": str(tmp_path / "models"),
-                 "device": "cpu", "backbones": ["tiny3d"], "losses": ["mse", "hi"]}
-    proc = run_bundle_cli(NAME, ["train.json"], overrides, cwd=bundle_dir(NAME))
-    assert proc.returncode == 0
-    with open(tmp_path / "outputs" / "results.csv") as f:
-        assert [r["loss"] for r in csv.DictReader(f)] == ["-", "mse", "hi"]
-
-
-def test_torchrun_two_gloo_processes(tmp_path):
-    overrides = {**TINY, "output_dir": str(tmp_path / "outputs"), "ckpt_dir": str(tmp_path / "models"),
-                 "device": "cpu"}
+                 "dataset_dir": str(out / "outputs" / "synthetic_data")}
+    overrides.pop("device")
     run_bundle_cli(NAME, ["train.json", "multi_gpu_train.json"], overrides, nproc=2)
-    assert (tmp_path / "models" / "timesformer_tiny_emd" / "model.pt").is_file()
-    assert (tmp_path / "outputs" / "results.csv").is_file()
+    assert (tmp_path / "models" / "model.pt").is_file()

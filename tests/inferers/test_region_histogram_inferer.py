@@ -192,3 +192,69 @@ def test_bad_inputs_and_outputs():
         CenterPixelInferer(5)(torch.zeros(1, 1, 6, 6), lambda x: torch.zeros(x.shape[0], 3, 2, 2))
     with pytest.raises(ValueError, match=r"patch_size"):
         RegionHistogramInferer(16, 4)(torch.zeros(1, 1, 20, 20), HistogramNet(2, 1, 3, 32, (1, 2), channels=(4,)))
+
+
+# --- the overlap-average against the implementation it replaced ------------------------------------------------
+
+
+def fold_overlap_average(pmf, grid, sub, stride, crop):
+    """The earlier implementation (kept as the reference): repeat every sub-region pmf to block resolution and sum
+    the windows with ``F.fold``; ``count`` windows per block; nearest upsampling by the block size, then crop."""
+    import math
+
+    import torch.nn.functional as F
+
+    b, nh, nw = grid
+    k, r0, r1 = pmf.shape[1:]
+    (c0, c1), (s0, s1) = sub, stride
+    p0, p1 = c0 * r0, c1 * r1
+    g0, g1 = math.gcd(s0, c0), math.gcd(s1, c1)
+    pmf = pmf.repeat_interleave(c0 // g0, 2).repeat_interleave(c1 // g1, 3)
+    kh, kw = p0 // g0, p1 // g1
+    cols = pmf.reshape(b, nh * nw, k * kh * kw).transpose(1, 2)
+    out_size = (((nh - 1) * s0 + p0) // g0, ((nw - 1) * s1 + p1) // g1)
+    summed = F.fold(cols, out_size, (kh, kw), stride=(s0 // g0, s1 // g1))
+    count = F.fold(torch.ones_like(cols[:1, : kh * kw]), out_size, (kh, kw), stride=(s0 // g0, s1 // g1))
+    dense = (summed / count).repeat_interleave(g0, 2).repeat_interleave(g1, 3)
+    top, height, left, width = crop
+    return dense[:, :, top : top + height, left : left + width]
+
+
+@pytest.mark.parametrize(
+    "b, nh, nw, k, r, sub, stride",
+    [
+        (1, 5, 7, 3, (4, 4), (16, 16), (4, 4)),  # the bundle's setting: P 64, r 4, stride 4 (blocks of 4 pixels)
+        (2, 3, 4, 3, (4, 2), (4, 8), (2, 8)),  # non-square grid, stride = window side on one axis
+        (1, 6, 5, 2, (2, 4), (6, 3), (4, 3)),  # gcd(4, 6) = 2: blocks smaller than both
+        (1, 1, 1, 4, (1, 1), (5, 7), (5, 7)),  # one window, one sub-region
+        (3, 4, 3, 5, (3, 3), (5, 5), (3, 5)),  # stride not dividing the sub-region side
+    ],
+)
+def test_separable_overlap_average_equals_fold(b, nh, nw, k, r, sub, stride):
+    from monai_ext.inferers.region_histogram import _overlap_average
+
+    rng = np.random.default_rng(b * nh * nw)
+    pmf = torch.softmax(torch.as_tensor(rng.normal(size=(b * nh * nw, k, *r)), dtype=torch.float32), 1)
+    padded = ((nh - 1) * stride[0] + sub[0] * r[0], (nw - 1) * stride[1] + sub[1] * r[1])
+    for crop in ((0, padded[0], 0, padded[1]), (1, padded[0] - 3, 2, padded[1] - 2)):
+        got = _overlap_average(pmf, (b, nh, nw), sub, stride, crop)
+        ref = fold_overlap_average(pmf, (b, nh, nw), sub, stride, crop)
+        assert got.shape == ref.shape == (b, k, crop[1], crop[3])
+        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("combine", ["finest", "mean"])
+def test_bundle_network_on_a_large_image_equals_fold_version(combine, monkeypatch):
+    """The ips_histogram network (FlatHistogramNet, dense path) on 200 x 170 pixels: same map as the fold version."""
+    import monai_ext.inferers.region_histogram as rh
+
+    torch.manual_seed(0)
+    net = FlatHistogramNet(2, 1, 3, 64, (1, 2, 4), (8, 16, 32)).eval()
+    image = torch.randn(1, 1, 200, 170)
+    inferer = RegionHistogramInferer(64, 4, combine=combine)
+    with torch.no_grad():
+        got = inferer(image, net)
+        monkeypatch.setattr(rh, "_overlap_average", fold_overlap_average)
+        ref = inferer(image, net)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got.sum(1), torch.ones(1, 200, 170), rtol=0, atol=1e-5)

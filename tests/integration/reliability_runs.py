@@ -4,8 +4,9 @@ Every run is ``python -m monai.bundle run`` in a subprocess (one thread, CPU), s
 all compared runs execute the same way. :func:`reference_run` caches the uninterrupted seed-0 run of each bundle for
 the whole pytest session: the resume test compares against it and the reproducibility test reruns it.
 
-A run's *outcome* is what a user would compare: its results tables (CSV, without the wall-clock columns) and the
-trained weights of every final checkpoint.
+A run's *outcome* is what a user would compare: its results tables (CSV, without the wall-clock columns), the
+validation history of the best-model saver (bundles on MONAI engines) and the trained weights of every final
+checkpoint.
 """
 
 from __future__ import annotations
@@ -57,37 +58,36 @@ class Spec:
 
 
 SPECS: dict[str, Spec] = {
-    # landmark pre-training only (the stage with the per-epoch checkpoint); 12 classes of 32x32 tri-planar patches
+    # the landmark classifier of train.json; 12 classes of 32x32 tri-planar patches
     "aneurysm": Spec(
-        overrides={"epochs": 3, "num_cases": 6, "volume_size": 32, "samples_per_case": 96, "val_samples_per_case": 32,
-                   "channels": [4, 8], "hidden_features": 16, "batch_size": 32, "stages": ["pretrain"]},
-        poll="landmark_net.pt",
-        tables=("results.csv", "pretrain_per_class.csv"),
-        models=("landmark_net.pt",),
+        overrides={"epochs": 3, "num_cases": 6, "volume_size": 32, "samples_per_case": 48, "val_samples_per_case": 32,
+                   "channels": [4, 8], "hidden_features": 16, "cases_per_batch": 2},
+        poll="checkpoint.pt",
+        tables=(),
+        models=("checkpoint.pt", "model.pt"),
     ),
-    # one method, 2 folds of 40 sequences
+    # one method on fold 0 of 40 sequences
     "embryo_pu": Spec(
         overrides={"epochs": 3, "num_cases": 40, "num_frames": 4, "image_size": 32, "channels": [4, 8],
-                   "num_folds": 2, "train_frames": 2, "batch_size": 4, "methods": ["auc_nnpu"],
-                   "save_figures": False},
-        poll="auc_nnpu_pi0.24/fold0.pt",
-        tables=("results_folds.csv", "results.csv"),
-        models=("auc_nnpu_pi0.24/fold0.pt", "auc_nnpu_pi0.24/fold1.pt"),
+                   "num_folds": 2, "train_frames": 2, "batch_size": 4},
+        poll="checkpoint.pt",
+        tables=(),
+        models=("checkpoint.pt", "model.pt"),
     ),
+    # MONAI engines: the training state (checkpoint.pt) and the best model (model.pt, a bare state_dict)
     "ips_histogram": Spec(
-        overrides={"epochs": 3, "num_cases": 4, "image_size": 96, "num_patches": 256, "batch_size": 16,
-                   "patch_size": 32, "hist_stride": 8, "channels": [4, 8], "save_predictions": False},
-        poll="histogram_p32/checkpoint.pt",
-        tables=("jaccard_table.csv",),
-        models=("histogram_p32/checkpoint.pt", "histogram_p32/model.pt"),
+        overrides={"epochs": 3, "num_cases": 6, "image_size": 96, "patches_per_image": 16, "images_per_batch": 2,
+                   "patch_size": 32, "stride": 8, "channels": [4, 8]},
+        poll="checkpoint.pt",
+        tables=(),
+        models=("checkpoint.pt", "model.pt"),
     ),
     "sperm_emd": Spec(
         overrides={"epochs": 3, "num_videos": 3, "num_frames": 16, "num_sperm": 4, "video_size": 96, "crop_size": 16,
-                   "clip_length": 4, "batch_size": 4, "warmup_epochs": 0,
-                   "network_kwargs": {"timesformer_tiny": {"num_layers": 1}}},
-        poll="timesformer_tiny_emd/checkpoint_last.pt",
-        tables=("results.csv",),
-        models=("timesformer_tiny_emd/checkpoint_last.pt", "timesformer_tiny_emd/model.pt"),
+                   "clip_length": 4, "batch_size": 4, "warmup_epochs": 0, "network_kwargs": {"num_layers": 1}},
+        poll="checkpoint.pt",
+        tables=(),
+        models=("checkpoint.pt", "model.pt"),
         share_data=True,
     ),
 }
@@ -127,6 +127,20 @@ def reference_run(name: str, seed: int = 0) -> tuple[Path, float]:
     return train(name, _SESSION_DIR / f"{name}_seed{seed}_reference", seed)
 
 
+def epoch_of(state: dict[str, Any]) -> int:
+    """Epochs finished in a training checkpoint: ``epoch`` of the workflow checkpoints, or the ignite trainer state
+    (``iteration / epoch_length``) of the MONAI-engine bundles."""
+    if "epoch" in state:
+        return int(state["epoch"])
+    trainer = state["trainer"]
+    return int(trainer["iteration"]) // int(trainer["epoch_length"])
+
+
+def model_state(state: dict[str, Any]) -> dict[str, Any]:
+    """The network weights of a checkpoint: ``state["model"]`` of a training checkpoint, or a bare state_dict."""
+    return state["model"] if "model" in state and isinstance(state["model"], dict) else state
+
+
 def start_and_kill(name: str, root: Path, seed: int = 0, kill_after_epoch: int = 1,
                    timeout: float = 240.0) -> tuple[int, float]:
     """Start a training run, SIGKILL it as soon as ``poll`` holds epoch ``kill_after_epoch`` (i.e. early in the next
@@ -147,7 +161,7 @@ def start_and_kill(name: str, root: Path, seed: int = 0, kill_after_epoch: int =
                 raise AssertionError(f"{name}: run ended (exit {proc.returncode}) before it could be killed\n{err}")
             if poll.is_file():
                 # the file only ever appears complete (os.replace), so this load never sees a partial write
-                epoch = int(torch.load(poll, weights_only=True)["epoch"])
+                epoch = epoch_of(torch.load(poll, weights_only=True))
                 if epoch >= kill_after_epoch:
                     break
             time.sleep(0.02)
@@ -160,7 +174,7 @@ def start_and_kill(name: str, root: Path, seed: int = 0, kill_after_epoch: int =
         proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL, f"{name}: the run was not killed (exit {proc.returncode})"
     # the checkpoint on disk after the kill, which is what the rerun resumes from
-    return int(torch.load(poll, weights_only=True)["epoch"]), time.perf_counter() - t0
+    return epoch_of(torch.load(poll, weights_only=True)), time.perf_counter() - t0
 
 
 def read_table(path: Path) -> list[dict[str, str]]:
@@ -169,10 +183,14 @@ def read_table(path: Path) -> list[dict[str, str]]:
 
 
 def outcome(name: str, root: Path) -> dict[str, Any]:
-    """``{"tables": {csv: rows}, "models": {ckpt: {param: tensor}}}`` of a finished run."""
+    """``{"tables": {csv: rows}, "models": {ckpt: {param: tensor}}}`` of a finished run; for the bundles on MONAI
+    engines, ``tables`` also holds the best-model saver's validation history (``best_model``: metric and file)."""
     spec = SPECS[name]
     tables = {t: read_table(root / "out" / t) for t in spec.tables}
-    models = {m: torch.load(root / "ckpt" / m, weights_only=True)["model"] for m in spec.models}
+    states = {m: torch.load(root / "ckpt" / m, weights_only=True) for m in spec.models}
+    if "best_model_saver" in states.get(spec.poll, {}):
+        tables["best_model"] = [list(x) for x in states[spec.poll]["best_model_saver"]["_saved"]]
+    models = {m: model_state(s) for m, s in states.items()}
     return {"tables": tables, "models": models}
 
 

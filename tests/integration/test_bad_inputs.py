@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundles"))
-from bundle_checks import run_workflow  # noqa: E402
+from bundle_checks import REPO, run_workflow  # noqa: E402
 
 from monai_ext.apps.aneurysm import load_cases  # noqa: E402
 from monai_ext.data.synthetic.aneurysm import generate_aneurysm_dataset  # noqa: E402
@@ -43,21 +43,21 @@ from monai_ext.losses import AUCNNPULoss, NNPULoss  # noqa: E402
 # would fail on the message or on the checkpoint written
 GENERATORS: dict[str, tuple[Callable[..., Path], dict[str, Any]]] = {
     "aneurysm": (generate_aneurysm_dataset, {"num_cases": 4, "shape": 24}),
-    "embryo_pu": (generate_embryo_dataset, {"num_cases": 8, "num_frames": 3, "image_size": 32}),
+    "embryo_pu": (generate_embryo_dataset, {"num_cases": 24, "num_frames": 3, "image_size": 32}),
     "ips_histogram": (generate_ips_dataset, {"num_cases": 3, "image_size": 64}),
     "sperm_emd": (generate_sperm_dataset, {"num_videos": 3, "num_frames": 10, "num_sperm": 2, "size": 64}),
 }
 TINY: dict[str, dict[str, Any]] = {
-    "aneurysm": {"epochs": 1, "samples_per_case": 8, "val_samples_per_case": 4, "natural_epochs": 1,
-                 "natural_samples_per_epoch": 16, "stages": ["pretrain"], "channels": [4, 8], "hidden_features": 8},
+    "aneurysm": {"epochs": 1, "samples_per_case": 8, "val_samples_per_case": 4, "channels": [4, 8],
+                 "hidden_features": 8},
     "embryo_pu": {"epochs": 1, "num_frames": 3, "image_size": 32, "channels": [4, 8], "num_folds": 2,
-                  "methods": ["pn"], "batch_size": 4, "train_frames": 2, "save_figures": False},
-    "ips_histogram": {"epochs": 1, "patch_size": 32, "num_patches": 8, "batch_size": 8, "channels": [4, 8],
-                      "hist_stride": 16, "save_predictions": False},
+                  "batch_size": 4, "train_frames": 2},
+    "ips_histogram": {"epochs": 1, "patch_size": 32, "patches_per_image": 4, "images_per_batch": 1,
+                      "channels": [4, 8], "stride": 16},
     "sperm_emd": {"epochs": 1, "crop_size": 16, "clip_length": 4, "clip_stride": 4, "batch_size": 4,
-                  "network_kwargs": {"timesformer_tiny": {"num_layers": 1}}},
+                  "network_kwargs": {"num_layers": 1}},
 }
-_WRAPPERS = ("Failed to evaluate", "Failed to instantiate")
+_WRAPPERS = ("Failed to evaluate", "Failed to instantiate", "applying transform")
 
 
 @pytest.fixture(scope="module")
@@ -227,7 +227,7 @@ _EM_NAN[4, 5, 1] = np.nan
 def _embryo_nifti(array: np.ndarray) -> Callable[[Path], None]:
     def fn(root: Path) -> None:
         nib.save(nib.Nifti1Image(array, np.eye(4)), str(root / "seq.nii.gz"))
-        edit_json(root / "dataset.json", _item("training", 0, "image", "seq.nii.gz"))
+        edit_json(root / "dataset.json", _item("training", 1, "image", "seq.nii.gz"))
 
     return fn
 
@@ -271,19 +271,19 @@ def _still_image_as_video(root: Path) -> None:
 FAULTS = [
     # ---------------------------------------------------------------------------------------------- aneurysm (3D)
     ("aneurysm", "truncated NIfTI", lambda r: truncate(r / _AN_IMG), ValueError,
-     r"training image '.*case_000\.nii\.gz' could not be read \(EOFError.*expected a complete, readable \.nii\.gz"),
+     r"image '.*case_000\.nii\.gz' could not be read \(EOFError.*expected a complete, readable \.nii\.gz"),
     ("aneurysm", "corrupt NIfTI (not gzip)", lambda r: (r / _AN_IMG).write_bytes(b"not a nifti" * 40), ValueError,
-     r"training image '.*case_000\.nii\.gz' could not be read .*truncated or corrupt"),
+     r"image '.*case_000\.nii\.gz' could not be read .*truncated or corrupt"),
     ("aneurysm", "missing image file", _unlink(_AN_IMG), FileNotFoundError,
      r"section 'training' item 0 key 'image': file not found '.*case_000\.nii\.gz'"),
     ("aneurysm", "missing landmark file", _unlink("landmarks/case_000.json"), FileNotFoundError,
      r"item 0 key 'landmarks': file not found '.*case_000\.json'"),
     ("aneurysm", "2D image where 3D expected", lambda r: nifti_edit(r / _AN_IMG, lambda a: a[:, :, 12]), ValueError,
-     r"training image '.*case_000\.nii\.gz' has shape \(1, 24, 24\) \(3 dimensions\); expected a 3D volume"),
+     r"image '.*case_000\.nii\.gz' has shape \(1, 24, 24\) \(3 dimensions\); expected a 3D volume"),
     ("aneurysm", "4D image (2 channels)", lambda r: nifti_edit(r / _AN_IMG, lambda a: np.stack([a, a], -1)),
      ValueError, r"case_000\.nii\.gz: expected a single-channel volume, got 2 channels"),
     ("aneurysm", "NaN voxel", lambda r: nifti_edit(r / _AN_IMG, _set_voxel(np.nan)), ValueError,
-     r"training image '.*case_000\.nii\.gz' holds 1 NaN and 0 infinite value\(s\) \(the first at index "
+     r"image '.*case_000\.nii\.gz' holds 1 NaN and 0 infinite value\(s\) \(the first at index "
      r"\(0, 3, 3, 3\)\); expected finite intensities"),
     ("aneurysm", "Inf voxel", lambda r: nifti_edit(r / _AN_IMG, _set_voxel(-np.inf)), ValueError,
      r"case_000\.nii\.gz' holds 0 NaN and 1 infinite value\(s\)"),
@@ -313,15 +313,16 @@ FAULTS = [
     ("aneurysm", "datalist without 'landmark_names'", _datalist(_drop("landmark_names")), ValueError,
      r"datalist '.*dataset\.json' needs a top-level 'landmark_names' list of strings"),
     # -------------------------------------------------------------------------------------------- embryo_pu (2D+t)
-    ("embryo_pu", "truncated PNG frame", lambda r: truncate(r / "sequences/seq_000/frame_01.png"), ValueError,
-     r"frame '.*seq_000/frame_01\.png' could not be read \(OSError: image file is truncated\)"),
-    ("embryo_pu", "corrupt PNG frame header", lambda r: truncate(r / "sequences/seq_000/frame_01.png", 0.02),
-     ValueError, r"frame '.*seq_000/frame_01\.png' could not be read .*truncated or corrupt"),
+    # (sequence 1 is in fold 0's training split of these 24 sequences: the one-fold run reads it)
+    ("embryo_pu", "truncated PNG frame", lambda r: truncate(r / "sequences/seq_001/frame_01.png"), ValueError,
+     r"frame '.*seq_001/frame_01\.png' could not be read \(OSError: image file is truncated\)"),
+    ("embryo_pu", "corrupt PNG frame header", lambda r: truncate(r / "sequences/seq_001/frame_01.png", 0.02),
+     ValueError, r"frame '.*seq_001/frame_01\.png' could not be read .*truncated or corrupt"),
     ("embryo_pu", "missing sequence folder", _unlink("sequences/seq_000"), FileNotFoundError,
      r"section 'training' item 0 key 'image': file not found '.*seq_000'"),
     ("embryo_pu", "3D stack as a frame", lambda r: (
-        _unlink("sequences/seq_000/frame_01.png")(r),
-        iio.imwrite(r / "sequences/seq_000/frame_01.tif", np.zeros((5, 32, 32), np.uint8))), ValueError,
+        _unlink("sequences/seq_001/frame_01.png")(r),
+        iio.imwrite(r / "sequences/seq_001/frame_01.tif", np.zeros((5, 32, 32), np.uint8))), ValueError,
      r"frame '.*frame_01\.tif' has shape \(5, 32, 32\) \(3 dimensions\); expected a 2D grey or colour frame"),
     ("embryo_pu", "2D image where 2D+t expected", _embryo_nifti(np.zeros((32, 32), np.float32)), ValueError,
      r"2D\+t image '.*seq\.nii\.gz' has shape \(32, 32\) \(2 dimensions\); expected a 2D\+t image \(H, W, T\)"),
@@ -339,8 +340,8 @@ FAULTS = [
      r"image '.*images/case_000\.png' could not be read \(OSError: image file is truncated\)"),
     ("ips_histogram", "truncated PNG label map", lambda r: truncate(r / "labels/case_000.png", 0.3), ValueError,
      r"label map '.*labels/case_000\.png' could not be read"),
-    ("ips_histogram", "corrupt test image (checked before training)", lambda r: truncate(r / "images/case_002.png"),
-     ValueError, r"image '.*images/case_002\.png' could not be read"),
+    ("ips_histogram", "corrupt validation image (checked before training)",
+     lambda r: truncate(r / "images/case_001.png"), ValueError, r"image '.*images/case_001\.png' could not be read"),
     ("ips_histogram", "missing label file", _unlink("labels/case_000.png"), FileNotFoundError,
      r"section 'training' item 0 key 'label': file not found '.*labels/case_000\.png'"),
     ("ips_histogram", "3D stack where 2D expected", _ips_image("stack.tif", np.zeros((5, 64, 64), np.uint8)),
@@ -353,20 +354,20 @@ FAULTS = [
     ("ips_histogram", "empty label map (all ignore)", lambda r: iio.imwrite(
         r / "labels/case_000.png", np.full((64, 64), 255, np.uint8)), ValueError,
      r"label map '.*case_000\.png' is empty: every pixel is the ignore label 255; expected at least one pixel"),
-    ("ips_histogram", "empty test label map (all background)", lambda r: iio.imwrite(
-        r / "labels/case_002.png", np.zeros((64, 64), np.uint8)), ValueError,
-     r"label map '.*case_002\.png' is empty: no pixel of a foreground class \(only background 0 or ignore 255\); "
+    ("ips_histogram", "empty validation label map (all background)", lambda r: iio.imwrite(
+        r / "labels/case_001.png", np.zeros((64, 64), np.uint8)), ValueError,
+     r"label map '.*case_001\.png' is empty: no pixel of a foreground class \(only background 0 or ignore 255\); "
      r"expected at least one pixel of a class 1\.\.2"),
     ("ips_histogram", "label values not class ids (0/128 mask)", lambda r: iio.imwrite(
         r / "labels/case_000.png", np.where(np.eye(64) > 0, 128, 0).astype(np.uint8)), ValueError,
      r"label map '.*case_000\.png' holds value\(s\) \[128\] that are not class ids; expected 0\.\.2 or the ignore "
      r"label 255"),
     ("ips_histogram", "datalist not JSON", _not_json, ValueError, r"datalist '.*dataset\.json' is not valid JSON"),
-    ("ips_histogram", "test item without 'label' (no silent fallback)", _datalist(_item("test", 0, "label",
-                                                                                       delete=True)),
-     ValueError, r"section 'test' item 0 lacks key\(s\) \['label'\]"),
+    ("ips_histogram", "validation item without 'label' (no silent fallback)",
+     _datalist(_item("validation", 0, "label", delete=True)), ValueError,
+     r"section 'validation' item 0 lacks key\(s\) \['label'\]"),
     ("ips_histogram", "datalist without 'training'", _datalist(_drop("training")), ValueError,
-     r"has no non-empty section among \['training'\] \(found: \['description', "),
+     r"datalist '.*dataset\.json' has no section 'training' \(found: \['description', "),
     # ------------------------------------------------------------------------------------------ sperm_emd (video)
     ("sperm_emd", "truncated mp4", lambda r: truncate(r / "videos/video_000.mp4"), ValueError,
      r"video '.*video_000\.mp4' could not be read \(.*\); expected a complete, readable \.mp4 file"),
@@ -408,13 +409,13 @@ def test_bad_input_through_the_bundle(bundle, fault, corrupt, error, match, clea
 
 
 # ------------------------------------------------------------------------------------------------ class priors
+_PRIOR_MESSAGE = r"prior \(positive rate of the unlabeled data\) must be a float in \(0, 1\), got "
 BAD_PRIORS = [
-    ({"prior": 1.5}, r"prior must be in \(0, 1\), got 1\.5"),
-    ({"prior": 0.0}, r"prior must be in \(0, 1\), got 0\.0"),
-    ({"prior": -0.1}, r"prior must be in \(0, 1\), got -0\.1"),
-    ({"prior": float("nan")}, r"prior must be in \(0, 1\), got nan"),
-    ({"priors": [0.2, 1.0]}, r"prior must be in \(0, 1\), got 1\.0"),
-    ({"prior": "a quarter"}, r"prior must be a number in \(0, 1\), got 'a quarter'"),
+    ({"prior": 1.5}, _PRIOR_MESSAGE + r"1\.5"),
+    ({"prior": 0.0}, _PRIOR_MESSAGE + r"0\.0"),
+    ({"prior": -0.1}, _PRIOR_MESSAGE + r"-0\.1"),
+    ({"prior": float("nan")}, _PRIOR_MESSAGE + r"nan"),
+    ({"prior": "a quarter"}, _PRIOR_MESSAGE + r"'a quarter'"),
 ]
 
 
@@ -423,6 +424,18 @@ def test_embryo_class_prior_outside_unit_interval(override, match, clean_data, t
     with pytest.raises(ValueError, match=match):
         run_bundle("embryo_pu", clean_data("embryo_pu"), tmp_path, **override)
     assert_no_training(tmp_path)
+
+
+@pytest.mark.parametrize("priors, match", [
+    ([0.2, 1.0], r"prior must be in \(0, 1\), got 1\.0"),
+    ([0.2, "a quarter"], r"prior must be a number in \(0, 1\), got 'a quarter'"),
+])
+def test_embryo_study_prior_sweep_checked_before_any_run(priors, match, tmp_path):
+    from monai_ext.apps.embryo_pu import EmbryoPUStudy
+
+    with pytest.raises(ValueError, match=match):
+        EmbryoPUStudy(REPO / "bundles" / "embryo_pu", tmp_path, priors=priors)
+    assert not any(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("loss", [NNPULoss, AUCNNPULoss])

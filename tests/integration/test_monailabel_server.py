@@ -5,10 +5,16 @@ The server serves two kinds of bundle at once from a temporary ``bundles_dir``:
 
 - ``tiny_seg``: a 2D BasicUNet bundle written by this file (a few kB, trains in a second) that proves the app's
   generic bundle contract on its own;
+- ``slow_seg``: ``tiny_seg``'s inference with a last post-processing step that keeps the Python interpreter busy
+  (holding the GIL) for ``SLOW_SECONDS``: a deterministically long inference, for ``/info`` latency during it;
 - the repository's ``ips_histogram`` bundle when it exists (copied, never modified), with its own synthetic images;
 - the repository's ``aneurysm`` landmark bundle when it exists: its configs, with a landmark network trained for two
   epochs by the bundle's own ``train.json`` in the fixture (~10 s), and a synthetic MRA volume on a flipped, shifted
   grid; plus ``aneurysm_untrained`` (the same configs, no checkpoint), which ``--conf models all`` must leave out.
+
+Training runs through MONAI Label's stock ``BundleTrainTask`` (the app's thin subclass), so ``tiny_seg``'s
+``train.json`` has the model-zoo shape that task overrides (``train#dataset#data``, ``train#handlers``,
+``train#trainer#max_epochs``, ``validate#dataset#data``; the best model saved to ``models/model.pt``).
 
 One server for the whole module (start-up costs ~10 s of CPU); every request has a bounded timeout and the server is
 terminated in the fixture's finalizer whatever happens.
@@ -16,6 +22,7 @@ terminated in the fixture's finalizer whatever happens.
 
 from __future__ import annotations
 
+import gzip
 import importlib.util
 import io
 import json
@@ -24,6 +31,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -55,11 +63,18 @@ TIMEOUT = 60  # seconds, for one HTTP request
 START_TIMEOUT = 180  # seconds, for the server to answer /info
 TRAIN_TIMEOUT = 300  # seconds, for one train task
 TINY_LABELS = {"0": "background", "1": "good colony", "2": "bad colony"}
+SLOW_SECONDS = 4.0  # busy post-processing of slow_seg
+INFO_BOUND = 1.0  # seconds: /info must answer within this while an inference runs (3D Slicer polls it)
 IMAGE_HW = (48, 64)  # not square, so a transposed result cannot pass
 
 
-def _write_tiny_bundle(root: Path) -> None:
-    """A minimal bundle following our contract (inference.json + train.json with the contract ids)."""
+def _write_tiny_bundle(root: Path, busy_seconds: float | None = None) -> None:
+    """A minimal bundle following our contract (inference.json + train.json with the contract ids).
+
+    With ``busy_seconds``: inference only, and its post-processing ends with a pure-Python busy loop of that length
+    (a ``Lambdad``; it holds the GIL except when the interpreter switches threads, the worst case for the server's
+    other requests).
+    """
     net = {
         "_target_": "BasicUNet",
         "spatial_dims": 2,
@@ -85,49 +100,62 @@ def _write_tiny_bundle(root: Path) -> None:
             "transforms": [{"_target_": "AsDiscreted", "keys": "pred", "argmax": True}],
         },
     }
-    train = {
-        "imports": ["$import torch", "$import json", "$import os"],
+    if busy_seconds is not None:
+        inference["imports"].append("$import time")
+        inference["busy_seconds"] = busy_seconds
+        until = "lambda d=time.perf_counter() + @busy_seconds: time.perf_counter() >= d"  # True once the time is up
+        busy = f"$lambda x: any(False for _ in iter({until}, True)) or x"
+        inference["postprocessing"]["transforms"].append({"_target_": "Lambdad", "keys": "pred", "func": busy})
+    load = [
+        {"_target_": "LoadImaged", "keys": ["image", "label"], "reader": "PILReader"},
+        {"_target_": "EnsureChannelFirstd", "keys": ["image", "label"]},
+        {"_target_": "ScaleIntensityd", "keys": "image"},
+    ]
+    train = {  # the model-zoo shape MONAI Label's BundleTrainTask overrides
+        "imports": ["$import torch", "$from monai.handlers import from_engine"],
         "bundle_root": ".",
-        "dataset_dir": None,
-        "output_dir": "$@bundle_root + '/outputs'",
         "ckpt_dir": "$@bundle_root + '/models'",
         "device": "cpu",
         "epochs": 1,
-        "seed": 0,
         "network_def": net,
         "network": "$@network_def.to(@device)",
-        "datalist": "$json.load(open(os.path.join(@dataset_dir, 'dataset.json')))['training']",
-        "transforms": {
-            "_target_": "Compose",
-            "transforms": [
-                {"_target_": "LoadImaged", "keys": ["image", "label"], "reader": "PILReader"},
-                {"_target_": "EnsureChannelFirstd", "keys": ["image", "label"]},
-                {"_target_": "ScaleIntensityd", "keys": "image"},
-                {"_target_": "RandSpatialCropd", "keys": ["image", "label"], "roi_size": [32, 32]},
-            ],
+        "train": {
+            "preprocessing": {"_target_": "Compose", "transforms": [
+                *load, {"_target_": "RandSpatialCropd", "keys": ["image", "label"], "roi_size": [32, 32]}]},
+            "dataset": {"_target_": "Dataset", "data": [], "transform": "@train#preprocessing"},
+            "dataloader": {"_target_": "DataLoader", "dataset": "@train#dataset", "batch_size": 2, "num_workers": 0},
+            "handlers": [{"_target_": "ValidationHandler", "validator": "@validate#evaluator", "epoch_level": True,
+                          "interval": 1}],
+            "trainer": {
+                "_target_": "SupervisedTrainer",
+                "device": "@device",
+                "max_epochs": "@epochs",
+                "train_data_loader": "@train#dataloader",
+                "network": "@network",
+                "optimizer": {"_target_": "torch.optim.Adam", "params": "$@network.parameters()", "lr": 0.001},
+                "loss_function": {"_target_": "DiceCELoss", "to_onehot_y": True, "softmax": True},
+                "train_handlers": "@train#handlers",
+            },
         },
-        "dataset": {"_target_": "Dataset", "data": "@datalist", "transform": "@transforms"},
-        "loader": {"_target_": "DataLoader", "dataset": "@dataset", "batch_size": 2, "num_workers": 0},
-        "optimizer": {"_target_": "torch.optim.Adam", "params": "$@network.parameters()", "lr": 0.001},
-        "trainer": {
-            "_target_": "SupervisedTrainer",
-            "device": "@device",
-            "max_epochs": "@epochs",
-            "train_data_loader": "@loader",
-            "network": "@network",
-            "optimizer": "@optimizer",
-            "loss_function": {"_target_": "DiceCELoss", "to_onehot_y": True, "softmax": True},
-            "train_handlers": [
-                {
-                    "_target_": "CheckpointSaver",
-                    "save_dir": "@ckpt_dir",
-                    "save_dict": {"model": "@network"},
-                    "save_final": True,
-                }
-            ],
+        "validate": {
+            "dataset": {"_target_": "Dataset", "data": [], "transform": {"_target_": "Compose", "transforms": load}},
+            "dataloader": {"_target_": "DataLoader", "dataset": "@validate#dataset", "batch_size": 1},
+            "evaluator": {
+                "_target_": "SupervisedEvaluator",
+                "device": "@device",
+                "val_data_loader": "@validate#dataloader",
+                "network": "@network",
+                "inferer": {"_target_": "SlidingWindowInferer", "roi_size": [32, 32], "sw_batch_size": 4},
+                "postprocessing": {"_target_": "AsDiscreted", "keys": ["pred", "label"], "argmax": [True, False],
+                                   "to_onehot": 3},
+                "key_val_metric": {"val_mean_dice": {"_target_": "MeanDice", "include_background": True,
+                                                     "output_transform": "$from_engine(['pred', 'label'])"}},
+                "val_handlers": [{"_target_": "CheckpointSaver", "save_dir": "@ckpt_dir",
+                                  "save_dict": {"model": "@network"}, "save_key_metric": True,
+                                  "key_metric_filename": "model.pt"}],
+            },
         },
-        "initialize": ["$monai.utils.set_determinism(seed=@seed)"],
-        "run": ["$@trainer.run()"],
+        "run": ["$@train#trainer.run()"],
     }
     fmt = {"type": "image", "num_channels": 1, "spatial_shape": [32, 32], "dtype": "float32", "value_range": [0, 1]}
     metadata = {
@@ -139,7 +167,10 @@ def _write_tiny_bundle(root: Path) -> None:
         },
     }
     (root / "configs").mkdir(parents=True)
-    for name, obj in (("inference", inference), ("train", train), ("metadata", metadata)):
+    configs = {"inference": inference, "metadata": metadata}
+    if busy_seconds is None:
+        configs["train"] = train
+    for name, obj in configs.items():
         (root / "configs" / f"{name}.json").write_text(json.dumps(obj, indent=1))
 
 
@@ -186,7 +217,7 @@ def _aneurysm_bundles(root: Path, studies: Path) -> list[str]:
     bundle, out = root / "bundles" / "aneurysm", root / "aneurysm_train"
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(bundle / "configs" / "train.json")]
     cmd += ["--bundle_root", str(bundle), "--output_dir", str(out), "--ckpt_dir", str(bundle / "models")]
-    cmd += ["--stages", "['pretrain']", "--num_cases", "6", "--volume_size", str(ANEURYSM_SIZE), "--epochs", "2"]
+    cmd += ["--num_cases", "6", "--volume_size", str(ANEURYSM_SIZE), "--epochs", "2"]
     cmd += ["--samples_per_case", "64", "--val_samples_per_case", "16", "--device", "cpu"]
     env = dict(os.environ, MPLBACKEND="Agg")
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=TRAIN_TIMEOUT, env=env)
@@ -264,6 +295,9 @@ class Server:
     def put(self, path: str, **kw) -> requests.Response:
         return requests.put(f"{self.url}{path}", timeout=TIMEOUT, **kw)
 
+    def delete(self, path: str, **kw) -> requests.Response:
+        return requests.delete(f"{self.url}{path}", timeout=TIMEOUT, **kw)
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
@@ -272,8 +306,9 @@ def server(tmp_path_factory):
     studies.mkdir()
     (root / "bundles").mkdir()
     _write_tiny_bundle(root / "bundles" / "tiny_seg")
+    _write_tiny_bundle(root / "bundles" / "slow_seg", busy_seconds=SLOW_SECONDS)
     labels = _tiny_images(studies)
-    models = ["tiny_seg"]
+    models = ["tiny_seg", "slow_seg"]
     if HAS_IPS:  # served from a link: the app copies it into model_dir and never writes into the repository
         (root / "bundles" / "ips_histogram").symlink_to(IPS_BUNDLE, target_is_directory=True)
         labels.update(_ips_images(studies, root / "ips_data"))
@@ -284,6 +319,7 @@ def server(tmp_path_factory):
         models.append("aneurysm")
     srv = Server(root, models)
     srv.labels = labels
+    srv.final_labels = set()
     srv.image_ids = [*labels, *volumes]
     try:
         srv.wait_ready()
@@ -315,17 +351,30 @@ def _train(server, model: str, **params) -> dict:
 
 
 def _save_final_labels(server, image_ids) -> None:
-    for image_id in image_ids:
-        files = {"label": (f"{image_id}.png", _png_bytes(server.labels[image_id]), "image/png")}
-        r = server.put(f"/datastore/label?image={image_id}&tag=final", files=files)
+    """Save the final labels of ``image_ids`` and remove the other final labels this module saved.
+
+    MONAI Label's bundle train task trains on every labelled image of the datastore, which all served models share:
+    a model must not get the labels saved for another one (e.g. 48 x 64 tiny_seg images for ips_histogram, whose
+    64-pixel patches do not fit them).
+    """
+    for image_id in sorted(server.final_labels - set(image_ids)):
+        r = server.delete(f"/datastore/label?id={image_id}&tag=final")
         assert r.status_code == 200, r.text
+        server.final_labels.discard(image_id)
+    for image_id in image_ids:
+        content = server.labels[image_id]
+        name, data = (f"{image_id}.png", _png_bytes(content)) if isinstance(content, np.ndarray) else content
+        r = server.put(f"/datastore/label?image={image_id}&tag=final", files={"label": (name, data)})
+        assert r.status_code == 200, r.text
+        server.final_labels.add(image_id)
 
 
 def test_info_lists_models_and_labels(server):
     info = server.get("/info/").json()
     # "--conf models all": segmentation bundles and trained landmark bundles, not aneurysm_untrained
     assert sorted(info["models"]) == sorted(server.models)
-    assert sorted(info["trainers"]) == sorted(m for m in server.models if m != "aneurysm")
+    # every served bundle with a train.json (MONAI Label's stock BundleTrainTask), the landmark one included
+    assert sorted(info["trainers"]) == sorted(m for m in server.models if m != "slow_seg")
     tiny = info["models"]["tiny_seg"]
     assert tiny["type"] == "segmentation"
     assert tiny["dimension"] == 2
@@ -371,7 +420,8 @@ def test_aneurysm_info(server):
     lm = info["models"]["aneurysm"]
     assert (lm["type"], lm["dimension"], lm["trained"]) == ("segmentation", 3, True)
     assert lm["labels"] == _landmark_names()  # names of the priors its training wrote, value = landmark class
-    assert lm["checkpoint"] == str(server.root / "bundles" / "aneurysm" / "models" / "landmark_net.pt")
+    # the served copy holds the bundle's model.pt (a bare state_dict) and priors, copied from its ckpt_dir
+    assert lm["checkpoint"] == str(server.model_dir / "aneurysm" / "models" / "model.pt")
     assert {"sphere_radius", "search_radius", "search_step", "refine_radius"} <= set(lm["config"])
     assert "aneurysm_untrained" not in info["models"]
 
@@ -453,11 +503,11 @@ def test_aneurysm_points_match_bundle_inference(server, tmp_path):
     r = server.post("/infer/aneurysm?image=aneurysm_case&output=json", data={"params": json.dumps(ANEURYSM_SEARCH)})
     assert r.status_code == 200, r.text
     served = r.json()["landmarks"]
-    models = server.root / "bundles" / "aneurysm" / "models"
+    models = server.root / "bundles" / "aneurysm" / "models"  # where the bundle's own training wrote them
     parser = ConfigParser()
     parser.read_config(str(ANEURYSM_BUNDLE / "configs" / "inference.json"))
     ref = AneurysmInference(
-        parser.get_parsed_content("network_def"), models / "landmark_net.pt",
+        parser.get_parsed_content("network_def"), models / "model.pt",
         [{"image": str(server.root / "studies" / "aneurysm_case.nii.gz")}], parser.get_parsed_content("preprocessing"),
         TriPlanarPointInferer(mode="localise", **ANEURYSM_SEARCH), tmp_path,
         priors_path=models / "landmark_priors.json", device="cpu",
@@ -474,7 +524,7 @@ def test_naming_an_untrained_landmark_bundle_stops_start_up(server, tmp_path):
     from monai_ext.label.main import MonaiExtLabelApp
 
     conf = {"models": "aneurysm_untrained", "bundles_dir": str(server.root / "bundles"), "model_dir": str(tmp_path)}
-    match = r"aneurysm_untrained: no trained landmark model, missing \[.*landmark_net.pt', .*landmark_priors.json'\]"
+    match = r"aneurysm_untrained: no trained landmark model, missing \[.*model.pt', .*landmark_priors.json'\]"
     with pytest.raises(ValueError, match=match):
         MonaiExtLabelApp(APP_DIR, str(server.root / "studies"), conf)
 
@@ -507,12 +557,23 @@ def _png_upload(shape: tuple[int, ...]) -> dict:
     return {"files": {"file": ("flat.png", _png_bytes(np.zeros(shape, np.uint8)), "image/png")}}
 
 
-def _nifti_upload(shape: tuple[int, ...]) -> dict:
+def _nifti_bytes(arr: np.ndarray, affine: np.ndarray | None = None) -> bytes:
     import nibabel as nib
 
     buf = io.BytesIO()
-    nib.Nifti1Image(np.ones(shape, np.float32), np.eye(4)).to_stream(buf)
-    return {"files": {"file": ("flat.nii", buf.getvalue(), "application/octet-stream")}}
+    nib.Nifti1Image(arr, np.eye(4) if affine is None else affine).to_stream(buf)
+    return buf.getvalue()
+
+
+def _nifti_upload(shape: tuple[int, ...], nan_at: tuple[int, ...] | None = None) -> dict:
+    arr = np.ones(shape, np.float32)
+    if nan_at is not None:
+        arr[nan_at] = np.nan
+    return {"files": {"file": ("flat.nii", _nifti_bytes(arr), "application/octet-stream")}}
+
+
+def _raw_upload(name: str, content: bytes) -> dict:
+    return {"files": {"file": (name, content, "application/octet-stream")}}
 
 
 @pytest.mark.parametrize(
@@ -535,8 +596,23 @@ def _nifti_upload(shape: tuple[int, ...]) -> dict:
         pytest.param("post", "/infer/aneurysm?image=aneurysm_case", {"data": {"params": '{"sphere_radius": "big"}'}},
                      422, "sphere_radius must be a number > 0 (voxels), got 'big'", marks=needs_aneurysm,
                      id="aneurysm-bad-radius"),
-        pytest.param("post", "/train/aneurysm", {"json": {}}, 404, "(served for inference only: train it with its "
-                     "bundle command)", marks=needs_aneurysm, id="aneurysm-train"),
+        ("post", "/train/slow_seg", {"json": {}}, 404, "(served for inference only: it has no configs/train.json)"),
+        # images a segmentation bundle cannot take: 422 naming the problem (MONAI Label: a bare 500)
+        ("post", "/infer/tiny_seg", _raw_upload("junk.png", b"not an image"), 422, "as an image: "),
+        pytest.param("post", "/infer/ips_histogram", _nifti_upload((24, 28), nan_at=(3, 4)), 422,
+                     "holds 1 NaN and 0 infinite value(s) (the first at index (0, 3, 4)); expected finite intensities",
+                     marks=needs_ips, id="ips-nan-2d"),
+        pytest.param("post", "/infer/ips_histogram", _nifti_upload((24, 28, 1), nan_at=(5, 6, 0)), 422,
+                     "holds 1 NaN and 0 infinite value(s) (the first at index (0, 5, 6))", marks=needs_ips,
+                     id="ips-nan-xy1"),
+        pytest.param("post", "/infer/ips_histogram", _raw_upload("empty.png", b""), 422,
+                     "the file is empty (0 bytes)", marks=needs_ips, id="ips-empty-file"),
+        pytest.param("post", "/infer/ips_histogram", _nifti_upload((0, 28)), 422, "is empty: it has no pixels (shape "
+                     "(0, 28) as read)", marks=needs_ips, id="ips-no-pixels"),
+        pytest.param("post", "/infer/ips_histogram", _raw_upload("junk.png", b"\x89PNG but not one"), 422,
+                     "as an image: ", marks=needs_ips, id="ips-unreadable"),
+        pytest.param("post", "/infer/ips_histogram", _nifti_upload((10, 12, 14)), 422, "has shape (1, 10, 12, 14) "
+                     "(4 dimensions); expected a 2D grey or colour image", marks=needs_ips, id="ips-3d-volume"),
     ],
 )
 def test_bad_requests_get_4xx(server, method, path, kwargs, status, match):
@@ -545,6 +621,98 @@ def test_bad_requests_get_4xx(server, method, path, kwargs, status, match):
     assert match in r.json()["detail"]
     assert server.proc.poll() is None
     assert server.get("/info/").status_code == 200  # still serving
+
+
+@needs_ips
+@pytest.mark.parametrize("ext", [None, ".nrrd"])
+def test_ips_histogram_2d_image_stored_as_xy1_nifti(server, ext, tmp_path):
+    """An X x Y x 1 NIfTI (ITK/Slicer's 2D layout): the label of the same image as PNG, on the input's grid and affine.
+
+    ``ext=None``: the result in the input's format (``.nii.gz``); ``.nrrd``: what 3D Slicer asks for.
+    """
+    expected = _infer_png(server, "ips_histogram", "ips_case_002")  # (H, W), PIL order
+    pixels = np.asarray(Image.open(server.root / "studies" / "ips_case_002.png"))
+    volume = np.ascontiguousarray(pixels.T[..., None])  # (X=W, Y=H, 1): MONAI's reading of the PNG, plus an axis
+    affine = np.array([[0.5, 0, 0, -10.0], [0, -0.25, 0, 7.0], [0, 0, 3.0, 2.0], [0, 0, 0, 1]])
+    files = {"file": ("slice.nii.gz", gzip.compress(_nifti_bytes(volume, affine)), "application/octet-stream")}
+    params = json.dumps({"result_extension": ext} if ext else {})
+    r = server.post("/infer/ips_histogram?output=image", files=files, data={"params": params})
+    assert r.status_code == 200, r.text
+    label, label_affine = _read_label(r.content, ext or ".nii.gz", tmp_path)
+    assert label.shape == volume.shape
+    np.testing.assert_allclose(label_affine, affine, atol=1e-5)
+    np.testing.assert_array_equal(label[..., 0].T, expected)
+
+
+def test_info_answers_while_an_inference_runs(server):
+    """3D Slicer polls /info: it answers within INFO_BOUND s while slow_seg's inference (SLOW_SECONDS) runs.
+
+    The bound is a latency with a wide margin (an idle /info takes milliseconds), not a benchmark; before the fix
+    every poll waited for the whole inference.
+    """
+    answer = {}
+
+    def infer() -> None:
+        answer["r"] = server.post("/infer/slow_seg?image=tiny_0&output=image")
+
+    worker = threading.Thread(target=infer)
+    start = time.monotonic()
+    worker.start()
+    time.sleep(0.5)  # the request has reached the server
+    latencies = []
+    while worker.is_alive():  # every poll sent while the inference runs counts, however long it waits
+        t0 = time.monotonic()
+        info = server.get("/info/")
+        latencies.append(time.monotonic() - t0)
+        assert info.status_code == 200, info.text
+        assert "slow_seg" in info.json()["models"]
+        time.sleep(0.2)
+    worker.join()
+    took = time.monotonic() - start
+    assert answer["r"].status_code == 200, answer["r"].text
+    assert _png(answer["r"].content).shape == IMAGE_HW
+    assert took >= SLOW_SECONDS  # the polls did overlap a long inference
+    assert len(latencies) >= 5, latencies
+    assert max(latencies) < INFO_BOUND, latencies
+
+
+@pytest.mark.filterwarnings("ignore:builtin type .* has no __module__ attribute:DeprecationWarning")  # ITK's SWIG
+@pytest.mark.parametrize(
+    "ext, shape, affine",
+    [
+        (".png", (40, 56), None),
+        (".nrrd", (40, 56), None),
+        (".nii.gz", (40, 56), None),
+        (".nrrd", (40, 56, 1), [[0.5, 0, 0, -10.0], [0, -0.25, 0, 7.0], [0, 0, 3.0, 2.0], [0, 0, 0, 1]]),
+        (".nii.gz", (12, 9, 7), [[0, -0.7, 0, 4.0], [1.2, 0, 0, -3.0], [0, 0, 2.0, 1.0], [0, 0, 0, 1]]),
+    ],
+)
+def test_label_writer_writes_what_monailabel_writer_writes(ext, shape, affine, tmp_path):
+    """LabelWriter (SimpleITK) against MONAI Label's own Writer (ITK): same pixels, pixel type and geometry."""
+    import SimpleITK as sitk
+    from monai.data import MetaTensor
+    from monailabel.transform.writer import Writer
+
+    from monai_ext.label.main import LabelWriter
+
+    label = np.random.default_rng(0).integers(0, 3, shape).astype(np.uint8)
+    pred = label if affine is None else MetaTensor(label, affine=np.asarray(affine))
+    data = {"image_path": str(tmp_path / f"input{ext}"), "pred": pred, "result": {"a": 1}}
+    ours, ours_json = LabelWriter(label="pred", json="result")(dict(data))
+    ref, ref_json = Writer(label="pred", json="result")(dict(data))
+    assert ours.endswith(ext) and ours_json == ref_json == {"a": 1}
+    a, b = sitk.ReadImage(ours), sitk.ReadImage(ref)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(a), sitk.GetArrayFromImage(b))
+    assert a.GetPixelIDTypeAsString() == b.GetPixelIDTypeAsString() == "8-bit unsigned integer"
+    assert a.GetSize() == b.GetSize() == shape  # ITK's (x, y, z) is MONAI's index order
+    for get in ("GetOrigin", "GetSpacing", "GetDirection"):
+        np.testing.assert_allclose(getattr(a, get)(), getattr(b, get)(), atol=1e-6)
+    # result_dtype and result_extension from the request are honoured as by MONAI Label
+    ours16, _ = LabelWriter(label="pred")({**data, "result_extension": ".nrrd", "result_dtype": "uint16"})
+    assert ours16.endswith(".nrrd")
+    assert sitk.ReadImage(ours16).GetPixelIDTypeAsString() == "16-bit unsigned integer"
+    for f in (ours, ref, ours16):
+        os.remove(f)
 
 
 def test_install_request_checks_once_in_front():
@@ -561,6 +729,14 @@ def test_install_request_checks_once_in_front():
     assert first["/infer/{model}"].dependencies[0].dependency is check_infer_request
     assert first["/train/{model}"].dependencies[0].dependency is check_train_request
     assert first["/infer/{model}"].methods == {"POST"} and first["/train/{model}"].methods == {"POST"}
+    # /infer runs in FastAPI's worker threads (a plain def endpoint), not on the event loop; same parameters
+    import inspect
+
+    from monailabel.endpoints.infer import api_run_inference
+
+    assert inspect.iscoroutinefunction(api_run_inference)
+    assert not inspect.iscoroutinefunction(first["/infer/{model}"].endpoint)
+    assert inspect.signature(first["/infer/{model}"].endpoint) == inspect.signature(api_run_inference)
 
 
 def _wait_train(server) -> dict:
@@ -601,12 +777,11 @@ def test_upload_labels_then_train_one_epoch(server):
 
 @needs_ips
 def test_ips_histogram_train_one_epoch_then_infer(server):
-    """The real bundle's own workflow (IPSHistogramWorkflow) trained from MONAI Label on two saved labels."""
+    """The real bundle's train.json, run by MONAI Label's stock BundleTrainTask on two saved labels."""
     _save_final_labels(server, ("ips_case_000", "ips_case_001"))
     weights = server.model_dir / "ips_histogram" / "models" / "model.pt"
     before = weights.stat().st_mtime_ns
-    small = {"num_patches": 64, "batch_size": 16}  # keep the CPU run short; every other setting is the bundle's
-    st = _train(server, "ips_histogram", max_epochs=1, val_split=0.5, device="cpu", bundle_overrides=small)
+    st = _train(server, "ips_histogram", max_epochs=1, val_split=0.5, device="cpu")
     assert st["status"] == "DONE", "\n".join(st.get("details", []))
     assert weights.stat().st_mtime_ns > before
     info = server.get("/info/").json()
@@ -615,13 +790,17 @@ def test_ips_histogram_train_one_epoch_then_infer(server):
     pred = _infer_png(server, "ips_histogram", "ips_case_002")
     assert pred.shape == (IPS_SIZE, IPS_SIZE)
     assert set(np.unique(pred).tolist()) <= {0, 1, 2}
-    assert not (IPS_BUNDLE / "monailabel_runs").exists()  # the repository's bundle folder is left alone
+    assert info["train_stats"]["ips_histogram"]["model_updated"] is True
+    # a second request trains again (the first run's finished state is not resumed) and replaces the model again
+    before = weights.stat().st_mtime_ns
+    st = _train(server, "ips_histogram", max_epochs=1, val_split=0.5, device="cpu")
+    assert st["status"] == "DONE" and weights.stat().st_mtime_ns > before, "\n".join(st.get("details", []))
 
 
 @needs_aneurysm
 def test_aneurysm_checkpoint_gone_gives_503_until_back(server):
     """A landmark checkpoint deleted while the server runs: 503 naming it, gone from /info, back when restored."""
-    ckpt = server.root / "bundles" / "aneurysm" / "models" / "landmark_net.pt"
+    ckpt = server.model_dir / "aneurysm" / "models" / "model.pt"
     aside = ckpt.with_name("aside.pt")
     ckpt.rename(aside)
     try:
@@ -634,6 +813,29 @@ def test_aneurysm_checkpoint_gone_gives_503_until_back(server):
     assert server.get("/info/").json()["models"]["aneurysm"]["trained"] is True
     r = server.post("/infer/aneurysm?image=aneurysm_case&output=json", data={"params": json.dumps(ANEURYSM_SEARCH)})
     assert r.status_code == 200, r.text
+
+
+@needs_aneurysm
+def test_aneurysm_train_on_corrected_spheres(server, tmp_path):
+    """/train/aneurysm (MONAI Label's stock BundleTrainTask): the label volume the landmark task answered, saved as
+    the final label, trains the landmark classifier for one epoch (landmark k = centroid of the voxels valued k).
+
+    Last of the aneurysm tests: its priors come from the bundle's default synthetic data until train.json takes them
+    from the labelled images (see tests/label/test_label_stock_tasks.py).
+    """
+    params = json.dumps({**ANEURYSM_SEARCH, "result_extension": ".nii.gz"})
+    r = server.post("/infer/aneurysm?image=aneurysm_case&output=image", data={"params": params})
+    assert r.status_code == 200, r.text
+    server.labels["aneurysm_case"] = ("aneurysm_case.nii.gz", r.content)
+    _save_final_labels(server, ["aneurysm_case"])
+    weights = server.model_dir / "aneurysm" / "models" / "model.pt"
+    before = weights.read_bytes()
+    st = _train(server, "aneurysm", max_epochs=1, device="cpu")
+    assert st["status"] == "DONE", "\n".join(st.get("details", []))
+    assert weights.read_bytes() != before
+    stats = server.get("/info/").json()["train_stats"]["aneurysm"]
+    # one labelled volume: nothing held out at val_split 0.2, so it is validated on too
+    assert (stats["train_images"], stats["val_images"], stats["model_updated"]) == (1, 1, True)
 
 
 def test_server_stops_cleanly(server):

@@ -18,7 +18,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-from reliability_runs import BUNDLES, SPECS, assert_same_outcome, outcome, reference_run, start_and_kill, train
+from reliability_runs import (
+    BUNDLES,
+    SPECS,
+    assert_same_outcome,
+    epoch_of,
+    model_state,
+    outcome,
+    reference_run,
+    start_and_kill,
+    train,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +38,7 @@ def _checkpoints_after_kill(root):
     assert files, f"no checkpoint under {root / 'ckpt'}"
     for f in files:
         state = torch.load(f, weights_only=True)  # raises on a truncated or non-tensor pickle
-        assert "model" in state, f"{f} holds no model state"
+        assert model_state(state) and all(isinstance(v, torch.Tensor) for v in model_state(state).values()), f
     return files
 
 
@@ -46,7 +56,7 @@ def test_sigkill_then_resume_matches_uninterrupted(name, tmp_path):
 
     train(name, tmp_path)  # same command: resumes (resume defaults to true)
     state = torch.load(tmp_path / "ckpt" / SPECS[name].poll, weights_only=True)
-    assert int(state["epoch"]) == epochs
+    assert epoch_of(state) == epochs
     assert_same_outcome(name, outcome(name, ref_root), outcome(name, tmp_path), "resumed vs uninterrupted")
 
 

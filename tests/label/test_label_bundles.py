@@ -1,13 +1,14 @@
 """The MONAI Label app's bundle plumbing (``monai_ext.label.bundles``); needs no ``monailabel``.
 
-The server itself is tested over HTTP in ``tests/integration/test_monailabel_server.py`` (``label`` extra).
+The server itself is tested over HTTP in ``tests/integration/test_monailabel_server.py``, MONAI Label's stock bundle
+tasks on our bundles in ``tests/label/test_label_stock_tasks.py`` (both ``label`` extra).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -19,13 +20,11 @@ from monai_ext.label.bundles import (
     MODEL_FILE,
     UNTRAINED_MARKER,
     ensure_initial_weights,
-    export_trained_weights,
     extract_state_dict,
+    is_untrained,
     list_label_bundles,
-    parse_train_request,
     prepare_bundle,
     select_bundles,
-    write_datalist,
 )
 from monai_ext.utils import save_checkpoint
 
@@ -97,6 +96,12 @@ def test_select_bundles_errors(models, available, match):
         select_bundles(models, available)
 
 
+def _touch(path: Path, content: bytes, mtime_s: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    os.utime(path, ns=(mtime_s * 10**9, mtime_s * 10**9))  # explicit times: no dependence on clock resolution
+
+
 def test_prepare_bundle_copies_configs_and_keeps_weights(tmp_path):
     src = _bundle(tmp_path / "src")
     (src / "docs").mkdir()
@@ -104,23 +109,37 @@ def test_prepare_bundle_copies_configs_and_keeps_weights(tmp_path):
     (src / "LICENSE").write_text("licence")
     (src / "outputs").mkdir()
     (src / "outputs" / "big.bin").write_text("run output")
+    _touch(src / "models" / "checkpoint.pt", b"resume state", 100)
     dst = prepare_bundle(src, tmp_path / "served" / "seg")
     assert (dst / "configs" / "inference.json").read_text() == (src / "configs" / "inference.json").read_text()
     assert (dst / "docs" / "README.md").read_text() == "readme"
     assert (dst / "LICENSE").read_text() == "licence"
-    assert not (dst / "outputs").exists()
-    # trained weights in the served copy survive a refresh; edited configs are refreshed
-    (dst / "models").mkdir()
-    (dst / "models" / MODEL_FILE).write_bytes(b"trained")
-    (src / "models").mkdir()
-    (src / "models" / MODEL_FILE).write_bytes(b"shipped")
+    assert not (dst / "outputs").exists() and not (dst / "models").exists()  # no model.pt: nothing copied
+    # weights trained in the served copy (newer) survive a refresh; edited configs are refreshed
+    _touch(dst / "models" / MODEL_FILE, b"trained", 200)
+    _touch(src / "models" / MODEL_FILE, b"shipped", 150)
     (src / "configs" / "metadata.json").write_text(json.dumps({**_metadata(), "version": "0.2.0"}))
     prepare_bundle(src, dst)
     assert (dst / "models" / MODEL_FILE).read_bytes() == b"trained"
     assert json.loads((dst / "configs" / "metadata.json").read_text())["version"] == "0.2.0"
-    # a fresh copy takes the shipped weights
+    # a source retrained later (the bundle command) replaces them; a fresh copy takes the source's weights
+    _touch(src / "models" / MODEL_FILE, b"retrained", 300)
+    prepare_bundle(src, dst)
+    assert (dst / "models" / MODEL_FILE).read_bytes() == b"retrained"
     fresh = prepare_bundle(src, tmp_path / "served2" / "seg")
-    assert (fresh / "models" / MODEL_FILE).read_bytes() == b"shipped"
+    assert (fresh / "models" / MODEL_FILE).read_bytes() == b"retrained"
+    assert not (fresh / "models" / "checkpoint.pt").exists()  # training state is not served
+
+
+def test_prepare_bundle_model_files_from_another_folder(tmp_path):
+    """Landmark bundles: the checkpoint and priors come from their ckpt_dir, wherever it is."""
+    src = _bundle(tmp_path / "src")
+    files = [tmp_path / "ckpt" / MODEL_FILE, tmp_path / "ckpt" / "landmark_priors.json", tmp_path / "ckpt" / "gone"]
+    _touch(files[0], b"weights", 100)
+    _touch(files[1], b"priors", 100)
+    dst = prepare_bundle(src, tmp_path / "served", model_files=files)
+    assert sorted(p.name for p in (dst / "models").iterdir()) == ["landmark_priors.json", MODEL_FILE]
+    assert (dst / "models" / "landmark_priors.json").read_bytes() == b"priors"
 
 
 def test_prepare_bundle_without_configs(tmp_path):
@@ -135,8 +154,7 @@ def test_ensure_initial_weights_seeded_and_idempotent(tmp_path):
     rng_before = torch.random.get_rng_state()
     assert ensure_initial_weights(b, seed=0) is True
     assert torch.equal(torch.random.get_rng_state(), rng_before)  # the caller's RNG stream is untouched
-    assert (b / "models" / UNTRAINED_MARKER).is_file()
-    saved = torch.load(b / "models" / MODEL_FILE, weights_only=True)["model"]
+    saved = torch.load(b / "models" / MODEL_FILE, weights_only=True)  # a bare state_dict, the zoo's format
     torch.manual_seed(0)
     ref = _net().state_dict()
     assert saved.keys() == ref.keys()
@@ -144,6 +162,23 @@ def test_ensure_initial_weights_seeded_and_idempotent(tmp_path):
     mtime = (b / "models" / MODEL_FILE).stat().st_mtime_ns
     assert ensure_initial_weights(b) is False
     assert (b / "models" / MODEL_FILE).stat().st_mtime_ns == mtime
+
+
+def test_is_untrained_until_the_weights_change(tmp_path):
+    b = _bundle(tmp_path)
+    assert is_untrained(b) is False  # no weights, no marker
+    ensure_initial_weights(b)
+    marker = json.loads((b / "models" / UNTRAINED_MARKER).read_text())
+    assert marker["sha256"] == hashlib.sha256((b / "models" / MODEL_FILE).read_bytes()).hexdigest()
+    assert is_untrained(b) is True
+    # any trainer replacing the file (MONAI Label's BundleTrainTask writes it through the bundle's CheckpointSaver)
+    torch.manual_seed(1)
+    save_checkpoint(_net().state_dict(), b / "models" / MODEL_FILE)
+    assert is_untrained(b) is False
+    (b / "models" / UNTRAINED_MARKER).write_text("seeded initial weights; run /train to get a real model\n")
+    assert is_untrained(b) is True  # a marker of the earlier app version (no hash): untrained while it exists
+    (b / "models" / UNTRAINED_MARKER).unlink()
+    assert is_untrained(b) is False
 
 
 def test_ensure_initial_weights_needs_network_def(tmp_path):
@@ -179,103 +214,3 @@ def test_extract_state_dict(checkpoint):
 def test_extract_state_dict_errors(checkpoint):
     with pytest.raises(ValueError, match="no network weights in ckpt.pt"):
         extract_state_dict(checkpoint, source="ckpt.pt")
-
-
-def test_export_trained_weights_takes_newest_valid_checkpoint(tmp_path):
-    b = _bundle(tmp_path)
-    ensure_initial_weights(b)
-    ckpt = tmp_path / "ckpt"
-    torch.manual_seed(1)
-    old, new = _net(), _net()
-    save_checkpoint({"model": old.state_dict()}, ckpt / "epoch_1.pt")
-    time.sleep(0.01)
-    save_checkpoint({"model": new.state_dict(), "epoch": 2}, ckpt / "sub" / "epoch_2.pt")
-    os.utime(ckpt / "epoch_1.pt", ns=(1, 1))  # older by construction, whatever the clock resolution
-    out = export_trained_weights(ckpt, b)
-    assert out == b / "models" / MODEL_FILE
-    got = torch.load(out, weights_only=True)["model"]
-    assert all(torch.equal(got[k], v) for k, v in new.state_dict().items())
-    assert not (b / "models" / UNTRAINED_MARKER).exists()
-
-
-def test_export_trained_weights_errors(tmp_path):
-    b = _bundle(tmp_path)
-    (tmp_path / "none").mkdir()
-    with pytest.raises(FileNotFoundError, match="training wrote no checkpoint"):
-        export_trained_weights(tmp_path / "none", b)
-    other = BasicUNet(spatial_dims=2, in_channels=1, out_channels=2, features=(4, 4, 8, 8, 16, 4))
-    save_checkpoint({"model": other.state_dict()}, tmp_path / "bad" / "model.pt")
-    with pytest.raises(ValueError, match="does not fit network_def"):
-        export_trained_weights(tmp_path / "bad", b)
-    assert not (b / "models" / MODEL_FILE).exists()  # nothing half-written
-
-
-@pytest.mark.parametrize(
-    "n, val_fraction, n_train, n_val",
-    [(5, 0.2, 4, 1), (5, 0.6, 2, 3), (10, 0.2, 8, 2), (3, 0.01, 2, 1), (1, 0.2, 1, 1), (4, 0.0, 4, 4)],
-)
-def test_write_datalist_split(tmp_path, n, val_fraction, n_train, n_val):
-    items = [{"image": f"/d/img{i}.png", "label": f"/d/lab{i}.png", "extra": "dropped"} for i in range(n)]
-    path = write_datalist(items, tmp_path / "run", val_fraction=val_fraction)
-    d = json.loads(path.read_text())
-    assert path == tmp_path / "run" / "dataset.json"
-    assert (len(d["training"]), len(d["validation"])) == (n_train, n_val)
-    assert d["test"] == d["validation"]
-    assert d["training"][0] == {"image": "/d/img0.png", "label": "/d/lab0.png"}
-    if n_train + n_val == n:  # a real hold-out: disjoint and complete
-        names = [r["image"] for r in d["training"] + d["validation"]]
-        assert sorted(names) == sorted(i["image"] for i in items)
-
-
-@pytest.mark.parametrize(
-    "items, val_fraction, match",
-    [
-        ([], 0.2, "no labelled images to train on"),
-        ([{"image": "a.png"}], 0.2, r"datalist item 0 needs 'image' and 'label'"),
-        ([{"image": "a.png", "label": "b.png"}], 1.0, r"val_fraction must be in \[0, 1\), got 1.0"),
-        ([{"image": "a.png", "label": "b.png"}], -0.1, r"val_fraction must be in \[0, 1\), got -0.1"),
-    ],
-)
-def test_write_datalist_errors(tmp_path, items, val_fraction, match):
-    with pytest.raises(ValueError, match=match):
-        write_datalist(items, tmp_path, val_fraction=val_fraction)
-
-
-@pytest.mark.parametrize(
-    "request_, expected",
-    [
-        ({}, {"max_epochs": 1, "val_split": 0.2, "bundle_overrides": {}}),
-        ({"max_epochs": 3, "val_split": 0}, {"max_epochs": 3, "val_split": 0.0, "bundle_overrides": {}}),
-        (
-            {"max_epochs": 1, "val_split": 0.5, "bundle_overrides": {"batch_size": 4, "train#x": 2}},
-            {"max_epochs": 1, "val_split": 0.5, "bundle_overrides": {"batch_size": 4, "train#x": 2}},
-        ),
-        ({"bundle_overrides": None, "model": "seg"}, {"max_epochs": 1, "val_split": 0.2, "bundle_overrides": {}}),
-    ],
-)
-def test_parse_train_request(tmp_path, request_, expected):
-    cfg = tmp_path / "train.json"
-    cfg.write_text(json.dumps({"epochs": 1, "batch_size": 2, "train": {"x": 1}}))
-    assert parse_train_request(request_, cfg) == expected
-
-
-@pytest.mark.parametrize(
-    "request_, match",
-    [
-        ({"max_epochs": 0}, "max_epochs must be an integer >= 1, got 0"),
-        ({"max_epochs": 1.5}, "max_epochs must be an integer >= 1, got 1.5"),
-        ({"max_epochs": True}, "max_epochs must be an integer >= 1, got True"),
-        ({"max_epochs": "2"}, "max_epochs must be an integer >= 1, got '2'"),
-        ({"val_split": 1}, r"val_split must be a number in \[0, 1\), got 1"),
-        ({"val_split": -0.5}, r"val_split must be a number in \[0, 1\), got -0.5"),
-        ({"val_split": "0.2"}, r"val_split must be a number in \[0, 1\), got '0.2'"),
-        ({"bundle_overrides": [1]}, r"bundle_overrides must be a JSON object of config ids to values, got \[1\]"),
-        ({"bundle_overrides": {"epochs": 3, "device": "cpu"}}, r"must not set \['device', 'epochs'\]"),
-        ({"bundle_overrides": {"no_such_id": 1}}, r"names ids \['no_such_id'\] that '.*train.json' does not have"),
-    ],
-)
-def test_parse_train_request_errors(tmp_path, request_, match):
-    cfg = tmp_path / "train.json"
-    cfg.write_text(json.dumps({"epochs": 1, "batch_size": 2}))
-    with pytest.raises(ValueError, match=match):
-        parse_train_request(request_, cfg)

@@ -173,7 +173,7 @@ def landmark_model(tmp_path_factory):
                       ckpt / "landmark_priors.json")
     torch.manual_seed(0)
     net = MiniVGG(spatial_dims=2, in_channels=3, num_classes=len(lm) + 1, channels=(16, 32, 64), hidden_features=128)
-    save_checkpoint({"model": net.state_dict(), "epoch": 1}, ckpt / "landmark_net.pt")
+    save_checkpoint(net.state_dict(), ckpt / "model.pt")  # a bare state_dict, as the bundle's CheckpointSaver writes
     # the second case with a shifted, flipped grid: voxel and world coordinates differ on every axis
     img = nib.load(root / "data" / items[1]["image"])
     arr = np.asarray(img.dataobj)[::-1].copy()
@@ -187,7 +187,7 @@ def landmark_model(tmp_path_factory):
 def test_localiser_labels_and_image(landmark_model):
     loc = LandmarkLocaliser(ANEURYSM, landmark_model["ckpt_dir"])
     assert loc.labels == {n: k + 1 for k, n in enumerate(LANDMARK_NAMES)}
-    assert loc.ckpt_path == landmark_model["ckpt_dir"] / "landmark_net.pt"
+    assert loc.ckpt_path == landmark_model["ckpt_dir"] / "model.pt"
     image = loc.load_image(landmark_model["images"][1])
     assert tuple(image.shape) == (1, 40, 40, 40)
     np.testing.assert_allclose(image.affine.numpy(), nib.load(landmark_model["images"][1]).affine)
@@ -203,7 +203,7 @@ def test_localiser_reproduces_bundle_inference(landmark_model, index, tmp_path):
     got = loc.localise(loc.load_image(path), "cpu", **SEARCH)
     assert (got["coordinate_system"], got["units"]) == ("RAS", "mm")
     net = MiniVGG(spatial_dims=2, in_channels=3, num_classes=10, channels=(16, 32, 64), hidden_features=128)
-    ref = AneurysmInference(net, landmark_model["ckpt_dir"] / "landmark_net.pt", [{"image": str(path)}],
+    ref = AneurysmInference(net, landmark_model["ckpt_dir"] / "model.pt", [{"image": str(path)}],
                             loc.preprocessing, TriPlanarPointInferer(mode="localise", **SEARCH), tmp_path,
                             priors_path=landmark_model["ckpt_dir"] / "landmark_priors.json", device="cpu")
     expected = json.loads(ref.run()[0].read_text())["landmarks"]
@@ -221,7 +221,7 @@ def test_localiser_reproduces_bundle_inference(landmark_model, index, tmp_path):
 def test_localiser_reloads_changed_files(landmark_model, tmp_path):
     ckpt = tmp_path / "models"
     ckpt.mkdir()
-    for f in ("landmark_net.pt", "landmark_priors.json"):
+    for f in ("model.pt", "landmark_priors.json"):
         (ckpt / f).write_bytes((landmark_model["ckpt_dir"] / f).read_bytes())
     loc = LandmarkLocaliser(ANEURYSM, ckpt)
     assert loc.reload() is False  # unchanged
@@ -232,19 +232,29 @@ def test_localiser_reloads_changed_files(landmark_model, tmp_path):
     os.utime(ckpt / "landmark_priors.json", ns=(st_.st_atime_ns, st_.st_mtime_ns + 10**9))
     assert loc.reload() is True
     assert next(iter(loc.labels)) == "renamed"
-    (ckpt / "landmark_net.pt").unlink()
-    with pytest.raises(ModelNotTrained, match=r"missing \[.*landmark_net.pt'\]") as err:
+    (ckpt / "model.pt").unlink()
+    with pytest.raises(ModelNotTrained, match=r"missing \[.*model.pt'\]") as err:
         loc.reload()
     assert isinstance(err.value, FileNotFoundError)
 
 
 @needs_aneurysm
+def test_localiser_accepts_older_wrapped_checkpoint(landmark_model, tmp_path):
+    """A ``{"model": state_dict, ...}`` checkpoint (the bundle's format before model.pt was a bare state_dict)."""
+    (tmp_path / "landmark_priors.json").write_bytes((landmark_model["ckpt_dir"] / "landmark_priors.json").read_bytes())
+    bare = torch.load(landmark_model["ckpt_dir"] / "model.pt", weights_only=True)
+    save_checkpoint({"model": bare, "epoch": 3}, tmp_path / "model.pt")
+    loc = LandmarkLocaliser(ANEURYSM, tmp_path)
+    assert all(torch.equal(loc.network.state_dict()[k], v) for k, v in bare.items())
+
+
+@needs_aneurysm
 def test_localiser_missing_and_mismatched_checkpoint(landmark_model, tmp_path):
-    with pytest.raises(ModelNotTrained, match=r"is not trained: missing \[.*landmark_net.pt', .*landmark_priors"):
+    with pytest.raises(ModelNotTrained, match=r"is not trained: missing \[.*model.pt', .*landmark_priors"):
         LandmarkLocaliser(ANEURYSM, tmp_path)
     (tmp_path / "landmark_priors.json").write_bytes((landmark_model["ckpt_dir"] / "landmark_priors.json").read_bytes())
     other = MiniVGG(spatial_dims=2, in_channels=3, num_classes=10, channels=(8, 16, 32), hidden_features=32)
-    save_checkpoint({"model": other.state_dict()}, tmp_path / "landmark_net.pt")
+    save_checkpoint({"model": other.state_dict()}, tmp_path / "model.pt")
     with pytest.raises(ValueError, match=r"does not fit network_def .* num_classes=10 .* other channels"):
         LandmarkLocaliser(ANEURYSM, tmp_path)
 

@@ -6,22 +6,39 @@ from .afids import afids_names, generate_afids_mni152_dataset, load_afids, load_
 from .data import (
     Case,
     candidate_patches,
+    label_volume_landmarks,
     landmark_names_of,
+    load_case,
     load_cases,
     normalize_intensity,
     resolve_aneurysm_datalist,
+    sample_case_patches,
     sample_landmark_patches,
 )
 from .evaluation import adaboost_auc_curve, confusion_matrix, localise_landmarks
-from .inference import AneurysmInference, TriPlanarPointInferer, load_priors, save_priors
+from .inference import (
+    AneurysmInference,
+    LandmarkPriorsWriter,
+    TriPlanarPointInferer,
+    load_priors,
+    save_priors,
+    write_landmark_priors,
+)
 from .landmarks import PointSet, points_to_voxels, read_points, write_points_json
 from .natural import NATURAL_IMAGE_NAMES, load_natural_images, sample_natural_patches
-from .training import predict, train_classifier
-from .workflow import AneurysmWorkflow, replace_head
+from .study import LocalisationStudy, TransferStudy, ValidationReport, load_weights, replace_head, write_summary
+from .training import fit_classifier, predict
+from .transforms import LandmarkPatchesd, LoadLandmarkCased, RandLandmarkPatchesd
 
 __all__ = [
     "AneurysmInference",
-    "AneurysmWorkflow",
+    "LandmarkPatchesd",
+    "LandmarkPriorsWriter",
+    "LoadLandmarkCased",
+    "RandLandmarkPatchesd",
+    "LocalisationStudy",
+    "TransferStudy",
+    "ValidationReport",
     "TriPlanarPointInferer",
     "afids_names",
     "generate_afids_mni152_dataset",
@@ -36,7 +53,9 @@ __all__ = [
     "adaboost_auc_curve",
     "candidate_patches",
     "confusion_matrix",
+    "label_volume_landmarks",
     "landmark_names_of",
+    "load_case",
     "load_cases",
     "load_natural_images",
     "localise_landmarks",
@@ -45,8 +64,12 @@ __all__ = [
     "predict",
     "read_points",
     "replace_head",
+    "sample_case_patches",
     "sample_landmark_patches",
     "sample_natural_patches",
-    "train_classifier",
+    "fit_classifier",
+    "load_weights",
+    "write_summary",
+    "write_landmark_priors",
     "write_points_json",
 ]

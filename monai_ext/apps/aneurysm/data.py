@@ -26,8 +26,11 @@ from .landmarks import points_to_voxels, read_points
 __all__ = [
     "Case",
     "landmark_names_of",
+    "label_volume_landmarks",
+    "load_case",
     "load_cases",
     "normalize_intensity",
+    "sample_case_patches",
     "sample_landmark_patches",
     "candidate_patches",
     "augment_intensity",
@@ -128,44 +131,131 @@ def load_cases(datalist: str | os.PathLike, section: str, names: Sequence[str] |
     names = list(names) if names is not None else landmark_names_of(datalist)
     items = load_datalist(datalist, section, required_keys=("image", "landmarks"),
                           path_keys=("image", "landmarks", "candidates", *extra_keys))
+    return [load_case(item, names, extra_keys, match_by_label, what=f"{section} image") for item in items[:max_cases]]
+
+
+def label_volume_landmarks(label: np.ndarray | torch.Tensor, num_landmarks: int,
+                           path: str | os.PathLike = "label volume") -> tuple[np.ndarray, np.ndarray]:
+    """The landmarks drawn in a label volume: each value ``k >= 1`` is landmark ``k`` at the centroid of its voxels.
+
+    This reads back what a viewer stores for a landmark model: MONAI Label keeps a submitted label as a volume on the
+    image's grid, e.g. the spheres :func:`monai_ext.label.landmarks.render_landmark_spheres` draws around each
+    localised landmark (value = class), corrected in 3D Slicer's Segment Editor. The centroid of a sphere (or any
+    blob symmetric about its centre) is its centre; all voxels of one value are one landmark.
+
+    Args:
+        label: ``(X, Y, Z)`` or ``(1, X, Y, Z)`` integer-valued label volume (0 = no landmark).
+        num_landmarks: number of landmark names; values must lie in ``0..num_landmarks``.
+        path: the file, for the messages.
+
+    Returns:
+        ``(points (L, 3) float64 voxel coordinates, labels (L,) int64)``, sorted by label, one row per value present.
+
+    Raises:
+        ValueError: for a volume that is not 3D, values that are not integers, negative values or values above
+            ``num_landmarks``, or a volume without any landmark (every voxel 0); the message names ``path``.
+
+    Example::
+
+        >>> vol = np.zeros((5, 5, 5), dtype=np.uint8)
+        >>> vol[1:3, 1, 1] = 2  # two voxels of landmark 2
+        >>> label_volume_landmarks(vol, num_landmarks=3)
+        (array([[1.5, 1. , 1. ]]), array([2]))
+    """
+    lab = label.detach().cpu().numpy() if isinstance(label, torch.Tensor) else np.asarray(label)
+    if lab.ndim == 4 and lab.shape[0] == 1:
+        lab = lab[0]
+    if lab.ndim != 3:
+        raise ValueError(f"label volume '{path}' has shape {lab.shape}; expected a single-channel 3D volume.")
+    if not (np.issubdtype(lab.dtype, np.integer) or np.issubdtype(lab.dtype, np.bool_)):
+        if not np.isfinite(lab).all() or not np.array_equal(lab, np.round(lab)):
+            raise ValueError(f"label volume '{path}' must hold integer landmark classes; it has non-integer values.")
+    lab = lab.astype(np.int64)
+    lo, hi = int(lab.min()), int(lab.max())
+    if lo < 0 or hi > num_landmarks:
+        bad = sorted(int(v) for v in np.unique(lab[(lab < 0) | (lab > num_landmarks)]))
+        raise ValueError(
+            f"label volume '{path}' holds values {bad[:10]} outside 0..{num_landmarks}: value k marks landmark k of "
+            f"the {num_landmarks} landmark names."
+        )
+    idx = np.nonzero(lab)
+    if not idx[0].size:
+        raise ValueError(f"label volume '{path}' holds no landmark (every voxel is 0).")
+    values = lab[idx]
+    counts = np.bincount(values, minlength=num_landmarks + 1)
+    present = np.flatnonzero(counts[1:]) + 1
+    centroids = np.stack(
+        [np.bincount(values, weights=i.astype(np.float64), minlength=num_landmarks + 1)[present] for i in idx], 1
+    ) / counts[present, None]
+    return centroids, present.astype(np.int64)
+
+
+def load_case(item: dict, names: Sequence[str], extra_keys: Sequence[str] = (), match_by_label: bool = False,
+              what: str = "image") -> Case:
+    """Read one datalist item ``{"image", "landmarks"[, "candidates"][, extra keys]}`` (absolute paths).
+
+    An item without ``landmarks`` may give its landmarks as a label volume ``{"image", "label"}`` (what MONAI Label
+    hands a train task): a volume on the image's grid where value ``k`` marks landmark ``k``
+    (:func:`label_volume_landmarks`).
+
+    Raises:
+        FileNotFoundError, ValueError: as :func:`load_cases`, naming the file; also a label volume on another grid
+            than its image (shape or affine), or with values that are not landmark classes ``0..len(names)``.
+    """
     loader = LoadImage(image_only=True, ensure_channel_first=True)
-    cases = []
-    for item in items[:max_cases]:
-        img = read_image(item["image"], loader, what=f"{section} image")
-        validate_image(img, item["image"], ndim=4, what=f"{section} image",
-                       layout="a 3D volume (X, Y, Z), read channel-first as (1, X, Y, Z)")
-        affine = np.asarray(img.affine, dtype=np.float64)
-        shape = tuple(img.shape[1:])
-        if img.shape[0] != 1:
-            raise ValueError(f"{item['image']}: expected a single-channel volume, got {img.shape[0]} channels.")
+    img = read_image(item["image"], loader, what=what)
+    validate_image(img, item["image"], ndim=4, what=what,
+                   layout="a 3D volume (X, Y, Z), read channel-first as (1, X, Y, Z)")
+    affine = np.asarray(img.affine, dtype=np.float64)
+    shape = tuple(img.shape[1:])
+    if img.shape[0] != 1:
+        raise ValueError(f"{item['image']}: expected a single-channel volume, got {img.shape[0]} channels.")
 
-        def read(path: str, by_name: bool, affine: np.ndarray = affine, shape: tuple = shape
-                 ) -> tuple[np.ndarray, np.ndarray]:
-            pts = read_points(path, names=names if by_name else None)
-            return points_to_voxels(pts, affine, shape), pts.labels
+    def read(path: str, by_name: bool) -> tuple[np.ndarray, np.ndarray]:
+        pts = read_points(path, names=names if by_name else None)
+        return points_to_voxels(pts, affine, shape), pts.labels
 
+    if not item.get("landmarks") and item.get("label"):
+        lm, lm_labels = _read_label_landmarks(item["label"], loader, img, item["image"], len(names))
+    else:
         lm, lm_labels = read(item["landmarks"], not match_by_label)
         bad = lm_labels[(lm_labels < 1) | (lm_labels > len(names))]
         if bad.size:
             raise ValueError(f"{item['landmarks']}: labels {bad.tolist()} outside 1..{len(names)}.")
-        if item.get("candidates"):
-            pts = read_points(item["candidates"])
-            cand, cand_labels = points_to_voxels(pts, affine, shape), pts.labels
-            if not np.isin(cand_labels, (0, 1)).all():
-                raise ValueError(
-                    f"{item['candidates']}: candidate labels must be 0 or 1, got {np.unique(cand_labels)}."
-                )
-        else:
-            cand, cand_labels = np.zeros((0, 3)), np.zeros((0,), dtype=np.int64)
-        extra = {}
-        for key in extra_keys:
-            files = item.get(key, [])
-            for j, f in enumerate(files if isinstance(files, list) else [files]):
-                extra[f"{key}{j}"] = read(f, False)
-        image = MetaTensor(normalize_intensity(img.as_tensor()), affine=torch.as_tensor(affine))
-        cases.append(Case(Path(item["image"]).name.split(".")[0], image, affine, lm, lm_labels, cand, cand_labels,
-                          extra))
-    return cases
+    if item.get("candidates"):
+        pts = read_points(item["candidates"])
+        cand, cand_labels = points_to_voxels(pts, affine, shape), pts.labels
+        if not np.isin(cand_labels, (0, 1)).all():
+            raise ValueError(f"{item['candidates']}: candidate labels must be 0 or 1, got {np.unique(cand_labels)}.")
+    else:
+        cand, cand_labels = np.zeros((0, 3)), np.zeros((0,), dtype=np.int64)
+    extra = {}
+    for key in extra_keys:
+        files = item.get(key, [])
+        for j, f in enumerate(files if isinstance(files, list) else [files]):
+            extra[f"{key}{j}"] = read(f, False)
+    meta = {"filename_or_obj": str(item["image"])}
+    image = MetaTensor(normalize_intensity(img.as_tensor()), affine=torch.as_tensor(affine), meta=meta)
+    return Case(Path(item["image"]).name.split(".")[0], image, affine, lm, lm_labels, cand, cand_labels, extra)
+
+
+def _read_label_landmarks(path: str, loader: LoadImage, image: MetaTensor, image_path: str,
+                          num_landmarks: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`label_volume_landmarks` of the file ``path``, which must be on the grid of ``image``."""
+    lab = read_image(path, loader, what="landmark label volume")
+    validate_image(lab, path, ndim=4, what="landmark label volume",
+                   layout="a 3D label volume (X, Y, Z), read channel-first as (1, X, Y, Z)")
+    if lab.shape[0] != 1:
+        raise ValueError(f"landmark label volume '{path}' has {lab.shape[0]} channels; expected one.")
+    lab_affine = np.asarray(lab.affine, dtype=np.float64)
+    img_affine = np.asarray(image.affine, dtype=np.float64)
+    if tuple(lab.shape[1:]) != tuple(image.shape[1:]) or not np.allclose(lab_affine, img_affine, rtol=0, atol=1e-3):
+        raise ValueError(
+            f"landmark label volume '{path}' is not on the grid of its image '{image_path}': shape "
+            f"{tuple(lab.shape[1:])} vs {tuple(image.shape[1:])}, affine {np.round(lab_affine, 3).tolist()} vs "
+            f"{np.round(img_affine, 3).tolist()}; save the label on the image's grid."
+        )
+    return label_volume_landmarks(lab.as_tensor(), num_landmarks, path)
 
 
 def augment_intensity(patches: torch.Tensor, generator: torch.Generator, gamma: float = 0.3, gain: float = 0.2,
@@ -195,47 +285,61 @@ def _ring_points(landmarks: np.ndarray, rng: np.random.Generator, count: int, r_
     return landmarks[rng.integers(len(landmarks), size=count)] + d * r / spacing
 
 
-def sample_landmark_patches(cases: Sequence[Case], samples_per_case: int, seed: int, patch_size: int = 32,
-                            extent_mm: float | None = None, jitter: float = 1.5, rotate_range: float = 0.15,
-                            scale_range: float = 0.1, background_prob: float = 0.3, near_miss_fraction: float = 0.25,
-                            near_miss_range: tuple[float, float] = (4.0, 8.0), min_background_distance: float = 4.0,
-                            augment: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Tri-planar patches at (jittered) landmarks (class = landmark id) and background points (class 0).
+def sample_case_patches(image: torch.Tensor, points: np.ndarray, point_labels: np.ndarray, spacing: np.ndarray,
+                        num_samples: int, seed: int, patch_size: int = 32, extent_mm: float | None = None,
+                        jitter: float = 1.5, rotate_range: float = 0.15, scale_range: float = 0.1,
+                        background_prob: float = 0.3, near_miss_fraction: float = 0.25,
+                        near_miss_range: tuple[float, float] = (4.0, 8.0), min_background_distance: float = 4.0,
+                        augment: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tri-planar patches of one case at (jittered) landmarks (class = landmark id) and background points (class 0).
 
     Background samples are of two kinds: uniform over the volume at least ``min_background_distance`` mm from
     every landmark (via :class:`~monai_ext.transforms.RandTriPlanarPatchd`), and "near misses" at
     ``near_miss_range`` mm from a landmark, which teach the classifier to peak on the landmark itself (needed for
     localisation). With ``augment=False`` the frame is neither rotated nor scaled and intensities are untouched.
+    Every draw comes from ``seed``.
+
+    Returns:
+        ``(patches (num_samples, 3, p, p) float32, labels (num_samples,) int64)``.
+    """
+    rng = np.random.default_rng(seed)
+    n_near = int(round(near_miss_fraction * len(points)))
+    near = _ring_points(points, rng, n_near, *near_miss_range, spacing)
+    inside = np.all((near >= 0) & (near <= np.asarray(image.shape[1:]) - 1), axis=1)
+    near = near[inside]
+    sampler = RandTriPlanarPatchd(
+        "image", num_samples=num_samples, patch_size=patch_size, extent_mm=extent_mm,
+        background_prob=background_prob, min_background_distance=min_background_distance,
+        jitter=jitter if augment else 0.0, rotate_range=rotate_range if augment else 0.0,
+        scale_range=scale_range if augment else 0.0, background_margin=2,
+    )
+    sampler.set_random_state(int(rng.integers(2**31)))
+    out = sampler({
+        "image": image,
+        "points": np.concatenate([points, near], 0),
+        "point_labels": np.concatenate([point_labels, np.zeros(len(near), dtype=np.int64)]),
+    })
+    x = torch.stack([_plain(o["image"]) for o in out]).float()
+    if augment:
+        x = augment_intensity(x, torch.Generator().manual_seed(int(seed)))
+    return x, torch.tensor([o["patch_class"] for o in out], dtype=torch.long)
+
+
+def sample_landmark_patches(cases: Sequence[Case], samples_per_case: int, seed: int, augment: bool = True,
+                            **kwargs: object) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`sample_case_patches` of every case (case ``i`` drawn from seed ``(seed, i)``), concatenated.
 
     Returns:
         ``(patches (N, 3, p, p) float32, labels (N,) int64)`` with ``N = len(cases) * samples_per_case``.
     """
-    rng = np.random.default_rng(seed)
-    gen = torch.Generator().manual_seed(int(seed))
-    all_x, all_y = [], []
+    xs, ys = [], []
     for i, case in enumerate(cases):
-        n_near = int(round(near_miss_fraction * len(case.landmarks)))
-        near = _ring_points(case.landmarks, rng, n_near, *near_miss_range, case.spacing)
-        inside = np.all((near >= 0) & (near <= np.asarray(case.image.shape[1:]) - 1), axis=1)
-        near = near[inside]
-        sampler = RandTriPlanarPatchd(
-            "image", num_samples=samples_per_case, patch_size=patch_size, extent_mm=extent_mm,
-            background_prob=background_prob, min_background_distance=min_background_distance,
-            jitter=jitter if augment else 0.0, rotate_range=rotate_range if augment else 0.0,
-            scale_range=scale_range if augment else 0.0, background_margin=2,
-        )
-        sampler.set_random_state(int(rng.integers(2**31)) + i)
-        out = sampler({
-            "image": case.image,
-            "points": np.concatenate([case.landmarks, near], 0),
-            "point_labels": np.concatenate([case.landmark_labels, np.zeros(len(near), dtype=np.int64)]),
-        })
-        all_x.append(torch.stack([_plain(o["image"]) for o in out]))
-        all_y.append(torch.tensor([o["patch_class"] for o in out], dtype=torch.long))
-    x = torch.cat(all_x).float()
-    if augment:
-        x = augment_intensity(x, gen)
-    return x, torch.cat(all_y)
+        s = int(np.random.SeedSequence([int(seed), i]).generate_state(1)[0] % (2**31 - 1))
+        x, y = sample_case_patches(case.image, case.landmarks, case.landmark_labels, case.spacing,
+                                   samples_per_case, s, augment=augment, **kwargs)
+        xs.append(x)
+        ys.append(y)
+    return torch.cat(xs), torch.cat(ys)
 
 
 def candidate_patches(cases: Sequence[Case], patch_size: int = 32, extent_mm: float | None = None,

@@ -44,6 +44,8 @@ __all__ = [
     "out_of_distribution_verdict",
     "load_priors",
     "save_priors",
+    "write_landmark_priors",
+    "LandmarkPriorsWriter",
 ]
 
 logger = logging.getLogger(__name__)
@@ -249,6 +251,72 @@ def save_priors(cases: Sequence[Any], names: Sequence[str], path: str | os.PathL
     return write_points_json(points, path)
 
 
+def write_landmark_priors(datalist: str | os.PathLike, path: str | os.PathLike, section: str = "training",
+                          match_by_label: bool = False) -> Path:
+    """:func:`save_priors` of a datalist section (what ``train.json`` writes next to ``models/model.pt``, for
+    localisation at inference). Under ``torch.distributed`` only rank 0 writes."""
+    import torch.distributed as dist
+
+    from .data import landmark_names_of, load_cases
+
+    path = Path(path)
+    if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+        return path
+    names = landmark_names_of(datalist)
+    return save_priors(load_cases(datalist, section, names, match_by_label=match_by_label), names, path)
+
+
+class LandmarkPriorsWriter:
+    """Ignite handler writing the landmark priors of the *training data* when training starts (``train.json``'s
+    handlers), so that ``models/`` holds what localisation at inference needs next to ``model.pt``.
+
+    The priors are the mean world (RAS mm) position of each landmark over ``data`` (the trainer's datalist: the
+    bundle's own data, or the labelled images MONAI Label passes as ``train#dataset#data``), read with ``loader``
+    (the bundle's :class:`~monai_ext.apps.aneurysm.LoadLandmarkCased`, which also accepts landmark label volumes).
+    Under ``torch.distributed`` only rank 0 writes.
+
+    Args:
+        data: datalist items.
+        loader: dictionary transform giving ``image`` (with its affine), ``points`` (voxels) and ``point_labels``.
+        names: landmark names (class ``k`` is ``names[k - 1]``).
+        path: the priors file (``<ckpt_dir>/landmark_priors.json``).
+
+    Raises:
+        ValueError: when ``data`` is empty.
+    """
+
+    def __init__(self, data: Sequence[dict[str, Any]], loader: Callable[[dict[str, Any]], dict[str, Any]],
+                 names: Sequence[str], path: str | os.PathLike) -> None:
+        self.data, self.loader, self.names, self.path = list(data), loader, list(names), Path(path)
+        if not self.data:
+            raise ValueError("LandmarkPriorsWriter needs at least one training item.")
+
+    def attach(self, engine: Any) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.STARTED, self)
+
+    def priors(self) -> PointSet:
+        """Mean world position of every landmark present in the data."""
+        world: dict[int, list[np.ndarray]] = {k: [] for k in range(1, len(self.names) + 1)}
+        for item in self.data:
+            d = self.loader(dict(item))
+            affine = np.asarray(d["image"].affine, dtype=np.float64)
+            pts = (affine @ np.c_[np.asarray(d["points"]), np.ones(len(d["points"]))].T).T[:, :3]
+            for p, lab in zip(pts, np.asarray(d["point_labels"]), strict=True):
+                world[int(lab)].append(p)
+        present = [k for k in world if world[k]]
+        return PointSet([self.names[k - 1] for k in present], present,
+                        np.array([np.mean(world[k], 0) for k in present]).reshape(-1, 3))
+
+    def __call__(self, engine: Any) -> None:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+            return
+        write_points_json(self.priors(), self.path)
+
+
 def load_priors(path: str | os.PathLike) -> PointSet:
     """Read the priors written by :func:`save_priors`."""
     return read_points(path)
@@ -338,7 +406,7 @@ class AneurysmInference:
 
     Args:
         network: the classifier.
-        ckpt_path: checkpoint whose ``"model"`` entry is loaded into ``network``.
+        ckpt_path: the network's weights (a bare ``state_dict`` such as ``models/model.pt``).
         dataset: the items.
         preprocessing: dictionary transform giving ``data["image"]`` as a ``(1, X, Y, Z)`` MetaTensor.
         inferer: a :class:`TriPlanarPointInferer`.
@@ -399,7 +467,9 @@ class AneurysmInference:
 
     def run(self) -> list[Path]:
         """Process every item; returns the written files."""
-        self.network.load_state_dict(load_checkpoint(self.ckpt_path, self.device)["model"])
+        state = load_checkpoint(self.ckpt_path, self.device)
+        # a bundle's models/*.pt is a bare state_dict; older training checkpoints wrapped it as {"model": ...}
+        self.network.load_state_dict(state["model"] if isinstance(state.get("model"), dict) else state)
         self.network.eval()
         priors, ood = None, None
         if self.inferer.mode == "localise":

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 from .data import FRAME_SUFFIXES, load_sequence, normalize_sequence, sequence_folds
+from .study import BASE_METHODS, EmbryoPUStudy, build_criterion, parse_method
+from .training import FrameOutputs, RandFrameSubsetd, datalist_info, fold_items, labels_of
 from .transforms import LoadSequenced, SaveSequenceScored
-from .workflow import BASE_METHODS, EmbryoPUWorkflow, build_criterion, parse_method
 
 __all__ = [
     "BASE_METHODS",
-    "EmbryoPUWorkflow",
+    "EmbryoPUStudy",
     "FRAME_SUFFIXES",
+    "FrameOutputs",
     "LoadSequenced",
+    "RandFrameSubsetd",
     "SaveSequenceScored",
     "build_criterion",
+    "datalist_info",
+    "fold_items",
+    "labels_of",
     "load_sequence",
     "normalize_sequence",
     "parse_method",

@@ -25,25 +25,41 @@ class LoadSequenced(MapTransform):
     normalised to zero mean and unit variance over the whole sequence (as in training). The source path is kept in
     ``"<key>_path"``.
 
+    A study trains one model per (method, fold, ...) in one process, each reading the same sequences: with
+    ``cache=True`` the loaded arrays are kept in a process-wide cache keyed by path and settings (the embedded data
+    set is ~26 MB), so every sequence is read from disk once per process.
+
     Args:
         keys: keys holding the sequence path.
         num_frames: frames to keep (``None``: all).
         image_size: frame size to resize to (``None``: unchanged).
+        cache: keep the loaded sequences in the process-wide cache.
         allow_missing_keys: do not raise for a missing key.
     """
 
+    _cache: dict[tuple, np.ndarray] = {}
+
     def __init__(self, keys: KeysCollection, num_frames: int | None = None, image_size: int | None = None,
-                 allow_missing_keys: bool = False) -> None:
+                 cache: bool = False, allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
         self.num_frames = num_frames
         self.image_size = image_size
+        self.cache = bool(cache)
+
+    def _load(self, path: Any) -> np.ndarray:
+        key = (str(path), self.num_frames, self.image_size)
+        if self.cache and key in self._cache:
+            return self._cache[key]
+        seq = np.asarray(normalize_sequence(load_sequence(path, self.num_frames, self.image_size)), dtype=np.float32)
+        if self.cache:
+            self._cache[key] = seq
+        return seq
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
             path = d[key]
-            seq = load_sequence(path, self.num_frames, self.image_size)
-            d[key] = torch.from_numpy(np.asarray(normalize_sequence(seq), dtype=np.float32))[None]
+            d[key] = torch.from_numpy(self._load(path).copy())[None]
             d[f"{key}_path"] = str(path)
         return d
 

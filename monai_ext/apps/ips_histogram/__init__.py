@@ -1,22 +1,19 @@
-"""The iPS colony segmentation study (``ips_histogram`` bundle): data, workflow, evaluation and figures."""
+"""The iPS colony segmentation study (``ips_histogram`` bundle): data, transforms, the method comparison, figures."""
 
 from __future__ import annotations
 
-from .data import PatchSampler, load_case, normalize_image, to_grayscale
-from .evaluation import ConfusionAccumulator, jaccard_from_confusion
+from .data import load_case, normalize_image, to_grayscale
 from .plots import overlay_labels, plot_patch_size_sweep, plot_qualitative, save_overlay_png
-from .transforms import SaveOverlayd, ToGrayscale, ToGrayscaled
-from .workflow import METHODS, IPSHistogramWorkflow
+from .study import METHODS, IPSComparison
+from .transforms import LoadColonyCased, SaveOverlayd, ToGrayscale, ToGrayscaled
 
 __all__ = [
     "METHODS",
-    "ConfusionAccumulator",
-    "IPSHistogramWorkflow",
-    "PatchSampler",
+    "IPSComparison",
+    "LoadColonyCased",
     "SaveOverlayd",
     "ToGrayscale",
     "ToGrayscaled",
-    "jaccard_from_confusion",
     "load_case",
     "normalize_image",
     "overlay_labels",

@@ -1,20 +1,23 @@
-"""Transforms of the ``ips_histogram`` bundle's inference pipeline: grey conversion and overlay PNGs."""
+"""Transforms of the ``ips_histogram`` bundle: case loading with checks, grey conversion and overlay PNGs."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Hashable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
 from monai.config import KeysCollection, NdarrayOrTensor
+from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 from monai.utils import TransformBackends, convert_to_numpy
 
-from .data import to_grayscale
+from .data import load_case, to_grayscale
 from .plots import save_overlay_png
 
-__all__ = ["SaveOverlayd", "ToGrayscale", "ToGrayscaled"]
+__all__ = ["LoadColonyCased", "SaveOverlayd", "ToGrayscale", "ToGrayscaled"]
 
 
 class ToGrayscale(Transform):
@@ -89,4 +92,49 @@ class SaveOverlayd(MapTransform):
                 raise ValueError(f"label '{key}' of shape {lab.shape} does not match image '{self.image_key}' "
                                  f"of shape {img.shape}.")
             save_overlay_png(img, lab, self.output_dir / f"{name}_{self.postfix}.png", self.alpha)
+        return d
+
+
+def _meta(path: Any, shape: tuple[int, ...]) -> dict[str, Any]:
+    # what a MONAI reader records and SaveImaged needs to write a prediction on the image's grid
+    return {"filename_or_obj": str(path), "spatial_shape": np.asarray(shape), "original_channel_dim": "no_channel"}
+
+
+class LoadColonyCased(MapTransform):
+    """Read and check one colony case: the image as normalised grey ``(1, H, W)`` and its label map ``(1, H, W)``.
+
+    Uses :func:`~monai_ext.apps.ips_histogram.data.load_case`, so that every file problem stops with an error naming
+    the file (unreadable or truncated file, not a 2D image, NaN / infinite pixels, label of another size, values
+    that are not class ids, an empty label map). The outputs are ``MetaTensor`` objects whose ``filename_or_obj``
+    is the file read. This is the first transform of the bundle's training and validation pipelines (a
+    ``CacheDataset`` runs it once per case, before the first epoch, so a bad file fails the run before training).
+
+    Args:
+        keys: ``(image_key, label_key)``; the label key may be absent from an item only with
+            ``allow_missing_keys`` (inference on unlabelled images).
+        num_classes: number of classes (background 0 first).
+        ignore_label: label value of the pixels that are not scored.
+        allow_missing_keys: allow items without a label.
+
+    Raises:
+        ValueError: when ``keys`` does not name exactly an image and a label key.
+    """
+
+    def __init__(self, keys: KeysCollection = ("image", "label"), num_classes: int = 3, ignore_label: int = 255,
+                 allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if len(self.keys) != 2:
+            raise ValueError(f"keys must be (image_key, label_key), got {self.keys}.")
+        self.num_classes, self.ignore_label = int(num_classes), int(ignore_label)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        image_key, label_key = self.keys
+        if label_key not in d and not self.allow_missing_keys:
+            raise KeyError(f"item has no '{label_key}' (keys: {sorted(map(str, d))}).")
+        label_path = d.get(label_key)
+        image, label = load_case(d[image_key], label_path, self.num_classes, self.ignore_label)
+        d[image_key] = MetaTensor(torch.from_numpy(image[None]), meta=_meta(d[image_key], image.shape))
+        if label is not None:
+            d[label_key] = MetaTensor(torch.from_numpy(label[None]), meta=_meta(label_path, label.shape))
         return d

@@ -1,14 +1,19 @@
 """The ``sperm_emd`` study: synthetic microscope video -> sperm tracking -> clips -> grade distributions (EMD loss).
 
-The bundle ``bundles/sperm_emd`` calls :class:`SpermEMDWorkflow` (training / evaluation grid) and
-:class:`SpermStream` (real-time annotated video).
+The bundle ``bundles/sperm_emd`` trains one backbone with one loss in ``train.json`` (MONAI engines; clips from
+:func:`prepare_clip_datalist` and :class:`LoadClipd`), runs the backbone x loss grid with :class:`SpermGrid`
+(``grid.json``) and
+:class:`~monai_ext.apps.sperm_emd.stream.SpermStream` (real-time annotated video; not imported here, so that
+``python -m monai_ext.apps.sperm_emd.stream`` runs the module once).
 """
 
 from __future__ import annotations
 
+from monai_ext.metrics.kinematics import MOTILITY_CLASSES, RunningKinematics, casa_kinematics, motility_class
+
+from .clips import LoadClipd, prepare_clip_datalist
 from .data import (
     CROP_MODES,
-    SpermClipDataset,
     build_clip_datalist,
     clip_crops,
     crop_at,
@@ -16,19 +21,19 @@ from .data import (
     read_video,
     track_positions,
 )
-from .kinematics import MOTILITY_CLASSES, casa_kinematics, motility_class
 from .networks import BACKBONES, build_network
+from .study import LOSSES, SpermGrid, distribution_scores, per_sperm_scores, warmup_cosine
 from .tracking import SpermDetector, SpermTracker, Track, evaluate_tracking, track_video
-from .workflow import LOSSES, SpermEMDWorkflow, distribution_scores
 
 __all__ = [
     "BACKBONES",
     "CROP_MODES",
     "LOSSES",
     "MOTILITY_CLASSES",
-    "SpermClipDataset",
+    "RunningKinematics",
+    "LoadClipd",
     "SpermDetector",
-    "SpermEMDWorkflow",
+    "SpermGrid",
     "SpermTracker",
     "Track",
     "build_clip_datalist",
@@ -40,7 +45,10 @@ __all__ = [
     "evaluate_tracking",
     "match_track",
     "motility_class",
+    "per_sperm_scores",
+    "prepare_clip_datalist",
     "read_video",
     "track_positions",
     "track_video",
+    "warmup_cosine",
 ]

@@ -35,7 +35,6 @@ from typing import Any
 
 import imageio.v3 as iio
 import numpy as np
-import torch
 
 from monai_ext.data import load_datalist, read_image, validate_distribution, validate_image
 
@@ -43,7 +42,6 @@ from .tracking import SpermDetector, SpermTracker, Track, evaluate_tracking, tra
 
 __all__ = [
     "CROP_MODES",
-    "SpermClipDataset",
     "build_clip_datalist",
     "clip_crops",
     "crop_at",
@@ -249,45 +247,3 @@ def build_clip_datalist(datalist: str | os.PathLike, out_dir: str | os.PathLike,
         json.dump({"crop_size": crop_size, "crop_mode": crop_mode, "clip_length": clip_length,
                    "clip_stride": clip_stride, "source": str(datalist), **clips}, f, indent=1)
     return path, rows
-
-
-class SpermClipDataset(torch.utils.data.Dataset):
-    """Clips of a clip datalist as ``(1, T, H, W)`` float tensors in ``0 .. 1`` with their ``(K,)`` targets.
-
-    Args:
-        items: clip datalist items (``image`` an absolute ``.npy`` path, ``start``, ``length``, ``label``).
-        augment: random flips and 90-degree rotations (the same for all frames of a clip), drawn from ``seed``.
-        seed: seed of the augmentation generator.
-
-    Raises:
-        ValueError: when an item's window runs past the end of its track array.
-    """
-
-    def __init__(self, items: Sequence[Mapping[str, Any]], augment: bool = False, seed: int = 0) -> None:
-        self.items = list(items)
-        self.augment = augment
-        self.rng = np.random.default_rng(seed)
-        self._cache: dict[str, np.ndarray] = {}
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def _array(self, path: str) -> np.ndarray:
-        if path not in self._cache:
-            self._cache[path] = np.load(path)
-        return self._cache[path]
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        item = self.items[index]
-        arr = self._array(item["image"])
-        s, n = int(item["start"]), int(item["length"])
-        if s + n > len(arr):
-            raise ValueError(f"clip item {index}: frames {s}..{s + n} run past the {len(arr)} frames of "
-                             f"'{item['image']}'.")
-        clip = arr[s:s + n].astype(np.float32) / 255.0
-        if self.augment:
-            clip = np.rot90(clip, int(self.rng.integers(4)), axes=(1, 2))
-            if self.rng.random() < 0.5:
-                clip = clip[:, :, ::-1]
-        image = torch.from_numpy(np.ascontiguousarray(clip))[None]
-        return {"image": image, "label": torch.as_tensor(item["label"], dtype=torch.float32), "index": index}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -20,7 +21,8 @@ BACKBONES: dict[str, str] = {
 
 
 def build_network(name: str, num_classes: int = 5, img_size: int = 32, num_frames: int = 8, in_channels: int = 1,
-                  patch_size: int = 8, **kwargs: Any) -> torch.nn.Module:
+                  patch_size: int = 8, network_kwargs: Mapping[str, Any] | None = None,
+                  **kwargs: Any) -> torch.nn.Module:
     """Build a video backbone by name (see :data:`BACKBONES`), trained from scratch.
 
     Args:
@@ -30,6 +32,7 @@ def build_network(name: str, num_classes: int = 5, img_size: int = 32, num_frame
         num_frames: clip length ``T``.
         in_channels: channels ``C`` of a frame.
         patch_size: TimeSformer patch side (ignored by the convolutional backbones).
+        network_kwargs: further constructor arguments as one mapping (the bundle config's ``network_kwargs``).
         kwargs: further constructor arguments (e.g. ``num_layers=4`` for a shallow TimeSformer).
 
     Raises:
@@ -42,6 +45,7 @@ def build_network(name: str, num_classes: int = 5, img_size: int = 32, num_frame
         >>> net(torch.zeros(2, 1, 8, 32, 32)).shape
         torch.Size([2, 5])
     """
+    kwargs = {**dict(network_kwargs or {}), **kwargs}
     if name not in BACKBONES:
         raise ValueError(f"name must be one of {sorted(BACKBONES)}, got {name!r}.")
     from monai_ext.networks import nets

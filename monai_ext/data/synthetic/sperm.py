@@ -4,7 +4,7 @@ Each video (15 fps by default, grey-level, bright cells on a dark field as in ph
 and some debris. A sperm is drawn as an elliptical head, a short midpiece and a tail carrying a travelling wave
 whose amplitude grows towards the tip. Its head follows one of four motion programmes — fast and straight, slow and
 wavy, circling on the spot, still — and its WHO motility class is then *measured* from the simulated head track
-(straight-line velocity ``VSL`` and linearity ``LIN``, see :mod:`monai_ext.apps.sperm_emd.kinematics`), so the label
+(straight-line velocity ``VSL`` and linearity ``LIN``, see :mod:`monai_ext.metrics.kinematics`), so the label
 agrees with what a CASA system would compute. About a fifth of the sperm get an abnormal head (large, round or
 tapered).
 
@@ -32,7 +32,7 @@ import imageio.v3 as iio
 import numpy as np
 from scipy import ndimage
 
-from monai_ext.apps.sperm_emd.kinematics import casa_kinematics, motility_class
+from monai_ext.metrics.kinematics import casa_kinematics, motility_class
 
 __all__ = ["GRADES", "HEAD_SHAPES", "generate_sperm_dataset", "rate_sperm", "synthesize_sperm_video", "write_video"]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import imageio.v3 as iio
 import nibabel as nib
@@ -12,10 +13,13 @@ import pytest
 import torch
 
 from monai_ext.apps.embryo_pu import (
-    EmbryoPUWorkflow,
+    EmbryoPUStudy,
+    FrameOutputs,
     LoadSequenced,
+    RandFrameSubsetd,
     SaveSequenceScored,
     build_criterion,
+    fold_items,
     load_sequence,
     normalize_sequence,
     parse_method,
@@ -141,52 +145,75 @@ def test_load_and_save_transforms(tmp_path, frames):
     assert float(rows[2][1]) == pytest.approx(1 / (1 + np.exp(-2.0)), abs=1e-6)
 
 
-def _tiny_workflow(tmp_path, **kwargs):
-    args = dict(dataset_dir=None, output_dir=str(tmp_path / "out"), ckpt_dir=str(tmp_path / "ckpt"),
-                methods=["pn", "auc_nnpu+infonce"], num_folds=2, max_epochs=1, batch_size=4, num_cases=30,
-                num_frames=3, image_size=32, channels=(4, 8), train_frames=2, seed=0)
-    args.update(kwargs)
-    return EmbryoPUWorkflow(**args)
+def test_fold_items_split_sequences_and_check_labels(tmp_path):
+    from monai_ext.data.synthetic.embryo import generate_embryo_dataset
+
+    datalist = generate_embryo_dataset(tmp_path / "data", seed=0, num_cases=24, num_frames=3, image_size=32)
+    folds = [fold_items(datalist, k, 3, 0.2, seed=0) for k in range(3)]
+    tests = [{it["image"] for it in f["test"]} for f in folds]
+    assert set().union(*tests) == {it["image"] for f in folds[:1] for s in f.values() for it in s}
+    for f in folds:  # grouped: no sequence in two parts of a fold
+        parts = [{it["image"] for it in f[k]} for k in ("train", "val", "test")]
+        assert not (parts[0] & parts[1] or parts[0] & parts[2] or parts[1] & parts[2])
+        assert all(it["label"] in (0, 1) for k in f for it in f[k])
+    with pytest.raises(ValueError, match="fold must be in 0 .. 2"):
+        fold_items(datalist, 3, 3)
+    content = json.loads(datalist.read_text())
+    content["training"][2]["label"] = 2
+    datalist.write_text(json.dumps(content))
+    with pytest.raises(ValueError, match="item 2 key 'label' must be 0 or 1, got 2"):
+        fold_items(datalist, 0, 3)
 
 
-def test_tiny_cross_validation_run_and_resume(tmp_path):
-    wf = _tiny_workflow(tmp_path)
-    rows = wf.run()
-    y = wf.data["y"]
-    assert [(r["method"], r["fold"]) for r in rows] == [("pn", 0), ("pn", 1), ("auc_nnpu+infonce", 0),
-                                                        ("auc_nnpu+infonce", 1)]
-    for r in rows:
-        f = wf.folds[r["fold"]]
-        assert not set(f["test"].tolist()) & set(f["train"].tolist())
-        # recall at 0.5 recomputed naively from the stored test scores
-        s, t = np.asarray(r["test_scores"]), y[r["test_index"]]
-        assert r["recall@0.5"] == pytest.approx(((s >= 0.5) & (t == 1)).sum() / (t == 1).sum())
-    out = tmp_path / "out"
-    for name in ("results.csv", "results.md", "results_folds.csv", "roc.png"):
-        assert (out / name).is_file()
-    assert len(list((out / "figures").glob("saliency_*.png"))) == 2
-    assert (tmp_path / "ckpt" / "model.pt").is_file()
-    summary = list(csv.DictReader(open(out / "results.csv")))
-    aucs = [r["auc"] for r in rows if r["method"] == "pn"]
-    assert summary[0]["auc"].startswith(f"{np.mean(aucs):.3f} ± {np.std(aucs, ddof=1):.3f}")
-    # a rerun resumes from the finished checkpoints: same scores, nothing retrained
-    stamp = (tmp_path / "ckpt" / "pn_pi0.24" / "fold0.pt").stat().st_mtime_ns
-    again = _tiny_workflow(tmp_path).evaluate()
-    assert (tmp_path / "ckpt" / "pn_pi0.24" / "fold0.pt").stat().st_mtime_ns == stamp
-    np.testing.assert_allclose(again[0]["test_scores"], rows[0]["test_scores"], rtol=1e-5)
-    info = json.loads((out / "synthetic_data" / "dataset.json").read_text())
-    assert 0.0 <= info["prior_true"] <= 1.0
+def test_rand_frame_subset_keeps_time_order():
+    seq = torch.arange(6.0).reshape(1, 6, 1, 1).expand(1, 6, 2, 2).clone()
+    t = RandFrameSubsetd("image", num_frames=3)
+    t.set_random_state(0)
+    out = t({"image": seq})["image"]
+    kept = out[0, :, 0, 0].tolist()
+    assert len(kept) == 3 and kept == sorted(kept) and set(kept) <= set(range(6))
+    assert RandFrameSubsetd("image", num_frames=8)({"image": seq})["image"].shape == seq.shape
+    with pytest.raises(ValueError, match="num_frames must be >= 0"):
+        RandFrameSubsetd("image", num_frames=-1)
 
 
-def test_workflow_errors(tmp_path):
+def test_frame_level_pu_iteration_matches_a_hand_computed_step():
+    """One step of FrameLevelPUIteration in a real SupervisedTrainer equals the step written out by hand."""
+    from monai.engines import SupervisedTrainer
+
+    from monai_ext.engines import FrameLevelPUIteration
+    from monai_ext.networks.nets import TimeLapseNet
+
+    torch.manual_seed(0)
+    net = TimeLapseNet(2, 1, channels=(4,))
+    ref = TimeLapseNet(2, 1, channels=(4,))
+    ref.load_state_dict(net.state_dict())
+    x = torch.randn(4, 1, 3, 8, 8)
+    y = torch.tensor([1.0, 0.0, 0.0, 1.0])
+    loss = AUCNNPULoss(0.3)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    trainer = SupervisedTrainer("cpu", 1, [{"image": x, "label": y}], FrameOutputs(net), opt, loss,
+                                iteration_update=FrameLevelPUIteration())
+    trainer.run()
+    out = ref.forward_all(x)
+    expected = loss(out.frame_logits.reshape(-1), y.repeat_interleave(3))
+    expected.backward()
+    with torch.no_grad():
+        for p in ref.parameters():
+            if p.grad is not None:  # the projection head is unused without InfoNCE
+                p -= 0.1 * p.grad
+    for a, b in zip(net.parameters(), ref.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+    assert float(trainer.state.output[0]["loss"]) == pytest.approx(float(expected))
+
+
+def test_study_errors(tmp_path):
+    bundle = Path(__file__).resolve().parents[3] / "bundles" / "embryo_pu"
     with pytest.raises(ValueError, match="method must be one of"):
-        _tiny_workflow(tmp_path, methods=["pn", "bogus"])
+        EmbryoPUStudy(bundle, tmp_path, methods=["pn", "bogus"])
     with pytest.raises(ValueError, match="prior must be in"):
-        _tiny_workflow(tmp_path, priors=[0.2, 1.0])
-    with pytest.raises(ValueError, match="at least one method"):
-        _tiny_workflow(tmp_path, methods=[])
-    with pytest.raises(ValueError, match="resume must be a boolean"):
-        _tiny_workflow(tmp_path, resume="maybe")
-    assert _tiny_workflow(tmp_path, resume="false", augment="True").resume is False
-    with pytest.raises(FileNotFoundError, match="no finished checkpoint"):
-        _tiny_workflow(tmp_path).evaluate()
+        EmbryoPUStudy(bundle, tmp_path, priors=[0.2, 1.0])
+    with pytest.raises(ValueError, match="non-empty"):
+        EmbryoPUStudy(bundle, tmp_path, methods=[])
+    with pytest.raises(ValueError, match="positive_weight"):
+        build_criterion("pn_weighted", 0.3)

@@ -1,4 +1,4 @@
-"""Pieces of the iPS colony workflow: evaluation, patch sampler, grey conversion, overlays, the export network."""
+"""Pieces of the iPS colony bundle: case loading, grey conversion, overlays."""
 
 from __future__ import annotations
 
@@ -9,140 +9,15 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from monai.data import MetaTensor
-from sklearn.metrics import jaccard_score
 
 from monai_ext.apps.ips_histogram import (
-    ConfusionAccumulator,
-    PatchSampler,
+    LoadColonyCased,
     SaveOverlayd,
     ToGrayscaled,
-    jaccard_from_confusion,
     load_case,
     overlay_labels,
     to_grayscale,
 )
-
-
-def naive_jaccard(preds, truths, k, ignore):
-    out = []
-    for c in range(k):
-        inter = union = 0
-        for p, t in zip(preds, truths, strict=True):
-            for pv, tv in zip(np.ravel(p), np.ravel(t), strict=True):
-                if tv == ignore:
-                    continue
-                inter += pv == c and tv == c
-                union += pv == c or tv == c
-        out.append(inter / union if union else np.nan)
-    return np.array(out)
-
-
-@pytest.mark.parametrize("as_torch", [False, True])
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_jaccard_pools_pixels_and_ignores(seed, as_torch):
-    rng = np.random.default_rng(seed)
-    preds = [rng.integers(0, 3, (7, 9)) for _ in range(3)]
-    truths = [np.where(rng.random((7, 9)) < 0.2, 255, rng.integers(0, 3, (7, 9))) for _ in range(3)]
-    acc = ConfusionAccumulator(3, 255)
-    for p, t in zip(preds, truths, strict=True):
-        acc.update(torch.as_tensor(p) if as_torch else p, torch.as_tensor(t) if as_torch else t)
-    ref = naive_jaccard(preds, truths, 3, 255)
-    np.testing.assert_allclose(acc.jaccard(), ref)
-    t_all, p_all = np.concatenate([t.ravel() for t in truths]), np.concatenate([p.ravel() for p in preds])
-    keep = t_all != 255
-    sk = jaccard_score(t_all[keep], p_all[keep], labels=[0, 1, 2], average=None)
-    np.testing.assert_allclose(acc.jaccard(), sk)
-    s = acc.summary(["bg", "good", "bad"])
-    assert s["mean_jaccard"] == pytest.approx(100 * np.mean(ref))
-
-
-def test_jaccard_absent_class_is_nan_and_skipped_in_mean():
-    j = jaccard_from_confusion(np.array([[3, 0, 0], [1, 2, 0], [0, 0, 0]]))
-    assert np.isnan(j[2]) and j[0] == pytest.approx(0.75)
-    acc = ConfusionAccumulator(3)
-    acc.update([0, 0, 1], [0, 0, 1])
-    assert acc.summary(["a", "b", "c"])["mean_jaccard"] == pytest.approx(100.0)
-
-
-@pytest.mark.parametrize(
-    "pred, truth, match",
-    [([0, 1], [0], "same shape"), ([0, 3], [0, 1], "pred labels"), ([0, 1], [0, 7], "truth labels")],
-)
-def test_jaccard_bad_inputs(pred, truth, match):
-    with pytest.raises(ValueError, match=match):
-        ConfusionAccumulator(3).update(pred, truth)
-
-
-def test_jaccard_bad_options():
-    with pytest.raises(ValueError, match="num_classes"):
-        ConfusionAccumulator(0)
-    with pytest.raises(ValueError, match="class_names"):
-        ConfusionAccumulator(3).summary(["a"])
-
-
-def _coded_case(h=20, w=17, seed=0):
-    """Image whose value encodes the pixel position, so each patch can be traced back to its crop."""
-    rng = np.random.default_rng(seed)
-    image = np.arange(h * w, dtype=np.float32).reshape(h, w)
-    label = rng.integers(0, 3, (h, w))
-    label[rng.random((h, w)) < 0.1] = 255
-    return image, label
-
-
-@pytest.mark.parametrize("p", [6, 7, 8])
-def test_patch_sampler_patches_are_crops_centred_on_countable_pixels(p):
-    image, label = _coded_case()
-    sampler = PatchSampler([image], [label], p, augment=False, seed=3)
-    imgs, labs = sampler.sample(40, epoch=0)
-    assert imgs.shape == (40, 1, p, p) and labs.dtype == torch.int64
-    lo, hi = p // 2, p - 1 - p // 2
-    ref_img = np.pad(image, ((lo, hi), (lo, hi)), mode="reflect")
-    ref_lab = np.pad(label, ((lo, hi), (lo, hi)), constant_values=255)
-    for n in range(40):
-        code = int(imgs[n, 0, p // 2, p // 2])
-        y, x = divmod(code, image.shape[1])
-        np.testing.assert_array_equal(imgs[n, 0].numpy(), ref_img[y : y + p, x : x + p])
-        np.testing.assert_array_equal(labs[n, 0].numpy(), ref_lab[y : y + p, x : x + p])
-        assert label[y, x] != 255
-
-
-def test_patch_sampler_is_class_balanced_and_seeded():
-    image, label = _coded_case(40, 40)
-    label[:] = 0
-    label[:3, :3] = 1  # a rare class
-    label[-5:, -5:] = 2
-    sampler = PatchSampler([image], [label], 8, augment=True, seed=0)
-    imgs, labs = sampler.sample(900, epoch=1)
-    counts = np.bincount(labs[:, 0, 4, 4].numpy().clip(0, 3), minlength=4)[:3]
-    assert counts.min() > 200  # each class about a third, although class 1 has 9 of 1600 pixels
-    a, b = sampler.sample(16, epoch=5), sampler.sample(16, epoch=5)
-    torch.testing.assert_close(a[0], b[0])
-    assert not torch.equal(sampler.sample(16, epoch=6)[0], a[0])
-
-
-def test_patch_sampler_augmentation_keeps_image_and_label_aligned():
-    image, label = _coded_case()
-    sampler = PatchSampler([image], [label.clip(0, 2)], 6, augment=True, seed=1)
-    imgs, labs = sampler.sample(64)
-    lut = dict(zip(image.ravel().tolist(), label.clip(0, 2).ravel().tolist(), strict=True))
-    for n in range(64):
-        for v, lab in zip(imgs[n, 0].ravel().tolist(), labs[n, 0].ravel().tolist(), strict=True):
-            if lab != 255 and v in lut:
-                assert lut[v] == lab
-
-
-@pytest.mark.parametrize(
-    "args, match",
-    [
-        (([], [], 8), "non-empty"),
-        (([np.zeros((4, 4))], [np.zeros((4, 5))], 2), "equal shape"),
-        (([np.zeros((4, 4))], [np.zeros((4, 4))], 1), "patch_size"),
-        (([np.zeros((4, 4))], [np.full((4, 4), 255)], 2), "no pixel"),
-    ],
-)
-def test_patch_sampler_bad_inputs(args, match):
-    with pytest.raises(ValueError, match=match):
-        PatchSampler(*args)
 
 
 @settings(max_examples=10, deadline=None)
@@ -192,3 +67,29 @@ def test_overlay_and_save_overlayd(tmp_path):
         SaveOverlayd("pred", output_dir=tmp_path)({"image": data["image"], "pred": torch.zeros(1, 4, 4)})
     with pytest.raises(ValueError, match="same shape"):
         overlay_labels(image, label[:2])
+
+
+def test_load_colony_cased_reads_checks_and_keeps_the_file_names(tmp_path):
+    rng = np.random.default_rng(0)
+    image = (rng.random((12, 10, 3)) * 255).astype(np.uint8)
+    label = rng.integers(0, 3, (12, 10)).astype(np.uint8)
+    label[0, 0] = 255
+    iio.imwrite(tmp_path / "img.png", image)
+    iio.imwrite(tmp_path / "lab.png", label)
+    d = LoadColonyCased(num_classes=3, ignore_label=255)({"image": str(tmp_path / "img.png"),
+                                                          "label": str(tmp_path / "lab.png"), "other": 1})
+    ref_image, ref_label = load_case(tmp_path / "img.png", tmp_path / "lab.png", 3, 255)
+    assert isinstance(d["image"], MetaTensor) and d["image"].shape == (1, 12, 10)
+    np.testing.assert_array_equal(d["image"][0].numpy(), ref_image)
+    np.testing.assert_array_equal(d["label"][0].numpy(), ref_label)
+    assert d["image"].meta["filename_or_obj"] == str(tmp_path / "img.png") and d["other"] == 1
+    assert list(d["label"].meta["spatial_shape"]) == [12, 10]
+    # an unlabelled item only with allow_missing_keys; a bad label map is named
+    assert "label" not in LoadColonyCased(allow_missing_keys=True)({"image": str(tmp_path / "img.png")})
+    with pytest.raises(KeyError, match="item has no 'label'"):
+        LoadColonyCased()({"image": str(tmp_path / "img.png")})
+    iio.imwrite(tmp_path / "bad.png", np.full((12, 10), 128, np.uint8))
+    with pytest.raises(ValueError, match=r"label map '.*bad\.png' holds value\(s\) \[128\]"):
+        LoadColonyCased()({"image": str(tmp_path / "img.png"), "label": str(tmp_path / "bad.png")})
+    with pytest.raises(ValueError, match="keys must be"):
+        LoadColonyCased(keys=("image",))

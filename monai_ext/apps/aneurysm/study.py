@@ -1,0 +1,325 @@
+"""The aneurysm study on top of the trained landmark classifier (``study.json`` runs these after ``train.json``).
+
+- :class:`ValidationReport`: confusion matrix and per-class recall of ``models/model.pt`` on the validation patches.
+- :class:`TransferStudy`: features (``net.features``) of the aneurysm / normal-vessel candidate patches from the
+  landmark-pretrained network, the same architecture randomly initialised and the same architecture pre-trained on
+  natural images (:mod:`monai_ext.apps.aneurysm.natural`) feed scikit-learn's ``AdaBoostClassifier``; ROC AUC after
+  each boosting round with case-grouped cross-validation; optionally end-to-end fine-tuning with a 2-class head.
+- :class:`LocalisationStudy`: every landmark localised on the test cases by dense tri-planar classification around
+  its mean training position; error in mm next to that trivial prior and the inter-rater spread when available.
+
+Each writes its tables and plots under ``output_dir`` and returns summary rows; :func:`write_summary` gathers them in
+``results.{csv,md,json}`` (the JSON with the run's provenance). Reference: Roth et al.'s tri-planar representation
+(MICCAI 2014), used for landmark pre-training and transfer to aneurysm detection with AdaBoost (see the bundle README).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedGroupKFold
+
+from monai_ext.handlers import to_json_value
+from monai_ext.utils import default_device, provenance, save_results_table
+
+from .data import candidate_patches, landmark_names_of, load_cases, sample_landmark_patches
+from .evaluation import adaboost_auc_curve, confusion_matrix, localise_landmarks
+from .natural import load_natural_images, sample_natural_patches
+from .plots import plot_auc_curves, plot_confusion_matrix, plot_localisation_errors
+from .training import fit_classifier, predict
+
+__all__ = ["LocalisationStudy", "TransferStudy", "ValidationReport", "load_weights", "replace_head", "write_summary"]
+
+logger = logging.getLogger(__name__)
+
+
+def load_weights(network: nn.Module, path: str | os.PathLike) -> nn.Module:
+    """Load a bare ``state_dict`` (``models/model.pt``) into ``network``; returns it.
+
+    Raises:
+        FileNotFoundError: naming the file, when training did not write it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"trained weights '{path}' not found: run train.json first.")
+    device = next(network.parameters()).device
+    network.load_state_dict(torch.load(path, map_location=device, weights_only=True))
+    return network
+
+
+def replace_head(net: nn.Module, num_classes: int) -> nn.Module:
+    """A deep copy of ``net`` (a MiniVGG: ``features`` + ``head``) whose output layer has ``num_classes`` logits."""
+    new = copy.deepcopy(net)
+    hidden = new.head[-1].in_features
+    new.head[-1] = nn.Linear(hidden, num_classes).to(next(new.parameters()).device)
+    new.num_classes = num_classes
+    return new
+
+
+def _reinitialised(net: nn.Module, seed: int) -> nn.Module:
+    """A copy of ``net`` with freshly initialised parameters (the 'random init' feature source)."""
+    new = copy.deepcopy(net)
+    torch.manual_seed(seed)
+    for m in new.modules():
+        if hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+    return new
+
+
+class ValidationReport:
+    """Top-1 (all, landmark and background patches), per-class recall and the confusion matrix of the network on
+    the validation cases' fixed patches (the patches ``train.json`` validates on).
+
+    Args:
+        network: the trained landmark classifier.
+        datalist: the bundle's datalist.
+        output_dir: folder of ``pretrain_per_class.{csv,md}`` and ``confusion_matrix.png``.
+        patch_args: tri-planar sampling arguments (``patch_size``, ``extent_mm``, ``background_prob``...).
+        samples_per_case: patches per validation case.
+        seed: the bundle's seed.
+        device: torch device.
+    """
+
+    def __init__(self, network: nn.Module, datalist: str | os.PathLike, output_dir: str | os.PathLike,
+                 patch_args: dict[str, Any] | None = None, samples_per_case: int = 64, seed: int = 0,
+                 device: str | torch.device | None = None) -> None:
+        self.network, self.datalist, self.output_dir = network, Path(datalist), Path(output_dir)
+        self.patch_args = {k: v for k, v in (patch_args or {}).items()
+                           if k in ("patch_size", "extent_mm", "background_prob")}
+        self.samples_per_case, self.seed, self.device = int(samples_per_case), int(seed), default_device(device)
+
+    def run(self) -> list[dict[str, Any]]:
+        names = landmark_names_of(self.datalist)
+        cases = load_cases(self.datalist, "validation", names)
+        x, y = sample_landmark_patches(cases, self.samples_per_case, self.seed + 7919, augment=False,
+                                       **self.patch_args)
+        pred = predict(self.network, x, self.device).argmax(1).numpy()
+        y = y.numpy()
+        cm = confusion_matrix(y, pred, len(names) + 1)
+        top1 = float((pred == y).mean())
+        lm = y > 0
+        plot_confusion_matrix(cm, ["background", *names], self.output_dir / "confusion_matrix.png",
+                              title=f"landmark classification, validation top-1 {top1:.3f}")
+        rows = [{"class": c, "name": n, "count": int(cm[c].sum()), "recall": float(cm[c, c] / max(cm[c].sum(), 1))}
+                for c, n in enumerate(["background", *names])]
+        save_results_table(rows, self.output_dir / "pretrain_per_class", title="Validation recall per class")
+        return [{"stage": "pretrain", "metric": "validation top-1 (all patches)", "value": top1},
+                {"stage": "pretrain", "metric": "validation top-1 (landmark patches)",
+                 "value": float((pred[lm] == y[lm]).mean())},
+                {"stage": "pretrain", "metric": "validation top-1 (background patches)",
+                 "value": float((pred[~lm] == y[~lm]).mean())}]
+
+
+class TransferStudy:
+    """AdaBoost ROC AUC against the number of weak learners for three feature sources (+ optional fine-tuning).
+
+    Args:
+        network: the trained landmark classifier (``features`` + ``head``).
+        datalist: the bundle's datalist (every section's candidates are used, grouped by case).
+        output_dir: folder of ``transfer_auc.{csv,md}``, ``transfer_auc_curve.csv`` and the AUC plot.
+        ckpt_dir: folder of ``natural_net.pt`` and the fine-tuned ``aneurysm_net.pt`` (bare state_dicts).
+        adaboost: ``{"n_estimators", "n_splits", "report_weak_learners", "transfer_copies"}``.
+        baselines: ``{"natural_epochs", "natural_samples_per_epoch", "finetune", "finetune_epochs", "lr",
+            "batch_size"}``.
+        patch_args: ``{"patch_size", "extent_mm"}``.
+        seed: the bundle's seed.
+        device: torch device.
+    """
+
+    def __init__(self, network: nn.Module, datalist: str | os.PathLike, output_dir: str | os.PathLike,
+                 ckpt_dir: str | os.PathLike, adaboost: dict[str, Any] | None = None,
+                 baselines: dict[str, Any] | None = None, patch_args: dict[str, Any] | None = None, seed: int = 0,
+                 device: str | torch.device | None = None) -> None:
+        self.network, self.datalist = network, Path(datalist)
+        self.output_dir, self.ckpt_dir = Path(output_dir), Path(ckpt_dir)
+        a = {"n_estimators": 200, "n_splits": 5, "report_weak_learners": (5, 20, 200), "transfer_copies": 4,
+             **(adaboost or {})}
+        self.n_estimators, self.n_splits = int(a["n_estimators"]), int(a["n_splits"])
+        self.copies = int(a["transfer_copies"])
+        self.report = [int(n) for n in a["report_weak_learners"] if int(n) <= self.n_estimators]
+        self.baselines = {"natural_epochs": 4, "natural_samples_per_epoch": 768, "finetune": True,
+                          "finetune_epochs": 2, "lr": 2e-3, "batch_size": 64, **(baselines or {})}
+        self.patch_size = int((patch_args or {}).get("patch_size", 32))
+        self.extent_mm = (patch_args or {}).get("extent_mm")
+        self.seed, self.device = int(seed), default_device(device)
+
+    def natural_network(self) -> nn.Module:
+        """The same architecture pre-trained on scikit-image natural-image patches (saved as ``natural_net.pt``)."""
+        images = load_natural_images()
+        net = replace_head(_reinitialised(self.network, self.seed + 1), len(images)).to(self.device)
+        b = self.baselines
+        n = int(b["natural_samples_per_epoch"])
+        fit_classifier(net, lambda e: sample_natural_patches(images, n, self.seed * 1000 + 17 + e, self.patch_size),
+                       int(b["natural_epochs"]), self.device, lr=float(b["lr"]), batch_size=int(b["batch_size"]),
+                       seed=self.seed + 1)
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        torch.save(net.state_dict(), self.ckpt_dir / "natural_net.pt")
+        return net
+
+    def run(self) -> list[dict[str, Any]]:
+        names = landmark_names_of(self.datalist)
+        cases = [c for s in ("training", "validation", "test") for c in load_cases(self.datalist, s, names)]
+        x, y, groups, original = candidate_patches(cases, self.patch_size, self.extent_mm, copies=self.copies,
+                                                   seed=self.seed)
+        sources = {"landmark-pretrained": self.network, "random init": _reinitialised(self.network, self.seed),
+                   "natural-image pretrained": self.natural_network()}
+        curves = {}
+        for name, net in sources.items():
+            feats = predict(net.to(self.device), x, self.device, fn="features").numpy()
+            curves[name] = adaboost_auc_curve(feats, y.numpy(), groups, original, self.n_estimators, self.n_splits,
+                                              self.seed)
+            logger.info("transfer %s: AUC@%d %.3f", name, self.n_estimators, curves[name].mean(0)[-1])
+        self._write_curves(curves, y, groups, original)
+        rows, summary = [], []
+        for name, c in curves.items():
+            row: dict[str, Any] = {"features": name}
+            for k in self.report:
+                row[f"AUC@{k}"], row[f"std@{k}"] = float(c[:, k - 1].mean()), float(c[:, k - 1].std())
+                summary.append({"stage": "transfer", "metric": f"AUC@{k} {name}", "value": row[f"AUC@{k}"]})
+            rows.append(row)
+        if self.baselines["finetune"]:
+            aucs = self._finetune(x, y, groups, original)
+            row = {"features": "landmark-pretrained, fine-tuned end to end (no AdaBoost: same AUC in every column)"}
+            for k in self.report:
+                row[f"AUC@{k}"], row[f"std@{k}"] = float(np.mean(aucs)), float(np.std(aucs))
+            rows.append(row)
+            summary.append({"stage": "transfer", "metric": "AUC landmark-pretrained, fine-tuned end to end",
+                            "value": float(np.mean(aucs))})
+        save_results_table(rows, self.output_dir / "transfer_auc",
+                           title=f"ROC AUC (mean and std over {self.n_splits} case-grouped folds)")
+        return summary
+
+    def _write_curves(self, curves: dict[str, np.ndarray], y: torch.Tensor, groups: np.ndarray,
+                      original: np.ndarray) -> None:
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.output_dir / "transfer_auc_curve.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["weak_learners", *[f"{n} mean" for n in curves], *[f"{n} std" for n in curves]])
+            for k in range(self.n_estimators):
+                w.writerow([k + 1, *[c[:, k].mean() for c in curves.values()],
+                            *[c[:, k].std() for c in curves.values()]])
+        n_pos, n_case = int(y[original].sum()), len(np.unique(groups))
+        plot_auc_curves(curves, self.output_dir / "transfer_auc_vs_weak_learners.png",
+                        title=f"aneurysm vs normal vessel, {n_case} cases, {int(original.sum())} candidates "
+                              f"({n_pos} aneurysms), {self.n_splits}-fold CV")
+
+    def _finetune(self, x: torch.Tensor, y: torch.Tensor, groups: np.ndarray, original: np.ndarray) -> list[float]:
+        b = self.baselines
+        fit = {"lr": float(b["lr"]) / 4, "batch_size": int(b["batch_size"])}
+        folds = StratifiedGroupKFold(n_splits=self.n_splits, shuffle=True, random_state=self.seed)
+        aucs = []
+        for f, (tr, te) in enumerate(folds.split(x.numpy(), y.numpy(), groups)):
+            te = te[original[te]]
+            net = replace_head(self.network, 2).to(self.device)
+            fit_classifier(net, lambda e, tr=tr: (x[tr], y[tr]), int(b["finetune_epochs"]), self.device,
+                           seed=self.seed + f, **fit)
+            prob = torch.softmax(predict(net, x[te], self.device), 1)[:, 1].numpy()
+            aucs.append(float(roc_auc_score(y[te].numpy(), prob)))
+        # the deployable aneurysm classifier: fine-tuned on every candidate
+        net = replace_head(self.network, 2).to(self.device)
+        fit_classifier(net, lambda e: (x, y), int(b["finetune_epochs"]), self.device, seed=self.seed, **fit)
+        torch.save(net.state_dict(), self.ckpt_dir / "aneurysm_net.pt")
+        return aucs
+
+
+class LocalisationStudy:
+    """Localise every landmark on the test cases; error in mm against the prior (mean training position) and the
+    inter-rater spread (datalist key ``raters_key``, e.g. AFIDs' four raters).
+
+    Args:
+        network: the trained landmark classifier.
+        datalist: the bundle's datalist.
+        output_dir: folder of ``localisation.{csv,md}`` and ``localisation_error.png``.
+        search: ``{"search_radius", "search_step", "refine_radius"}`` (voxels).
+        patch_args: ``{"patch_size", "extent_mm"}``.
+        max_cases: localise at most this many test cases (``None``: all).
+        raters_key: datalist key of per-case rater files, or ``None``.
+        device: torch device.
+    """
+
+    def __init__(self, network: nn.Module, datalist: str | os.PathLike, output_dir: str | os.PathLike,
+                 search: dict[str, float] | None = None, patch_args: dict[str, Any] | None = None,
+                 max_cases: int | None = None, raters_key: str | None = None,
+                 device: str | torch.device | None = None) -> None:
+        self.network, self.datalist, self.output_dir = network, Path(datalist), Path(output_dir)
+        s = {"search_radius": 10.0, "search_step": 3.0, "refine_radius": 2.0, **(search or {})}
+        self.search = {k: float(v) for k, v in s.items()}
+        self.patch_size = int((patch_args or {}).get("patch_size", 32))
+        self.extent_mm = (patch_args or {}).get("extent_mm")
+        self.max_cases, self.raters_key, self.device = max_cases, raters_key, default_device(device)
+
+    def run(self) -> list[dict[str, Any]]:
+        names = landmark_names_of(self.datalist)
+        extra = (self.raters_key,) if self.raters_key else ()
+        load = {"extra_keys": extra, "match_by_label": self.raters_key is not None}
+        train_cases = load_cases(self.datalist, "training", names, **load)
+        cases = load_cases(self.datalist, "test", names, **load)[: self.max_cases]
+        if not cases:
+            return []
+        labels = np.arange(1, len(names) + 1)
+        priors = np.zeros((len(labels), 3))
+        for k in labels:
+            pts = [c.landmarks[c.landmark_labels == k].mean(0) for c in train_cases if (c.landmark_labels == k).any()]
+            if not pts:
+                raise ValueError(f"no training case has landmark {k} ('{names[k - 1]}'); cannot localise it.")
+            priors[k - 1] = np.mean(pts, 0)
+        errors, prior_err, spread = [], [], []
+        for case in cases:
+            pred, _ = localise_landmarks(self.network, case.image, priors, labels, self.device,
+                                         self.search["search_radius"], self.search["search_step"], self.patch_size,
+                                         self.extent_mm, refine_radius=self.search["refine_radius"])
+            truth = np.full((len(labels), 3), np.nan)
+            truth[case.landmark_labels - 1] = case.landmarks
+            lin = case.affine[:3, :3]
+            errors.append(np.linalg.norm((pred - truth) @ lin.T, axis=1))
+            prior_err.append(np.linalg.norm((priors - truth) @ lin.T, axis=1))
+            raters = [v for k, v in case.extra_points.items() if k.startswith(str(self.raters_key))]
+            if raters:
+                r = np.full((len(raters), len(labels), 3), np.nan)
+                for i, (pts, lab) in enumerate(raters):
+                    r[i, lab - 1] = pts
+                spread.append(np.nanmean(np.linalg.norm((r - np.nanmean(r, 0)) @ lin.T, axis=-1), 0))
+        errors, prior_err = np.array(errors), np.array(prior_err)
+        rows = []
+        for k, name in enumerate(names):
+            row: dict[str, Any] = {"landmark": name, "error_mm_mean": float(np.nanmean(errors[:, k])),
+                                   "error_mm_median": float(np.nanmedian(errors[:, k])),
+                                   "prior_error_mm": float(np.nanmean(prior_err[:, k]))}
+            if spread:
+                row["inter_rater_spread_mm"] = float(np.nanmean(np.array(spread)[:, k]))
+            rows.append(row)
+        save_results_table(rows, self.output_dir / "localisation",
+                           title=f"Landmark localisation error on {len(cases)} test case(s)")
+        plot_localisation_errors(names, errors, self.output_dir / "localisation_error.png",
+                                 reference=np.nanmean(np.array(spread), 0) if spread else None)
+        summary = [{"stage": "localise", "metric": "mean localisation error (mm)", "value": float(np.nanmean(errors))},
+                   {"stage": "localise", "metric": "mean error of the prior (mean training position, mm)",
+                    "value": float(np.nanmean(prior_err))}]
+        if spread:
+            summary.append({"stage": "localise", "metric": "mean inter-rater spread (mm)",
+                            "value": float(np.nanmean(spread))})
+        return summary
+
+
+def write_summary(output_dir: str | os.PathLike, parts: Sequence[Sequence[dict[str, Any]]],
+                  info: dict[str, Any] | None = None) -> Path:
+    """Gather the summary rows of the study's parts into ``results.{csv,md}`` and ``results.json`` (with the
+    run's provenance); returns the JSON path."""
+    rows = [r for part in parts for r in (part or [])]
+    out = Path(output_dir)
+    save_results_table(rows, out / "results", title="aneurysm study: headline numbers")
+    record = {"metrics": {f"{r['stage']}: {r['metric']}": r["value"] for r in rows}, "info": info or {},
+              "provenance": provenance()}
+    (out / "results.json").write_text(json.dumps(to_json_value(record), indent=2) + "\n")
+    return out / "results.json"
