@@ -3,7 +3,14 @@
 ``inference.json`` wires :class:`TriPlanarPointInferer` (the bundle's ``inferer``) and :class:`AneurysmInference`
 (its ``evaluator``). Landmark localisation needs the search priors written at training time
 (``landmark_priors.json``: mean training position of every landmark in world mm), so it works on volumes with any
-grid as long as they are roughly aligned with the training data.
+grid as long as they are roughly aligned with the training data; put
+:class:`~monai_ext.transforms.alignment.AlignToTemplated` into the preprocessing for inputs in any pose, and the
+points are mapped back to the input's RAS mm.
+
+Honest confidence: every localised point carries its probability, points below ``confidence_threshold`` are
+flagged (``"low_confidence"`` in the JSON and a logged warning), and :class:`FeatureDistributionCheck` says when
+the network's features at the search centres are unlike its training features (a model used on data unlike its
+training data, e.g. the synthetic-vessel model on a brain).
 """
 
 from __future__ import annotations
@@ -22,15 +29,214 @@ from monai.data import MetaTensor
 from monai.inferers import Inferer
 
 from monai_ext.transforms import TriPlanarPatch
+from monai_ext.transforms.spatial import apply_matrix
 from monai_ext.utils import default_device, load_checkpoint
 
 from .evaluation import localise_landmarks
-from .landmarks import PointSet, points_to_voxels, read_points, write_points_json
+from .landmarks import PointSet, points_to_voxels, read_points, write_points_fcsv, write_points_json
 
-__all__ = ["TriPlanarPointInferer", "AneurysmInference", "save_priors", "load_priors", "write_landmark_priors",
-           "LandmarkPriorsWriter"]
+__all__ = [
+    "CONFIDENCE_THRESHOLD",
+    "AneurysmInference",
+    "FeatureDistributionCheck",
+    "TriPlanarPointInferer",
+    "flag_low_confidence",
+    "out_of_distribution_verdict",
+    "load_priors",
+    "save_priors",
+    "write_landmark_priors",
+    "LandmarkPriorsWriter",
+]
 
 logger = logging.getLogger(__name__)
+
+#: Default probability below which a localised landmark is flagged: below 0.5 the classifier, at the best point of
+#: the search, gives more probability to the other classes (background or another landmark) than to this landmark.
+CONFIDENCE_THRESHOLD = 0.5
+
+
+def flag_low_confidence(names: Sequence[str], probabilities: Sequence[float] | np.ndarray,
+                        threshold: float = CONFIDENCE_THRESHOLD, source: str = "") -> np.ndarray:
+    """``(L,)`` bool: the points whose probability is below ``threshold``; logs one warning naming them.
+
+    Raises:
+        ValueError: for a threshold outside ``[0, 1]`` or names and probabilities of different lengths.
+    """
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be in [0, 1], got {threshold}.")
+    p = np.asarray(probabilities, dtype=np.float64).reshape(-1)
+    if len(p) != len(names):
+        raise ValueError(f"{len(names)} names and {len(p)} probabilities.")
+    low = p < threshold
+    if low.any():
+        listed = ", ".join(f"{n} ({v:.2f})" for n, v, f in zip(names, p, low, strict=True) if f)
+        logger.warning("%s%d of %d landmarks below the confidence threshold %.2f: %s", f"{source}: " if source else "",
+                       int(low.sum()), len(p), threshold, listed)
+    return low
+
+
+def out_of_distribution_verdict(low_confidence: Sequence[bool] | np.ndarray, max_low_fraction: float = 0.5,
+                                feature_verdict: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Image-level verdict: is this image unlike the model's training data (so that no point should be trusted)?
+
+    Two signals, either of which flags the image: (1) at least ``max_low_fraction`` of the landmarks are below the
+    confidence threshold: a model used on data unlike its own (the synthetic-vessel model on a brain, or the brain
+    model on vessel volumes: 91-94 % of points below 0.5 in the feasibility run) finds no confident point; (2) the
+    :meth:`FeatureDistributionCheck.assess` verdict, when given (it did not flag the vessel volumes in that run, so
+    it complements rather than replaces the first signal).
+
+    Returns:
+        ``{"flagged", "low_confidence_fraction", "max_low_fraction", "reasons", "feature_check"}``.
+
+    Raises:
+        ValueError: for ``max_low_fraction`` outside ``(0, 1]``.
+    """
+    if not 0 < max_low_fraction <= 1:
+        raise ValueError(f"max_low_fraction must be in (0, 1], got {max_low_fraction}.")
+    low = np.asarray(low_confidence, dtype=bool).reshape(-1)
+    frac = float(low.mean()) if low.size else 0.0
+    reasons = []
+    if frac >= max_low_fraction:
+        reasons.append(f"{100 * frac:.0f}% of the landmarks are below the confidence threshold")
+    if feature_verdict is not None and feature_verdict.get("out_of_distribution"):
+        reasons.append(f"{100 * feature_verdict['fraction_above']:.0f}% of the search centres have features beyond "
+                       f"the training threshold (median Mahalanobis distance {feature_verdict['median_distance']:.1f}"
+                       f" > {feature_verdict['threshold']:.1f})")
+    return {"flagged": bool(reasons), "low_confidence_fraction": frac, "max_low_fraction": max_low_fraction,
+            "reasons": reasons, "feature_check": feature_verdict}
+
+
+class FeatureDistributionCheck:
+    """Out-of-distribution check: Mahalanobis distance of penultimate features to the closest training class.
+
+    The score of Lee et al., "A simple unified framework for detecting out-of-distribution samples and adversarial
+    attacks", NeurIPS 2018 (eq. 2): class means of the training features and one shared covariance (here with
+    Ledoit-Wolf shrinkage, Ledoit and Wolf, J. Multivariate Analysis 88(2), 2004, well conditioned with few samples);
+    a feature vector's score is its Mahalanobis distance to the *closest* class mean. The point threshold is the
+    ``quantile`` of the scores of held-out in-distribution features (``holdout_features``: best from other images
+    than the training ones, scored the same way as at inference), so about ``1 - quantile`` of in-distribution
+    points exceed it; an image is flagged out of distribution when at least ``min_fraction`` of its points do.
+
+    Use with the landmark model: fit on ``net.features`` of training patches of every class (landmarks and
+    background), threshold on held-out images' patches at the search centres, and at inference score the patches at
+    the search centres (the priors on the aligned image): points chosen by the search itself would be biased towards
+    whatever looks most like a landmark, in or out of distribution.
+
+    Args:
+        quantile: quantile of held-out scores used as the point threshold.
+        min_fraction: fraction of points above the threshold that flags the image.
+
+    Raises:
+        ValueError: for a quantile or fraction outside ``(0, 1]``.
+
+    Example::
+
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> x, y = rng.normal(size=(400, 4)), np.repeat([1, 2], 200)
+        >>> check = FeatureDistributionCheck().fit(x, y)
+        >>> check.assess(x[:20] + 10.0)["out_of_distribution"]
+        True
+    """
+
+    def __init__(self, quantile: float = 0.99, min_fraction: float = 0.5) -> None:
+        if not 0 < quantile <= 1 or not 0 < min_fraction <= 1:
+            raise ValueError(f"quantile and min_fraction must be in (0, 1], got {quantile}, {min_fraction}.")
+        self.quantile, self.min_fraction = float(quantile), float(min_fraction)
+        self.means: dict[int, np.ndarray] = {}
+        self.precision = np.zeros((0, 0))
+        self.threshold = float("nan")
+
+    def fit(self, features: np.ndarray | torch.Tensor, labels: Sequence[int] | np.ndarray, holdout: float = 0.2,
+            seed: int = 0, holdout_features: np.ndarray | torch.Tensor | None = None) -> FeatureDistributionCheck:
+        """Class means and shared covariance from ``features`` ``(N, F)`` with ``labels`` ``(N,)``; the threshold
+        from the scores of ``holdout_features`` ``(M, F)`` when given, else of a random ``holdout`` fraction of
+        ``features`` (then not used for the means and covariance; features of training images are tighter than those
+        of any new image, so prefer held-out images).
+
+        Raises:
+            ValueError: for mismatched lengths or widths, fewer than 10 samples, or ``holdout`` outside ``(0, 1)``.
+        """
+        from sklearn.covariance import LedoitWolf
+
+        x = np.asarray(features, dtype=np.float64)
+        y = np.asarray(labels, dtype=np.int64).reshape(-1)
+        if x.ndim != 2 or len(x) != len(y) or len(x) < 10:
+            raise ValueError(f"need features (N, F) and labels (N,) with N >= 10, got {x.shape} and {y.shape}.")
+        if holdout_features is not None:
+            xf, yf = x, y
+            xh = np.asarray(holdout_features, dtype=np.float64)
+            if xh.ndim != 2 or xh.shape[1] != x.shape[1] or len(xh) == 0:
+                raise ValueError(f"holdout_features must be (M, {x.shape[1]}) with M >= 1, got {xh.shape}.")
+        else:
+            if not 0 < holdout < 1:
+                raise ValueError(f"holdout must be in (0, 1), got {holdout}.")
+            held = np.random.default_rng(seed).random(len(x)) < holdout
+            if held.all() or not held.any():
+                held[:] = False
+                held[:: max(2, int(round(1 / holdout)))] = True
+            xf, yf, xh = x[~held], y[~held], x[held]
+        self.means = {int(k): xf[yf == k].mean(0) for k in np.unique(yf)}
+        centred = xf - np.stack([self.means[int(k)] for k in yf])
+        self.precision = LedoitWolf().fit(centred).precision_
+        self.threshold = float(np.quantile(self.distances(xh), self.quantile))
+        return self
+
+    def distances(self, features: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Mahalanobis distance of each feature vector ``(N, F)`` to the closest class mean.
+
+        Raises:
+            RuntimeError: before :meth:`fit`.
+        """
+        if not self.means:
+            raise RuntimeError("call fit() (or from_dict()) before distances().")
+        x = np.asarray(features, dtype=np.float64).reshape(-1, self.precision.shape[0])
+        means = np.stack(list(self.means.values()))  # (K, F)
+        diff = x[:, None, :] - means[None]  # (N, K, F)
+        d2 = np.einsum("nkf,fg,nkg->nk", diff, self.precision, diff)
+        return np.sqrt(d2.min(1).clip(0)) if len(x) else np.zeros(0)
+
+    def assess(self, features: np.ndarray | torch.Tensor) -> dict[str, Any]:
+        """``{"out_of_distribution", "fraction_above", "median_distance", "threshold", "min_fraction"}``."""
+        d = self.distances(features)
+        frac = float((d > self.threshold).mean()) if len(d) else 0.0
+        return {"out_of_distribution": bool(frac >= self.min_fraction), "fraction_above": frac,
+                "median_distance": float(np.median(d)) if len(d) else float("nan"), "threshold": self.threshold,
+                "min_fraction": self.min_fraction}
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable state (e.g. to store next to a checkpoint)."""
+        return {"method": "Mahalanobis distance to the closest class mean (Lee et al. 2018), Ledoit-Wolf covariance",
+                "quantile": self.quantile, "min_fraction": self.min_fraction, "threshold": self.threshold,
+                "means": {str(k): v.tolist() for k, v in self.means.items()}, "precision": self.precision.tolist()}
+
+    @classmethod
+    def from_dict(cls, state: dict[str, Any]) -> FeatureDistributionCheck:
+        """Rebuild a fitted check from :meth:`to_dict`."""
+        check = cls(state["quantile"], state["min_fraction"])
+        check.means = {int(k): np.asarray(v, dtype=np.float64) for k, v in state["means"].items()}
+        check.precision = np.asarray(state["precision"], dtype=np.float64)
+        check.threshold = float(state["threshold"])
+        return check
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write :meth:`to_dict` as JSON; returns the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict()))
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> FeatureDistributionCheck:
+        """Read a file written by :meth:`save`.
+
+        Raises:
+            FileNotFoundError: a missing file.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"feature-distribution file not found: '{path}'.")
+        return cls.from_dict(json.loads(path.read_text()))
 
 
 def save_priors(cases: Sequence[Any], names: Sequence[str], path: str | os.PathLike) -> Path:
@@ -125,16 +331,20 @@ class TriPlanarPointInferer(Inferer):
 
     ``mode="localise"``: ``inferer(image, network, priors=(L, 3) voxel, labels=(L,))`` returns ``(L, 4)``: the
     predicted voxel position of every landmark and its peak probability
-    (:func:`~monai_ext.apps.aneurysm.evaluation.localise_landmarks`).
+    (:func:`~monai_ext.apps.aneurysm.evaluation.localise_landmarks`; batched coarse-to-fine by default).
 
     Args:
         mode: ``"classify"`` or ``"localise"``.
         patch_size: plane side used in training.
         extent_mm: physical plane side used in training.
-        search_radius: localisation search half side (voxels).
+        search_radius: localisation search radius (voxels; half side of the cube for ``method="exhaustive"``).
         search_step: coarse localisation grid step (voxels).
-        refine_radius: half side of the unit-step refinement cube (voxels).
+        refine_radius: half side of the unit-step refinement cube of the exhaustive search (voxels).
         batch_size: patches per forward pass.
+        method: ``"coarse_to_fine"`` (batched over landmarks) or ``"exhaustive"`` (the original search).
+        top_k: candidates refined per landmark and level (coarse-to-fine).
+        prior_sigma_mm: Gaussian position prior around the search centres (mm), or ``None`` (see
+            :func:`~monai_ext.apps.aneurysm.evaluation.localise_landmarks`).
 
     Raises:
         ValueError: for an unknown ``mode``, or missing points/priors at call time.
@@ -142,13 +352,15 @@ class TriPlanarPointInferer(Inferer):
 
     def __init__(self, mode: str = "localise", patch_size: int = 32, extent_mm: float | None = None,
                  search_radius: float = 10.0, search_step: float = 3.0, refine_radius: float = 2.0,
-                 batch_size: int = 512) -> None:
+                 batch_size: int = 512, method: str = "coarse_to_fine", top_k: int = 2,
+                 prior_sigma_mm: float | None = None) -> None:
         super().__init__()
         if mode not in ("classify", "localise"):
             raise ValueError(f"mode must be 'classify' or 'localise', got {mode!r}.")
         self.mode, self.patch_size, self.extent_mm = mode, int(patch_size), extent_mm
         self.search_radius, self.search_step, self.batch_size = float(search_radius), float(search_step), batch_size
-        self.refine_radius = float(refine_radius)
+        self.refine_radius, self.method, self.top_k = float(refine_radius), method, int(top_k)
+        self.prior_sigma_mm = prior_sigma_mm
 
     @torch.no_grad()
     def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any,
@@ -168,7 +380,8 @@ class TriPlanarPointInferer(Inferer):
         if priors is None or labels is None:
             raise ValueError("mode='localise' needs priors=(L, 3) voxel positions and labels=(L,).")
         pos, peak = localise_landmarks(network, image, priors, labels, device, self.search_radius, self.search_step,
-                                       self.patch_size, self.extent_mm, self.batch_size, self.refine_radius)
+                                       self.patch_size, self.extent_mm, self.batch_size, self.refine_radius,
+                                       method=self.method, top_k=self.top_k, prior_sigma_mm=self.prior_sigma_mm)
         return torch.as_tensor(np.c_[pos, peak])
 
 
@@ -177,8 +390,19 @@ class AneurysmInference:
 
     Items are ``{"image": path}`` plus, for ``mode="classify"``, ``"points": path`` of a landmark/candidate file
     (``.fcsv``/``.json``/``.csv``). Outputs (``<output_dir>/<image stem>_<mode>.json``): classified points with
-    their probabilities (``label`` = the most likely class), or localised landmarks (world RAS mm) with their peak
-    probability; both readable by :func:`~monai_ext.apps.aneurysm.landmarks.read_points`.
+    their probabilities (``label`` = the most likely class), or localised landmarks with their peak probability;
+    both readable by :func:`~monai_ext.apps.aneurysm.landmarks.read_points`.
+
+    Localisation output: ``{"coordinate_system": "RAS", "units": "mm", "confidence_threshold", "num_low_confidence",
+    "landmarks": [{"name", "label", "position" (RAS mm of the input image), "voxel" (index coordinates in the input
+    image), "probability", "low_confidence"}], "out_of_distribution": {"flagged", "reasons", ...}
+    (:func:`out_of_distribution_verdict`: most landmarks low-confidence, or with ``ood_path`` the
+    :class:`FeatureDistributionCheck` of the patches at the search centres)}``, plus the same
+    points as a 3D Slicer ``<stem>_localise.fcsv``. When the preprocessing aligned the image to the template
+    (:class:`~monai_ext.transforms.alignment.AlignToTemplated`: ``data["template_to_image"]`` and the MetaTensor's
+    ``original_affine``), the search runs on the template grid and the points are mapped back to the input; the
+    template-space points are kept as ``"template_position"``. Points below ``confidence_threshold`` and an image
+    judged out of distribution are logged as warnings.
 
     Args:
         network: the classifier.
@@ -191,9 +415,14 @@ class AneurysmInference:
         priors_path: ``landmark_priors.json`` (localisation only).
         class_names: names of the network's classes (class 0 first).
         device: torch device.
+        confidence_threshold: probability below which a localised point is flagged (:data:`CONFIDENCE_THRESHOLD`).
+        ood_path: JSON of a fitted :class:`FeatureDistributionCheck` (``None``: the image-level verdict uses the
+            confidence flags only).
+        max_low_fraction: fraction of low-confidence landmarks that flags the image
+            (:func:`out_of_distribution_verdict`).
 
     Raises:
-        FileNotFoundError: missing checkpoint or priors.
+        FileNotFoundError: missing checkpoint, priors or OOD file.
     """
 
     def __init__(
@@ -208,6 +437,9 @@ class AneurysmInference:
         priors_path: str | os.PathLike | None = None,
         class_names: Sequence[str] | None = None,
         device: str | torch.device | None = None,
+        confidence_threshold: float = CONFIDENCE_THRESHOLD,
+        ood_path: str | os.PathLike | None = None,
+        max_low_fraction: float = 0.5,
     ) -> None:
         self.device = default_device(device)
         self.network = network.to(self.device)
@@ -215,10 +447,23 @@ class AneurysmInference:
         self.inferer, self.output_dir, self.postprocessing = inferer, Path(output_dir), postprocessing
         self.priors_path = None if priors_path is None else Path(priors_path)
         self.class_names = list(class_names) if class_names is not None else None
+        if not 0.0 <= confidence_threshold <= 1.0:
+            raise ValueError(f"confidence_threshold must be in [0, 1], got {confidence_threshold}.")
+        self.confidence_threshold = float(confidence_threshold)
+        self.ood_path = None if ood_path is None else Path(ood_path)
+        if not 0 < max_low_fraction <= 1:
+            raise ValueError(f"max_low_fraction must be in (0, 1], got {max_low_fraction}.")
+        self.max_low_fraction = float(max_low_fraction)
 
     def _post(self, d: dict[str, Any], pred: torch.Tensor) -> Any:
         d["pred"] = pred
         return self.postprocessing(d)["pred"] if self.postprocessing is not None else pred.numpy()
+
+    @torch.no_grad()
+    def _features(self, image: torch.Tensor, voxels: np.ndarray) -> np.ndarray:
+        patcher = TriPlanarPatch(self.inferer.patch_size, self.inferer.extent_mm)
+        x = torch.as_tensor(patcher(image, voxels)).float().to(self.device)
+        return self.network.features(x).float().cpu().numpy()
 
     def run(self) -> list[Path]:
         """Process every item; returns the written files."""
@@ -226,11 +471,13 @@ class AneurysmInference:
         # a bundle's models/*.pt is a bare state_dict; older training checkpoints wrapped it as {"model": ...}
         self.network.load_state_dict(state["model"] if isinstance(state.get("model"), dict) else state)
         self.network.eval()
-        priors = None
+        priors, ood = None, None
         if self.inferer.mode == "localise":
             if self.priors_path is None or not self.priors_path.is_file():
                 raise FileNotFoundError(f"localisation needs the priors file '{self.priors_path}' written by training.")
             priors = load_priors(self.priors_path)
+            if self.ood_path is not None:
+                ood = FeatureDistributionCheck.load(self.ood_path)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         written = []
         for item in self.dataset:
@@ -252,12 +499,41 @@ class AneurysmInference:
                      "probabilities": {names[c]: float(prob[i, c]) for c in range(prob.shape[1])}}
                     for i in range(len(vox))]}
             else:
+                assert priors is not None
                 vox = points_to_voxels(priors, affine, shape, tolerance=1e6)  # priors may lie off a cropped volume
                 out = np.asarray(self._post(d, self.inferer(image, self.network, priors=vox, labels=priors.labels)))
-                world = (affine @ np.c_[out[:, :3], np.ones(len(out))].T).T[:, :3]
-                content = {"coordinate_system": "RAS", "units": "mm", "landmarks": [
-                    {"name": priors.names[i], "label": int(priors.labels[i]), "position": world[i].tolist(),
-                     "probability": float(out[i, 3])} for i in range(len(out))]}
+                grid_world = apply_matrix(affine, out[:, :3])
+                matrix = d.get("template_to_image")
+                if matrix is None and isinstance(image, MetaTensor):
+                    matrix = image.meta.get("template_to_image")
+                input_affine = affine
+                if matrix is not None:  # the search ran on the template grid: back to the input image
+                    world = apply_matrix(np.asarray(matrix, dtype=np.float64), grid_world)
+                    input_affine = np.asarray(image.meta.get("original_affine", affine), dtype=np.float64)
+                else:
+                    world = grid_world
+                input_vox = apply_matrix(np.linalg.inv(input_affine), world)
+                low = flag_low_confidence(priors.names, out[:, 3], self.confidence_threshold, source=stem)
+                content = {"coordinate_system": "RAS", "units": "mm", "confidence_threshold": self.confidence_threshold,
+                           "num_low_confidence": int(low.sum()), "landmarks": [
+                               {"name": priors.names[i], "label": int(priors.labels[i]), "position": world[i].tolist(),
+                                "voxel": input_vox[i].tolist(), "probability": float(out[i, 3]),
+                                "low_confidence": bool(low[i]),
+                                **({"template_position": grid_world[i].tolist()} if matrix is not None else {})}
+                               for i in range(len(out))]}
+                feature_verdict = None
+                if ood is not None:  # scored at the search centres, not at the points the search chose
+                    inside = np.all((vox >= 0) & (vox <= np.asarray(shape) - 1), axis=1)
+                    feature_verdict = ood.assess(self._features(image, vox[inside]))
+                verdict = out_of_distribution_verdict(low, self.max_low_fraction, feature_verdict)
+                content["out_of_distribution"] = verdict
+                if verdict["flagged"]:
+                    logger.warning("%s: the image looks unlike the model's training data (%s); treat every point as "
+                                   "unreliable.", stem, "; ".join(verdict["reasons"]))
+                write_points_fcsv(PointSet(list(priors.names), priors.labels, world, "RAS", "mm", stem),
+                                  self.output_dir / f"{stem}_{self.inferer.mode}.fcsv",
+                                  descriptions=[f"p={v:.3f}" + (" LOW" if f else "") for v, f in zip(out[:, 3], low,
+                                                                                                     strict=True)])
             path = self.output_dir / f"{stem}_{self.inferer.mode}.json"
             path.write_text(json.dumps(content, indent=1))
             logger.info("wrote %s", path)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["PointSet", "read_points", "write_points_json", "points_to_voxels"]
+__all__ = ["PointSet", "read_points", "write_points_fcsv", "write_points_json", "points_to_voxels"]
 
 _SYSTEMS = ("RAS", "LPS")
 _UNITS = ("mm", "voxel")
@@ -229,6 +229,36 @@ def write_points_json(points: PointSet, path: str | os.PathLike) -> Path:
         ],
     }
     path.write_text(json.dumps(content, indent=1))
+    return path
+
+
+def write_points_fcsv(points: PointSet, path: str | os.PathLike, descriptions: Sequence[str] | None = None) -> Path:
+    """Write a world-mm point set as a 3D Slicer Markups ``.fcsv``; returns the path.
+
+    Slicer shows the ``label`` column, so it holds each point's name; ``desc`` holds ``descriptions`` (e.g. the
+    probability). :func:`read_points` reads the file back with the same names and positions (labels are the row
+    numbers, or the class ids when given ``names``).
+
+    Raises:
+        ValueError: for voxel units (a ``.fcsv`` holds world coordinates), a wrong number of descriptions, or a name
+            that is an integer (it would be read back as a class id).
+    """
+    if points.units != "mm":
+        raise ValueError(f"{points.source}: a .fcsv holds world (mm) coordinates; got units {points.units!r}.")
+    if descriptions is not None and len(descriptions) != len(points.names):
+        raise ValueError(f"{len(descriptions)} descriptions for {len(points.names)} points.")
+    digits = [n for n in points.names if str(n).strip().isdigit()]
+    if digits:
+        raise ValueError(f"{points.source}: names {digits[:5]} are integers; a .fcsv label must be a name.")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["# Markups fiducial file version = 4.11", f"# CoordinateSystem = {points.coordinate_system}",
+             "# columns = id,x,y,z,ow,ox,oy,oz,vis,sel,lock,label,desc,associatedNodeID"]
+    for i, (name, p) in enumerate(zip(points.names, points.positions, strict=True)):
+        desc = "" if descriptions is None else str(descriptions[i]).replace(",", ";")
+        lines.append(f"vtkMRMLMarkupsFiducialNode_{i + 1},{p[0]:.4f},{p[1]:.4f},{p[2]:.4f},0,0,0,1,1,1,0,"
+                     f"{str(name).replace(',', ';')},{desc},")
+    path.write_text("\n".join(lines) + "\n")
     return path
 
 

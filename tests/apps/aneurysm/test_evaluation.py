@@ -78,22 +78,26 @@ def test_adaboost_curve_errors(mutate, match):
 class _CentreNet(nn.Module):
     """Class k (k >= 1) wins where the centre of plane 0 has intensity k (the k-th blob's peak); background -10."""
 
-    def __init__(self, num_classes):
+    def __init__(self, num_classes, width=None):
         super().__init__()
-        self.num_classes = num_classes
+        self.num_classes, self.width = num_classes, width
         self.w = nn.Parameter(torch.ones(1))
+        self.evaluated = 0
 
     def forward(self, x):
+        self.evaluated += x.shape[0]
         c = x[:, 0, 16, 16]  # centre of plane 0 (patch 32)
         logits = torch.zeros(x.shape[0], self.num_classes)
         logits[:, 0] = -10.0
         for k in range(1, self.num_classes):
-            logits[:, k] = -40 * (c - k) ** 2  # blob k has intensity k
+            # blob k has intensity k; `width` gives a response a few voxels wide with slowly decaying tails, like a
+            # jitter-trained classifier
+            logits[:, k] = -40 * (c - k) ** 2 if self.width is None else -(c - k).abs() / (self.width * k)
         return logits * self.w
 
 
 @pytest.mark.parametrize("offset", [(0, 0, 0), (4, -3, 2), (-6, 5, -5)])
-def test_localise_landmarks_finds_blobs(offset):
+def test_localise_landmarks_finds_blobs(offset, method="exhaustive"):
     vol = torch.zeros(1, 48, 48, 48)
     true = np.array([[16.0, 20.0, 24.0], [30.0, 28.0, 18.0]])
     zz = np.stack(np.meshgrid(*[np.arange(48)] * 3, indexing="ij"), -1)
@@ -102,7 +106,7 @@ def test_localise_landmarks_finds_blobs(offset):
         vol[0] += torch.as_tensor(k * np.exp(-d2 / 2.0), dtype=torch.float32)
     priors = true + np.array(offset)
     pos, peak = localise_landmarks(_CentreNet(3), vol, priors, [1, 2], torch.device("cpu"), search_radius=8,
-                                   step=2, refine_radius=2)
+                                   step=2, refine_radius=2, method=method)
     np.testing.assert_allclose(pos, true, atol=0.51)
     assert np.all(peak > 0.9)
 
@@ -115,3 +119,74 @@ def test_localise_landmarks_errors():
         localise_landmarks(_CentreNet(3), vol, np.zeros((1, 3)), [1], torch.device("cpu"), step=0)
     with pytest.raises(ValueError, match="lies outside the volume"):
         localise_landmarks(_CentreNet(3), vol, np.full((1, 3), 100.0), [1], torch.device("cpu"), search_radius=2)
+
+
+def _wide_blobs(sigma=3.0):
+    vol = torch.zeros(1, 56, 56, 56)
+    true = np.array([[16.0, 20.0, 24.0], [36.0, 34.0, 22.0]])
+    zz = np.stack(np.meshgrid(*[np.arange(56)] * 3, indexing="ij"), -1)
+    for k, p in enumerate(true, start=1):
+        vol[0] += torch.as_tensor(k * np.exp(-((zz - p) ** 2).sum(-1) / (2 * sigma**2)), dtype=torch.float32)
+    return vol, true
+
+
+@pytest.mark.parametrize("offset, step", [((0, 0, 0), 4), ((5, -4, 3), 4), ((-6, 3, -5), 3), ((2, 7, -1), 4)])
+def test_localise_coarse_to_fine_finds_wide_peaks_with_fewer_patches(offset, step):
+    vol, true = _wide_blobs()
+    priors = true + np.array(offset)
+    fast_net, slow_net = _CentreNet(3, width=0.02), _CentreNet(3, width=0.02)
+    fast, p_fast = localise_landmarks(fast_net, vol, priors, [1, 2], torch.device("cpu"), search_radius=10,
+                                      step=step, method="coarse_to_fine")
+    np.testing.assert_allclose(fast, true, atol=0.51)
+    assert np.all(p_fast > 0.9)
+    # the ball of radius 10 at spacing `step`, then per landmark <= 2 refinement levels x top_k=2 x 26 new points,
+    # then <= 26 unit neighbours
+    ball = sum(1 for i in range(-3, 4) for j in range(-3, 4) for k in range(-3, 4)
+               if np.sqrt(i * i + j * j + k * k) * step <= 10 + 1e-6)
+    assert fast_net.evaluated <= 2 * (ball + 2 * 2 * 26 + 26)
+    localise_landmarks(slow_net, vol, priors, [1, 2], torch.device("cpu"), search_radius=10, step=step,
+                       refine_radius=2, method="exhaustive")
+    assert fast_net.evaluated < slow_net.evaluated
+
+
+def test_localise_restores_memory_format_and_validates_method():
+    vol, true = _wide_blobs()
+    net = nn.Sequential(nn.Conv2d(3, 3, 3), _Probe(_CentreNet(3, width=0.02)))
+    localise_landmarks(_CentreNet(3, width=0.02), vol, true, [1, 2], torch.device("cpu"), search_radius=2, step=2)
+    localise_landmarks(net, vol, true, [1, 2], torch.device("cpu"), search_radius=2, step=2)
+    assert net[0].weight.is_contiguous()
+    with pytest.raises(ValueError, match="method must be one of"):
+        localise_landmarks(net, vol, true, [1, 2], torch.device("cpu"), method="grid")
+    with pytest.raises(ValueError, match="top_k"):
+        localise_landmarks(net, vol, true, [1, 2], torch.device("cpu"), top_k=0)
+
+
+class _Probe(nn.Module):
+    """Passes the input of a conv layer on (after padding back to 32x32) to a wrapped centre network."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(nn.functional.pad(x, (1, 1, 1, 1)))
+
+
+@pytest.mark.parametrize("method", ["coarse_to_fine", "exhaustive"])
+def test_position_prior_prefers_the_nearer_of_two_look_alikes(method):
+    """Two class-1 blobs: a slightly stronger one 9 voxels from the prior and a weaker one 3 voxels away."""
+    vol = torch.zeros(1, 56, 56, 56)
+    zz = np.stack(np.meshgrid(*[np.arange(56)] * 3, indexing="ij"), -1)
+    prior = np.array([28.0, 28.0, 28.0])
+    far, near = prior + [9.0, 0.0, 0.0], prior + [0.0, -3.0, 0.0]
+    for p, height in ((far, 1.0), (near, 0.97)):
+        vol[0] += torch.as_tensor(height * np.exp(-((zz - p) ** 2).sum(-1) / 18.0), dtype=torch.float32)
+    kw = {"search_radius": 12, "step": 3, "refine_radius": 2, "method": method}
+    plain, _ = localise_landmarks(_CentreNet(3, width=0.02), vol, prior[None], [1], torch.device("cpu"), **kw)
+    with_prior, peak = localise_landmarks(_CentreNet(3, width=0.02), vol, prior[None], [1], torch.device("cpu"),
+                                          prior_sigma_mm=4.0, **kw)
+    np.testing.assert_allclose(plain[0], far, atol=0.51)
+    np.testing.assert_allclose(with_prior[0], near, atol=1.0)  # the posterior mode leans towards the prior
+    assert peak[0] > 0.9  # the classifier's own probability, not the prior-weighted score
+    with pytest.raises(ValueError, match="prior_sigma_mm"):
+        localise_landmarks(_CentreNet(3), vol, prior[None], [1], torch.device("cpu"), prior_sigma_mm=0.0)

@@ -129,3 +129,20 @@ def test_bad_files(tmp_path, name, content, error, match):
 def test_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="landmark file not found"):
         read_points(tmp_path / "nope.fcsv")
+
+
+def test_write_points_fcsv_round_trip(tmp_path):
+    from monai_ext.apps.aneurysm.landmarks import write_points_fcsv
+
+    pts = PointSet(["AC", "PC, left"], [1, 2], np.array([[1.5, -2.0, 3.25], [4.0, 5.0, -6.5]]), "LPS")
+    path = write_points_fcsv(pts, tmp_path / "p.fcsv", descriptions=["p=0.93", "p=0.12, LOW"])
+    back = read_points(path)
+    assert back.names == ["AC", "PC; left"] and back.coordinate_system == "LPS"
+    np.testing.assert_allclose(back.positions, pts.positions, atol=1e-4)
+    assert "p=0.12; LOW" in path.read_text()
+    with pytest.raises(ValueError, match="world"):
+        write_points_fcsv(PointSet(["a"], [1], np.zeros((1, 3)), units="voxel"), tmp_path / "v.fcsv")
+    with pytest.raises(ValueError, match="integers"):
+        write_points_fcsv(PointSet(["7"], [1], np.zeros((1, 3))), tmp_path / "i.fcsv")
+    with pytest.raises(ValueError, match="descriptions"):
+        write_points_fcsv(pts, tmp_path / "d.fcsv", descriptions=["x"])

@@ -1,0 +1,165 @@
+"""Honest confidence: low-probability flags, the feature out-of-distribution check, and AneurysmInference's
+localisation output (probabilities, flags, points mapped back from the template grid, Slicer .fcsv)."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+
+from monai_ext.apps.aneurysm.inference import (
+    AneurysmInference,
+    FeatureDistributionCheck,
+    TriPlanarPointInferer,
+    flag_low_confidence,
+    out_of_distribution_verdict,
+)
+from monai_ext.apps.aneurysm.landmarks import PointSet, read_points, write_points_json
+from monai_ext.networks.nets import MiniVGG
+from monai_ext.utils import save_checkpoint
+
+
+@pytest.mark.parametrize(
+    "probs, threshold, expected",
+    [([0.9, 0.4, 0.6], 0.5, [False, True, False]), ([0.9, 0.4, 0.6], 0.7, [False, True, True]),
+     ([0.1, 0.2], 0.0, [False, False]), ([0.5], 0.5, [False])],
+)
+def test_flag_low_confidence(probs, threshold, expected, caplog):
+    names = [f"L{i}" for i in range(len(probs))]
+    with caplog.at_level(logging.WARNING):
+        low = flag_low_confidence(names, probs, threshold, source="case")
+    assert low.tolist() == expected
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert bool(warned) == any(expected)
+    if warned:  # one warning naming every flagged landmark and its probability
+        assert all((f"{n} ({p:.2f})" in warned[0]) == e for n, p, e in zip(names, probs, expected, strict=True))
+    with pytest.raises(ValueError, match="threshold"):
+        flag_low_confidence(names, probs, 1.5)
+    with pytest.raises(ValueError, match="probabilities"):
+        flag_low_confidence(names, probs[:-1] + [0.1, 0.2])
+
+
+def _closest_mahalanobis(x, means, cov):
+    prec = np.linalg.inv(cov)
+    return min(float(np.sqrt((x - m) @ prec @ (x - m))) for m in means.values())
+
+
+def test_feature_check_distances_and_verdicts(tmp_path):
+    rng = np.random.default_rng(0)
+    cov = np.array([[2.0, 0.5, 0.0], [0.5, 1.0, 0.0], [0.0, 0.0, 0.5]])
+    means = {0: np.zeros(3), 1: np.array([8.0, 0.0, 0.0])}
+    y = np.repeat([0, 1], 3000)
+    x = np.stack([rng.multivariate_normal(means[k], cov) for k in y])
+    check = FeatureDistributionCheck(quantile=0.99).fit(x, y, seed=1)
+    probe = np.array([[1.0, 1.0, 1.0], [6.0, -1.0, 0.5], [4.0, 3.0, 0.0]])
+    # distance to the closest class, against the true means and covariance (shrinkage is negligible here)
+    expected = [_closest_mahalanobis(p, means, cov) for p in probe]
+    np.testing.assert_allclose(check.distances(probe), expected, rtol=0.05)
+    # the closest of two well separated classes: chi distribution with 3 degrees of freedom, 99 % quantile 3.37
+    assert 3.0 < check.threshold < 3.8
+    fresh = np.stack([rng.multivariate_normal(means[k], cov) for k in np.repeat([0, 1], 50)])
+    ok = check.assess(fresh)
+    assert not ok["out_of_distribution"] and ok["fraction_above"] < 0.1
+    shifted = check.assess(fresh + np.array([0.0, 6.0, 0.0]))
+    assert shifted["out_of_distribution"] and shifted["fraction_above"] > 0.9
+    again = FeatureDistributionCheck.load(check.save(tmp_path / "check.json"))
+    np.testing.assert_allclose(again.distances(probe), check.distances(probe))
+    assert again.threshold == check.threshold
+
+
+def test_feature_check_holdout_and_errors():
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(200, 2)), np.repeat([1, 2], 100)
+    wide = FeatureDistributionCheck().fit(x, y, holdout_features=3 * rng.normal(size=(100, 2)))
+    tight = FeatureDistributionCheck().fit(x, y)
+    assert wide.threshold > 2 * tight.threshold  # a spread-out held-out set raises the threshold
+    with pytest.raises(RuntimeError, match="fit"):
+        FeatureDistributionCheck().distances(x)
+    with pytest.raises(ValueError, match="N >= 10"):
+        FeatureDistributionCheck().fit(x[:5], y[:5])
+    with pytest.raises(ValueError, match="holdout_features"):
+        FeatureDistributionCheck().fit(x, y, holdout_features=np.zeros((4, 3)))
+    with pytest.raises(ValueError, match="quantile"):
+        FeatureDistributionCheck(quantile=0.0)
+    with pytest.raises(FileNotFoundError, match="feature-distribution"):
+        FeatureDistributionCheck.load("/nonexistent/check.json")
+
+
+@pytest.fixture()
+def model(tmp_path):
+    torch.manual_seed(0)
+    net = MiniVGG(2, 3, 4, channels=(4,), hidden_features=8)
+    save_checkpoint({"model": net.state_dict()}, tmp_path / "net.pt")
+    priors = PointSet(["AC", "PC", "GEN"], [1, 2, 3], np.array([[10.0, 12.0, 14.0], [14.0, 12.0, 10.0],
+                                                                [12.0, 16.0, 12.0]]))
+    write_points_json(priors, tmp_path / "priors.json")
+    return net, priors, tmp_path
+
+
+def test_localisation_output_maps_back_and_flags(model):
+    net, priors, tmp_path = model
+    shift = np.eye(4)
+    shift[:3, 3] = [100.0, -50.0, 20.0]  # template world -> input world
+    original = np.diag([2.0, 2.0, 2.0, 1.0])
+
+    def preprocessing(d):  # stands for AlignToTemplated: image on the template grid plus the map to the input
+        img = MetaTensor(torch.rand(1, 28, 28, 28, generator=torch.Generator().manual_seed(0)),
+                         affine=torch.eye(4), meta={"original_affine": torch.as_tensor(original)})
+        return {"image": img, "template_to_image": shift}
+
+    inferer = TriPlanarPointInferer("localise", patch_size=8, search_radius=2, search_step=2)
+    check = FeatureDistributionCheck().fit(np.random.default_rng(0).normal(size=(60, 8)), np.repeat([1, 2, 3], 20))
+    check.save(tmp_path / "check.json")
+    run = AneurysmInference(net, tmp_path / "net.pt", [{"image": "case_1.nii.gz"}], preprocessing, inferer,
+                            tmp_path / "out", priors_path=tmp_path / "priors.json", confidence_threshold=0.9,
+                            ood_path=tmp_path / "check.json")
+    [path] = run.run()
+    content = json.loads(path.read_text())
+    assert content["confidence_threshold"] == 0.9
+    lms = content["landmarks"]
+    template = np.array([lm["template_position"] for lm in lms])
+    # within the search radius of the priors, plus at most one coarse step of refinement beyond it
+    assert np.linalg.norm(template - priors.positions, axis=1).max() <= 2.0 + 2.0 + 1e-6
+    position = np.array([lm["position"] for lm in lms])
+    np.testing.assert_allclose(position, template + shift[:3, 3])
+    np.testing.assert_allclose(np.array([lm["voxel"] for lm in lms]), position / 2.0)
+    # an untrained 4-class network gives low probabilities: every point is flagged, and counted
+    assert all(lm["low_confidence"] == (lm["probability"] < 0.9) for lm in lms)
+    assert content["num_low_confidence"] == sum(lm["low_confidence"] for lm in lms)
+    verdict = content["out_of_distribution"]
+    assert set(verdict["feature_check"]) >= {"out_of_distribution", "fraction_above", "threshold"}
+    assert verdict["low_confidence_fraction"] == pytest.approx(content["num_low_confidence"] / 3)
+    assert verdict["flagged"] == (verdict["low_confidence_fraction"] >= 0.5
+                                  or verdict["feature_check"]["out_of_distribution"])
+    fcsv = read_points(path.with_suffix(".fcsv"))
+    assert fcsv.names == ["AC", "PC", "GEN"]
+    np.testing.assert_allclose(fcsv.positions, position, atol=1e-3)
+
+
+def test_inference_rejects_bad_threshold(model):
+    net, _, tmp_path = model
+    with pytest.raises(ValueError, match="confidence_threshold"):
+        AneurysmInference(net, tmp_path / "net.pt", [], lambda d: d, TriPlanarPointInferer(), tmp_path,
+                          confidence_threshold=2.0)
+
+
+@pytest.mark.parametrize(
+    "low, feature, flagged, n_reasons",
+    [([True, True, False], None, True, 1), ([True, False, False, False], None, False, 0),
+     ([False] * 4, {"out_of_distribution": True, "fraction_above": 0.8, "median_distance": 20.0, "threshold": 9.0},
+      True, 1),
+     ([True] * 4, {"out_of_distribution": True, "fraction_above": 0.8, "median_distance": 20.0, "threshold": 9.0},
+      True, 2),
+     ([False] * 4, {"out_of_distribution": False, "fraction_above": 0.1, "median_distance": 5.0, "threshold": 9.0},
+      False, 0)],
+)
+def test_out_of_distribution_verdict(low, feature, flagged, n_reasons):
+    v = out_of_distribution_verdict(low, 0.5, feature)
+    assert v["flagged"] == flagged and len(v["reasons"]) == n_reasons
+    assert v["low_confidence_fraction"] == pytest.approx(np.mean(low))
+    with pytest.raises(ValueError, match="max_low_fraction"):
+        out_of_distribution_verdict(low, 0.0)
