@@ -178,27 +178,37 @@ def render_landmark_spheres(
 class LandmarkLocaliser:
     """Localise every landmark of a landmark bundle in a 3D volume, as the bundle's own inference does.
 
-    The bundle's ``inference.json`` gives the preprocessing (load, float32, percentile intensity scaling), the
-    network (``network_def``, with ``num_classes`` = highest prior label + 1) and the
-    :class:`~monai_ext.apps.aneurysm.TriPlanarPointInferer` settings; the checkpoint and the priors (mean training
-    position of each landmark, world mm) come from ``ckpt_dir``. For every landmark, the inferer searches a cube
-    around its prior (mapped into the volume's voxel grid through the volume's affine) for the classifier's
-    probability peak (:func:`~monai_ext.apps.aneurysm.localise_landmarks`). The checkpoint and priors are reloaded
-    when their files change.
+    The bundle's ``inference.json`` gives the preprocessing, the network (``network_def``) and the
+    :class:`~monai_ext.apps.aneurysm.TriPlanarPointInferer` settings; the checkpoint, the priors (mean training
+    position of each landmark, world mm) and the model description ``model_meta.json`` come from ``ckpt_dir``
+    (:mod:`monai_ext.apps.aneurysm.model_meta`: number of classes, search settings, normalisation, template,
+    confidence threshold, feature check). When ``inference.json`` splits its preprocessing into ``load_transforms``
+    (read the file) and ``model_transforms`` (what the model needs: for the brain model an ITK alignment to its
+    template and a normalisation inside the template's brain mask), :meth:`load_image` runs the first (the image
+    stays on the input's grid, where the app draws its spheres) and :meth:`localise` the second; the search runs on
+    the model's grid and the points come back to the input. A checkpoint folder without ``model_meta.json`` (older
+    trainings) is served as before: ``num_classes`` = highest prior label + 1 and the description's defaults. The
+    files are reloaded when they change.
+
+    Honest confidence: every point carries its probability and ``low_confidence`` (below the model's
+    ``confidence_threshold``); the result holds ``num_low_confidence`` and the image-level ``out_of_distribution``
+    verdict (:func:`~monai_ext.apps.aneurysm.out_of_distribution_verdict`: most landmarks low-confidence, or the
+    feature check), and both are logged as warnings.
 
     Args:
         bundle_dir: the bundle folder (``configs/inference.json``).
-        ckpt_dir: folder of the checkpoint and priors (default ``<bundle_dir>/models``).
+        ckpt_dir: folder of the checkpoint, priors and description (default ``<bundle_dir>/models``).
 
     Raises:
         ModelNotTrained: (a ``FileNotFoundError``) when the checkpoint or the priors file is missing; the message
             names them and how to train.
-        ValueError: when the checkpoint does not fit ``network_def`` (e.g. trained with other ``channels``).
+        ValueError: when the checkpoint does not fit ``network_def`` (e.g. trained with other ``channels``), or the
+            model description is corrupt.
 
     Example::
 
         loc = LandmarkLocaliser("bundles/aneurysm")
-        image = loc.load_image("case_000.nii.gz")            # (1, X, Y, Z) MetaTensor
+        image = loc.load_image("case_000.nii.gz")            # (1, X, Y, Z) MetaTensor on the input's grid
         result = loc.localise(image)                          # {"landmarks": [{name, label, position, voxel, ...}]}
         label = render_landmark_spheres(image.shape[1:], [p["voxel"] for p in result["landmarks"]],
                                         [p["label"] for p in result["landmarks"]])
@@ -209,23 +219,17 @@ class LandmarkLocaliser:
         self._parser = _parser(self.bundle_dir, ckpt_dir)
         self.ckpt_path, self.priors_path = (Path(self._parser.get_parsed_content(k)) for k in ("ckpt_path",
                                                                                                 "priors_path"))
-        self.preprocessing = self._parser.get_parsed_content("preprocessing")
-        inferer = self._parser.get_parsed_content("inferer")
-        self.inferer_args = {
-            "patch_size": inferer.patch_size,
-            "extent_mm": inferer.extent_mm,
-            "search_radius": inferer.search_radius,
-            "search_step": inferer.search_step,
-            "refine_radius": inferer.refine_radius,
-            "batch_size": inferer.batch_size,
-        }
-        self._stamp: tuple[int, int] | None = None
+        self.meta_path = (Path(self._parser.get_parsed_content("model_meta_path"))
+                          if "model_meta_path" in self._parser.config else None)
+        self._split = "load_transforms" in self._parser.config and "model_transforms" in self._parser.config
+        self.meta: dict[str, Any] | None = None
+        self._stamp: tuple[int, ...] | None = None
         self._networks: dict[str, torch.nn.Module] = {}
         # the server answers /info (which reloads) while an inference runs in another thread
         self._lock = threading.RLock()
         self.reload()
 
-    def _files_stamp(self) -> tuple[int, int]:
+    def _files_stamp(self) -> tuple[int, ...]:
         missing = [str(p) for p in (self.ckpt_path, self.priors_path) if not p.is_file()]
         if missing:
             raise ModelNotTrained(
@@ -233,22 +237,26 @@ class LandmarkLocaliser:
                 f"MONAI Label's /train/{self.bundle_dir.name} or python -m monai.bundle run --config_file "
                 f"<bundle>/configs/train.json (both write the two files)."
             )
-        return self.ckpt_path.stat().st_mtime_ns, self.priors_path.stat().st_mtime_ns
+        meta = self.meta_path.stat().st_mtime_ns if self.meta_path is not None and self.meta_path.is_file() else 0
+        return self.ckpt_path.stat().st_mtime_ns, self.priors_path.stat().st_mtime_ns, meta
 
     def reload(self) -> bool:
-        """Load the priors and the checkpoint when they changed on disk; returns ``True`` when it (re)loaded.
+        """Load the priors, the description and the checkpoint when they changed on disk; returns ``True`` when it
+        (re)loaded.
 
         Thread-safe: a call during :meth:`localise` in another thread does not change the model that call uses.
 
         Raises:
             ModelNotTrained: a file is missing.
-            ValueError: the checkpoint does not fit ``network_def``.
+            ValueError: the checkpoint does not fit ``network_def``, or the description is corrupt.
         """
         with self._lock:
             return self._reload()
 
     def _reload(self) -> bool:
-        from monai_ext.apps.aneurysm import load_priors
+        from monai.transforms import Compose
+
+        from monai_ext.apps.aneurysm import FeatureDistributionCheck, load_priors, read_model_meta
 
         from .bundles import extract_state_dict
 
@@ -258,7 +266,11 @@ class LandmarkLocaliser:
         priors = load_priors(self.priors_path)
         if len(priors.labels) == 0 or priors.labels.min() < 1:
             raise ValueError(f"priors '{self.priors_path}' must list landmarks with labels >= 1.")
-        num_classes = int(priors.labels.max()) + 1
+        meta = read_model_meta(self.meta_path) if stamp[2] else None
+        num_classes = int(meta["num_classes"]) if meta else int(priors.labels.max()) + 1
+        if num_classes <= int(priors.labels.max()):
+            raise ValueError(f"priors '{self.priors_path}' hold label {int(priors.labels.max())}, but the model "
+                             f"'{self.meta_path}' has {num_classes} classes.")
         self._parser["num_classes"] = num_classes
         net = self._parser.get_parsed_content("network_def", lazy=False)
         # a bare state_dict (models/model.pt, the zoo's format); the {"model": ...} of older checkpoints works too
@@ -268,14 +280,41 @@ class LandmarkLocaliser:
         except RuntimeError as e:
             raise ValueError(
                 f"checkpoint '{self.ckpt_path}' does not fit network_def of '{self.bundle_dir}/configs/"
-                f"inference.json' with num_classes={num_classes} (from the priors); was it trained with other "
+                f"inference.json' with num_classes={num_classes} (from "
+                f"{'the model description' if meta else 'the priors'}); was it trained with other "
                 f"channels/hidden_features? {e}"
             ) from e
-        self.priors, self.network = priors, net.eval()
+        self.preprocessing = self._parser.get_parsed_content("preprocessing")
+        if self._split:
+            self.load_transforms = Compose(self._parser.get_parsed_content("load_transforms"))
+            self.model_transforms = Compose(self._parser.get_parsed_content("model_transforms"))
+        else:  # an inference.json without the split: everything at load time, nothing more at localisation
+            self.load_transforms, self.model_transforms = self.preprocessing, Compose([])
+        inferer = self._parser.get_parsed_content("inferer")
+        self.inferer_args = {
+            "patch_size": inferer.patch_size,
+            "extent_mm": inferer.extent_mm,
+            "search_radius": inferer.search_radius,
+            "search_step": inferer.search_step,
+            "refine_radius": inferer.refine_radius,
+            "batch_size": inferer.batch_size,
+        }
+        check = None
+        if meta and meta.get("feature_check"):
+            check = FeatureDistributionCheck.load(Path(meta["_path"]).parent / meta["feature_check"])
+        self.priors, self.network, self.meta, self.feature_check = priors, net.eval(), meta, check
         self._networks = {}
         self._stamp = stamp
-        logger.info("loaded %s (%d landmarks) and %s", self.ckpt_path, len(priors.labels), self.priors_path)
+        logger.info("loaded %s (%d landmarks), %s and %s", self.ckpt_path, len(priors.labels), self.priors_path,
+                    meta["_path"] if meta else "no model description (defaults)")
         return True
+
+    @property
+    def confidence_threshold(self) -> float:
+        """Probability below which a point is flagged (the model description's, else the default)."""
+        from monai_ext.apps.aneurysm import CONFIDENCE_THRESHOLD
+
+        return float((self.meta or {}).get("confidence_threshold", CONFIDENCE_THRESHOLD))
 
     @property
     def labels(self) -> dict[str, int]:
@@ -291,7 +330,8 @@ class LandmarkLocaliser:
         return self._networks[key]
 
     def load_image(self, path: str | os.PathLike) -> Any:
-        """Load and preprocess ``path`` with the bundle's preprocessing; returns a ``(1, X, Y, Z)`` MetaTensor.
+        """Load ``path`` with the bundle's load transforms; returns a ``(1, X, Y, Z)`` MetaTensor on the input's grid
+        (with the whole preprocessing when ``inference.json`` does not split it).
 
         Raises:
             InvalidInferInput: when the file cannot be read, or is not a single-channel 3D volume.
@@ -301,7 +341,7 @@ class LandmarkLocaliser:
         from monai_ext.transforms import ImageValidationError
 
         try:
-            image = self.preprocessing({"image": str(path)})["image"]
+            image = self.load_transforms({"image": str(path)})["image"]
         except Exception as e:  # MONAI's Compose wraps a transform's error in RuntimeError
             invalid = e
             while invalid is not None and not isinstance(invalid, ImageValidationError):
@@ -328,19 +368,30 @@ class LandmarkLocaliser:
         Args:
             image: ``(1, X, Y, Z)`` MetaTensor; its affine maps voxel indices to RAS world mm.
             device: torch device of the network.
-            search: optional ``search_radius``, ``search_step`` and ``refine_radius`` (voxels, as in
-                ``inference.json``) for this call.
+            search: optional ``search_radius``, ``search_step`` and ``refine_radius`` (voxels of the model's search
+                grid, as in ``inference.json``) for this call.
 
         Returns:
             ``{"coordinate_system": "RAS", "units": "mm", "landmarks": [{"name", "label", "position" (RAS mm),
-            "voxel" (0-based voxel coordinates of the input grid), "probability"}]}``.
+            "voxel" (0-based voxel coordinates of the input grid), "probability", "low_confidence"}],
+            "confidence_threshold", "num_low_confidence", "out_of_distribution": {"flagged", "reasons",
+            "low_confidence_fraction", ...}, "template_aligned"}``.
 
         Raises:
-            InvalidInferInput: for a bad search option, or priors whose search cubes all miss the volume (a volume
-                far from the training data's world position).
+            InvalidInferInput: for a bad search option, an image the model's transforms cannot take (e.g. constant
+                inside the template's brain mask after alignment), or priors whose search cubes all miss the volume
+                (a volume far from the training data's world position).
             ModelNotTrained: the checkpoint or priors file has gone.
         """
-        from monai_ext.apps.aneurysm import TriPlanarPointInferer, points_to_voxels
+        from monai.data import MetaTensor
+
+        from monai_ext.apps.aneurysm import (
+            TriPlanarPointInferer,
+            flag_low_confidence,
+            out_of_distribution_verdict,
+            points_to_voxels,
+        )
+        from monai_ext.transforms import TriPlanarPatch, apply_matrix
 
         unknown = sorted(set(search) - set(_SEARCH_KEYS))
         if unknown:
@@ -352,26 +403,54 @@ class LandmarkLocaliser:
                 raise InvalidInferInput(f"{k} must be a number {'> 0' if k == 'search_step' else '>= 0'} (voxels), "
                                         f"got {v!r}.")
         device = torch.device(device)
-        with self._lock:  # one consistent (priors, network) pair for this call
+        with self._lock:  # one consistent (priors, network, transforms) set for this call
             self.reload()
-            priors, network = self.priors, self._network(device)
-        affine = np.asarray(image.affine, dtype=np.float64)
-        shape = tuple(int(s) for s in image.shape[1:])
-        # priors far outside the volume are not an error here: the inferer clips each search cube to the volume
-        vox_priors = points_to_voxels(priors, affine, shape, tolerance=1e6)
-        inferer = TriPlanarPointInferer(mode="localise", **{**self.inferer_args, **search})
+            priors, network, transforms = self.priors, self._network(device), self.model_transforms
+            inferer_args, check, threshold = dict(self.inferer_args), self.feature_check, self.confidence_threshold
+            max_low = float((self.meta or {}).get("max_low_fraction", 0.5))
         try:
-            out = inferer(image.to(device), network, priors=vox_priors, labels=priors.labels)
+            d = transforms({"image": image})
+        except Exception as e:  # the alignment / normalisation could not take this image
+            raise InvalidInferInput(f"the model's preprocessing failed on this image: {e.__cause__ or e}") from e
+        grid = d["image"]
+        grid_affine = np.asarray(grid.affine, dtype=np.float64)
+        shape = tuple(int(s) for s in grid.shape[1:])
+        matrix = d.get("template_to_image")
+        # priors far outside the volume are not an error here: the inferer clips each search cube to the volume
+        vox_priors = points_to_voxels(priors, grid_affine, shape, tolerance=1e6)
+        inferer = TriPlanarPointInferer(mode="localise", **{**inferer_args, **search})
+        try:
+            out = inferer(grid.to(device), network, priors=vox_priors, labels=priors.labels)
         except ValueError as e:
             raise InvalidInferInput(str(e)) from e
         out = out.cpu().numpy().astype(np.float64)
-        world = (affine @ np.c_[out[:, :3], np.ones(len(out))].T).T[:, :3]
+        world = apply_matrix(grid_affine, out[:, :3])
+        if matrix is not None:
+            world = apply_matrix(np.asarray(matrix, dtype=np.float64), world)
+        input_affine = np.asarray(image.affine if isinstance(image, MetaTensor) else grid_affine, dtype=np.float64)
+        input_vox = apply_matrix(np.linalg.inv(input_affine), world)
+        low = flag_low_confidence(priors.names, out[:, 3], threshold, source=self.bundle_dir.name)
+        feature_verdict = None
+        inside = np.all((vox_priors >= 0) & (vox_priors <= np.asarray(shape) - 1), axis=1)
+        if check is not None and inside.any():  # scored at the search centres, as the bundle's inference does
+            patcher = TriPlanarPatch(inferer.patch_size, inferer.extent_mm)
+            with torch.no_grad():
+                x = torch.as_tensor(patcher(grid, vox_priors[inside])).float().to(device)
+                feature_verdict = check.assess(network.features(x).float().cpu().numpy())
+        verdict = out_of_distribution_verdict(low, max_low, feature_verdict)
+        if verdict["flagged"]:
+            logger.warning("%s: the image looks unlike the model's training data (%s); treat every point as "
+                           "unreliable.", self.bundle_dir.name, "; ".join(verdict["reasons"]))
         return {
             "coordinate_system": "RAS",
             "units": "mm",
             "landmarks": [
-                {"name": n, "label": int(k), "position": world[i].tolist(), "voxel": out[i, :3].tolist(),
-                 "probability": float(out[i, 3])}
+                {"name": n, "label": int(k), "position": world[i].tolist(), "voxel": input_vox[i].tolist(),
+                 "probability": float(out[i, 3]), "low_confidence": bool(low[i])}
                 for i, (n, k) in enumerate(zip(priors.names, priors.labels, strict=True))
             ],
+            "confidence_threshold": threshold,
+            "num_low_confidence": int(low.sum()),
+            "out_of_distribution": verdict,
+            "template_aligned": matrix is not None,
         }

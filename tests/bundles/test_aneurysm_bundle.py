@@ -6,7 +6,9 @@ the bundle folder. The model-zoo checks shared by every bundle are in test_zoo_c
 from __future__ import annotations
 
 import json
+import re
 
+import numpy as np
 import pytest
 import torch
 from bundle_checks import bundle_dir, check_layout, check_metadata, run_bundle_cli, run_workflow
@@ -96,3 +98,171 @@ def test_cli_from_inside_the_bundle_folder(tmp_path):
     overrides = {**TINY, "output_dir": str(tmp_path / "outputs"), "ckpt_dir": str(tmp_path / "models")}
     run_bundle_cli(NAME, ["train.json"], overrides, cwd=bundle_dir(NAME))
     assert (tmp_path / "models" / "model.pt").is_file()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# brain.json: the AFIDs brain landmark model on synthetic brains; inference.json on an image with model_meta.json.
+# Tiny: the template at 4 mm (search grid 31 x 43 x 28), 8-pixel patches, 3 brains in the rolling cache.
+BRAIN_TINY = {"epochs": 1, "template_voxel_size": 4, "registration_voxel_size": 4, "brain_instances": [1, 1, 1],
+              "num_brains": 20, "cache_num": 3, "replace_num": 1, "repeats": 2, "samples_per_case": 8,
+              "cases_per_batch": 2, "val_samples_per_case": 16, "val_interval": 1, "patch_size": 8,
+              "channels": [4, 8], "hidden_features": 16, "search_radius": 2.0, "search_step": 2.0,
+              "refine_radius": 1.0, "device": "cpu"}
+
+
+@pytest.fixture(scope="module")
+def brain(tmp_path_factory):
+    """One tiny epoch of train.json + brain.json (ConfigWorkflow: check_properties() == [] and a real trainer)."""
+    out = tmp_path_factory.mktemp("brain_bundle")
+    overrides = {**BRAIN_TINY, "output_dir": str(out / "outputs"), "ckpt_dir": str(out / "models")}
+    wf = run_workflow(NAME, ["train.json", "brain.json"], "train", **overrides)
+    return out, overrides, wf
+
+
+def test_brain_trains_on_a_rolling_cache_of_synthetic_brains(brain):
+    from monai.engines import SupervisedTrainer
+
+    from monai_ext.apps.aneurysm import RollingCacheDataset
+    from monai_ext.data.synthetic.brain import afids_landmarks
+
+    out, overrides, wf = brain
+    assert isinstance(wf.trainer, SupervisedTrainer) and wf.trainer.state.epoch == 1
+    assert wf.check_properties() == []
+    dataset = wf.trainer.data_loader.dataset
+    assert isinstance(dataset, RollingCacheDataset) and dataset.data[0] == {"seed": 50000}
+    assert len(dataset) == overrides["cache_num"] * overrides["repeats"] and dataset.window() == [0, 1, 2]
+    state = torch.load(out / "models" / "model.pt", weights_only=True)
+    assert set(state) == set(wf.network_def.state_dict()) and wf.network_def.num_classes == 33
+    names, _ = afids_landmarks()
+    datalist = json.loads((out / "outputs" / "brain_data" / "dataset.json").read_text())
+    assert datalist["landmark_names"] == names
+    assert {"validation", "test_t1", "test_t1_skull", "test_t2", "test_pd", "test_displaced"} <= set(datalist)
+
+
+def test_brain_model_meta_written_by_training(brain):
+    from monai_ext.apps.aneurysm import BrainTemplateSpace, meta_priors, read_model_meta
+
+    out, overrides, _ = brain
+    meta = read_model_meta(out / "models")
+    assert meta["num_classes"] == 33 and meta["class_names"][0] == "background" and len(meta["class_names"]) == 33
+    assert meta["network"]["channels"] == [4, 8] and meta["network"]["hidden_features"] == 16
+    assert meta["patch"] == {"patch_size": 8, "extent_mm": None}
+    assert meta["search"] == {"search_radius": 2.0, "search_step": 2.0, "refine_radius": 1.0}
+    assert meta["normalization"]["name"] == "masked_percentile" and meta["confidence_threshold"] == 0.5
+    space = BrainTemplateSpace.from_dict(meta["template"])
+    assert space.voxel_size == 4 and list(space.spatial_size) == meta["template"]["spatial_size"] == [31, 43, 28]
+    priors = meta_priors(meta)
+    truth = space.priors()
+    assert meta["priors"]["space"] == "template" and priors.names == truth.names
+    np.testing.assert_allclose(priors.positions, truth.positions)  # the AFIDs ground truth, template mm
+    assert meta["training"] == {"max_epochs": 1, "epochs_completed": 1, "complete": True}
+    # the feature check of the best model: fitted on the validation patches, threshold from the search centres
+    assert meta["feature_check"] == "feature_check.json"
+    check = json.loads((out / "models" / "feature_check.json").read_text())
+    assert np.isfinite(check["threshold"]) and len(check["means"]) >= 2
+
+
+def _brain_image(out, section="test_displaced"):
+    items = json.loads((out / "outputs" / "brain_data" / "dataset.json").read_text())[section]
+    return out / "outputs" / "brain_data" / items[0]["image"], out / "outputs" / "brain_data" / items[0]["landmarks"]
+
+
+def test_brain_inference_cli_on_an_image_path(brain, tmp_path):
+    """``python -m monai.bundle run --config_file inference.json --image PATH``: only the image and the checkpoint
+    folder; class count, search settings, template and priors come from model_meta.json."""
+    import nibabel as nib
+
+    from monai_ext.apps.aneurysm import read_points
+
+    out, _, _ = brain
+    image, _ = _brain_image(out)
+    proc = run_bundle_cli(NAME, ["inference.json"], {"image": str(image), "ckpt_dir": str(out / "models"),
+                                                     "output_dir": str(tmp_path), "device": "cpu"})
+    assert f"written to {tmp_path / 'inference'}" in proc.stdout  # the output location is printed
+    result = json.loads((tmp_path / "inference" / "test_displaced_000_localise.json").read_text())
+    assert len(result["landmarks"]) == 32 and result["model"]["template"].startswith("MNI152")
+    affine = nib.load(image).affine
+    probs = np.array([p["probability"] for p in result["landmarks"]])
+    for p in result["landmarks"]:  # points in the input's RAS mm, voxel indices of the input's grid
+        np.testing.assert_allclose(affine @ [*p["voxel"], 1.0], [*p["position"], 1.0], atol=1e-5)
+        assert p["low_confidence"] == (p["probability"] < result["confidence_threshold"])
+    assert result["num_low_confidence"] == int((probs < 0.5).sum())
+    verdict = result["out_of_distribution"]
+    assert verdict["flagged"] == (verdict["low_confidence_fraction"] >= 0.5 or bool(
+        verdict["feature_check"] and verdict["feature_check"]["out_of_distribution"]))
+    fcsv = read_points(tmp_path / "inference" / "test_displaced_000_localise.fcsv")
+    np.testing.assert_allclose(fcsv.positions, [p["position"] for p in result["landmarks"]], atol=1e-3)
+
+
+def test_brain_inference_image_folder_and_model_meta_errors(brain, tmp_path):
+    import shutil
+
+    out, _, _ = brain
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    for section in ("test_t1", "test_t2"):
+        shutil.copy(_brain_image(out, section)[0], folder)
+    (folder / "notes.txt").write_text("not an image")
+    common = {"ckpt_dir": str(out / "models"), "output_dir": str(tmp_path / "res"), "device": "cpu"}
+    run_workflow(NAME, ["inference.json"], "infer", image=str(folder), **common)
+    assert sorted(p.name for p in (tmp_path / "res" / "inference").glob("*.json")) == [
+        "test_t1_000_localise.json", "test_t2_000_localise.json"]
+    # a checkpoint folder without its description, or with a corrupt one: an error naming the file
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(out / "models" / "model.pt", bare)
+    with pytest.raises(RuntimeError) as err:  # MONAI wraps the evaluator's error; the cause names the file
+        run_workflow(NAME, ["inference.json"], "infer", image=str(folder), **{**common, "ckpt_dir": str(bare)})
+    assert re.search(r"FileNotFoundError: model description '.*bare/model_meta.json' not found", _causes(err.value))
+    (bare / "model_meta.json").write_text('{"num_classes": 33, "class_names": ')
+    with pytest.raises(RuntimeError) as err:
+        run_workflow(NAME, ["inference.json"], "infer", image=str(folder), **{**common, "ckpt_dir": str(bare)})
+    assert re.search(r"ValueError: model description '.*bare/model_meta.json' is not valid JSON", _causes(err.value))
+
+
+def _causes(e: BaseException | None) -> str:
+    """The messages of an exception and of its causes (MONAI's ConfigExpression wraps the original error)."""
+    lines = []
+    while e is not None:
+        lines.append(f"{type(e).__name__}: {e}")
+        e = e.__cause__ or e.__context__
+    return "\n".join(lines)
+
+
+def test_vessel_and_brain_models_through_one_inference_config(trained, brain, tmp_path):
+    """The synthetic-vessel model's description has no template (no alignment); each model applied to the other's
+    data is judged out of distribution (tiny models: this checks the plumbing, the brain evaluation measures it)."""
+    from monai_ext.apps.aneurysm import read_model_meta
+
+    vessel_out, vessel_over, _ = trained
+    brain_out, _, _ = brain
+    vessel_meta = read_model_meta(vessel_out / "models")
+    assert vessel_meta["template"] is None and vessel_meta["normalization"]["name"] == "percentile"
+    assert vessel_meta["num_classes"] == 10 and vessel_meta["priors"]["space"] == "image"
+    image, _ = _brain_image(brain_out, "test_t1")
+    run_workflow(NAME, ["inference.json"], "infer", image=str(image), ckpt_dir=str(vessel_out / "models"),
+                 output_dir=str(tmp_path / "v"), device="cpu")
+    result = json.loads((tmp_path / "v" / "inference" / "test_t1_000_localise.json").read_text())
+    assert len(result["landmarks"]) == 9 and "template_position" not in result["landmarks"][0]
+    assert result["out_of_distribution"]["flagged"]
+    vessel_image = sorted((vessel_out / "outputs" / "synthetic_data").rglob("*.nii.gz"))[0]
+    run_workflow(NAME, ["inference.json"], "infer", image=str(vessel_image), ckpt_dir=str(brain_out / "models"),
+                 output_dir=str(tmp_path / "b"), device="cpu")
+    result = json.loads(next((tmp_path / "b" / "inference").glob("*_localise.json")).read_text())
+    assert len(result["landmarks"]) == 32 and result["out_of_distribution"]["flagged"]
+
+
+def test_brain_resume_is_exact(brain, tmp_path):
+    """Two epochs in one run, or a run stopped after one epoch and resumed: the same weights (the rolling cache of
+    brains is a function of the epoch, moved by EpochSeedHandler)."""
+    _, overrides, _ = brain
+    runs = {}
+    for name, stops in (("straight", [2]), ("resumed", [1, 2])):
+        for stop in stops:  # the interrupted run keeps epochs=2 (same lr schedule) and stops after epoch 1
+            run_workflow(NAME, ["train.json", "brain.json"], "train", **{
+                **overrides, "epochs": 2, "train#trainer#max_epochs": stop,
+                "output_dir": str(tmp_path / name / "outputs"), "ckpt_dir": str(tmp_path / name / "models")})
+        runs[name] = torch.load(tmp_path / name / "models" / "checkpoint.pt", weights_only=True)["model"]
+    assert runs["straight"].keys() == runs["resumed"].keys()
+    for k, v in runs["straight"].items():
+        assert torch.equal(v, runs["resumed"][k]), k

@@ -190,8 +190,12 @@ def test_localiser_labels_and_image(landmark_model):
     assert loc.ckpt_path == landmark_model["ckpt_dir"] / "model.pt"
     image = loc.load_image(landmark_model["images"][1])
     assert tuple(image.shape) == (1, 40, 40, 40)
-    np.testing.assert_allclose(image.affine.numpy(), nib.load(landmark_model["images"][1]).affine)
-    assert image.dtype == torch.float32 and float(image.min()) < 0.05 and 0.95 < float(image.max()) < 1.5
+    nifti = nib.load(landmark_model["images"][1])
+    np.testing.assert_allclose(image.affine.numpy(), nifti.affine)
+    # the image as read, on the input's grid (where the spheres are drawn); normalised later, in localise()
+    assert image.dtype == torch.float32
+    np.testing.assert_allclose(image[0].numpy(), np.asarray(nifti.dataobj, dtype=np.float32))
+    assert loc.meta is None and loc.confidence_threshold == 0.5  # no model_meta.json: the defaults
 
 
 @needs_aneurysm
@@ -289,3 +293,84 @@ def test_localiser_rejects_bad_input(landmark_model, tmp_path):
     far.affine = torch.tensor(np.diag([1.0, 1, 1, 1]) + np.c_[np.zeros((4, 3)), [500, 0, 0, 0]])  # 500 mm away
     with pytest.raises(InvalidInferInput, match=r"lies outside the volume .* aligned with the training data"):
         loc.localise(far, **SEARCH)
+
+
+@pytest.fixture(scope="module")
+def brain_model(tmp_path_factory):
+    """A brain landmark checkpoint folder as brain.json writes it (random weights, the template at 4 mm) and a
+    synthetic brain displaced on a whole-head grid, saved as NIfTI."""
+    from monai_ext.apps.aneurysm import BrainTemplateSpace, ModelMetaWriter
+    from monai_ext.data.synthetic.brain import SynthesizeBraind
+
+    root = tmp_path_factory.mktemp("brain_landmarks")
+    space = BrainTemplateSpace(voxel_size=4, registration_voxel_size=4)
+    names = space.priors().names
+    meta = {"num_classes": 33, "class_names": ["background", *names],
+            "network": {"name": "MiniVGG", "spatial_dims": 2, "in_channels": 3, "num_classes": 33, "channels": [4, 8],
+                        "hidden_features": 16},
+            "patch": {"patch_size": 8, "extent_mm": None},
+            "search": {"search_radius": 2.0, "search_step": 2.0, "refine_radius": 1.0},
+            "normalization": {"name": "masked_percentile", "lower": 2.0, "upper": 98.0, "erode_mm": 5.0},
+            "template": space.to_dict(), "confidence_threshold": 0.5, "max_low_fraction": 0.5}
+    ckpt = root / "models"
+    ModelMetaWriter(ckpt / "model_meta.json", meta, priors=space).started(None)
+    torch.manual_seed(0)
+    net = MiniVGG(spatial_dims=2, in_channels=3, num_classes=33, channels=(4, 8), hidden_features=16)
+    save_checkpoint(net.state_dict(), ckpt / "model.pt")
+    tpl = space.template
+    sample = SynthesizeBraind(template=tpl, landmark_sets=space.landmarks[1], spatial_size=tpl.shape,
+                              output_affine=tpl.affine)({"seed": 4})
+    path = root / "brain.nii.gz"
+    nib.save(nib.Nifti1Image(sample["image"][0].numpy(), tpl.affine), path)
+    return {"ckpt_dir": ckpt, "image": path, "shape": tpl.shape}
+
+
+@needs_aneurysm
+def test_localiser_brain_model_aligns_and_reports_confidence(brain_model, tmp_path, caplog):
+    """model_meta.json drives the localiser: 33 classes, alignment to the template (ITK), the search on the
+    template grid, points back on the input's grid; every point carries its probability and low-confidence flag,
+    the result the out-of-distribution verdict, and both are logged as warnings. Same points as the bundle's own
+    AneurysmInference with the same description."""
+    import logging
+
+    loc = LandmarkLocaliser(ANEURYSM, brain_model["ckpt_dir"])
+    assert loc.meta["num_classes"] == 33 and loc.network.num_classes == 33 and loc.inferer_args["patch_size"] == 8
+    image = loc.load_image(brain_model["image"])
+    assert tuple(image.shape[1:]) == brain_model["shape"]  # the input's grid, not the template's
+    with caplog.at_level(logging.WARNING):
+        got = loc.localise(image, "cpu")
+    assert got["template_aligned"] and len(got["landmarks"]) == 32
+    affine = nib.load(brain_model["image"]).affine
+    probs = np.array([p["probability"] for p in got["landmarks"]])
+    for p in got["landmarks"]:
+        np.testing.assert_allclose(affine @ [*p["voxel"], 1.0], [*p["position"], 1.0], atol=1e-5)
+        assert p["low_confidence"] == (p["probability"] < 0.5)
+    assert got["num_low_confidence"] == int((probs < got["confidence_threshold"]).sum())
+    verdict = got["out_of_distribution"]
+    assert verdict["low_confidence_fraction"] == pytest.approx(float((probs < 0.5).mean()))
+    assert verdict["flagged"] == (verdict["low_confidence_fraction"] >= 0.5)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("below the confidence threshold" in w for w in warnings) == bool(got["num_low_confidence"])
+    assert any("unlike the model's training data" in w for w in warnings) == verdict["flagged"]
+    # the bundle's inference (inference.json's evaluator) on the same file with the same description
+    ref = AneurysmInference(MiniVGG(spatial_dims=2, in_channels=3, num_classes=33, channels=(4, 8),
+                                    hidden_features=16), brain_model["ckpt_dir"] / "model.pt",
+                            [{"image": str(brain_model["image"])}], loc.preprocessing,
+                            TriPlanarPointInferer(mode="localise", patch_size=8, search_radius=2.0, search_step=2.0,
+                                                  refine_radius=1.0), tmp_path,
+                            model_meta=brain_model["ckpt_dir"], device="cpu")
+    expected = json.loads(ref.run()[0].read_text())
+    for g, e in zip(got["landmarks"], expected["landmarks"], strict=True):
+        assert (g["name"], g["low_confidence"]) == (e["name"], e["low_confidence"])
+        np.testing.assert_allclose(g["position"], e["position"], atol=1e-3)
+        np.testing.assert_allclose(g["probability"], e["probability"], rtol=1e-5)
+    assert expected["out_of_distribution"]["flagged"] == verdict["flagged"]
+
+
+@needs_aneurysm
+def test_localiser_corrupt_model_description(brain_model, tmp_path):
+    for f in ("model.pt", "landmark_priors.json"):
+        (tmp_path / f).write_bytes((brain_model["ckpt_dir"] / f).read_bytes())
+    (tmp_path / "model_meta.json").write_text('{"num_classes": 33}')
+    with pytest.raises(ValueError, match=r"model description '.*model_meta.json': missing \['class_names'"):
+        LandmarkLocaliser(ANEURYSM, tmp_path)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from .afids import afids_names, generate_afids_mni152_dataset, load_afids, load_mni152
+from .brain import BrainTemplateSpace
 from .data import (
     Case,
+    RollingCacheDataset,
     candidate_patches,
     label_volume_landmarks,
     landmark_names_of,
@@ -17,20 +19,71 @@ from .data import (
 )
 from .evaluation import adaboost_auc_curve, confusion_matrix, localise_landmarks
 from .inference import (
+    CONFIDENCE_THRESHOLD,
+    IMAGE_EXTENSIONS,
     AneurysmInference,
+    FeatureDistributionCheck,
     LandmarkPriorsWriter,
     TriPlanarPointInferer,
+    flag_low_confidence,
+    inference_items,
     load_priors,
+    out_of_distribution_verdict,
+    resolve_inference_datalist,
     save_priors,
     write_landmark_priors,
 )
 from .landmarks import PointSet, points_to_voxels, read_points, write_points_json
+from .model_meta import (
+    MODEL_META_FILE,
+    MODEL_META_FORMAT,
+    ModelMetaWriter,
+    default_model_meta,
+    meta_priors,
+    read_model_meta,
+)
 from .natural import NATURAL_IMAGE_NAMES, load_natural_images, sample_natural_patches
-from .study import LocalisationStudy, TransferStudy, ValidationReport, load_weights, replace_head, write_summary
+from .study import (
+    LandmarkEvaluation,
+    LocalisationStudy,
+    TransferStudy,
+    ValidationReport,
+    load_weights,
+    replace_head,
+    write_summary,
+)
 from .training import fit_classifier, predict
-from .transforms import LandmarkPatchesd, LoadLandmarkCased, RandLandmarkPatchesd
+from .transforms import (
+    AlignToModelTemplated,
+    LandmarkPatchesd,
+    LandmarkVoxelsd,
+    LoadLandmarkCased,
+    LoadLandmarkImaged,
+    ModelIntensityNormalized,
+    RandLandmarkPatchesd,
+)
 
 __all__ = [
+    "AlignToModelTemplated",
+    "BrainTemplateSpace",
+    "CONFIDENCE_THRESHOLD",
+    "FeatureDistributionCheck",
+    "IMAGE_EXTENSIONS",
+    "LandmarkEvaluation",
+    "LandmarkVoxelsd",
+    "LoadLandmarkImaged",
+    "MODEL_META_FILE",
+    "MODEL_META_FORMAT",
+    "ModelIntensityNormalized",
+    "ModelMetaWriter",
+    "RollingCacheDataset",
+    "default_model_meta",
+    "flag_low_confidence",
+    "inference_items",
+    "meta_priors",
+    "out_of_distribution_verdict",
+    "read_model_meta",
+    "resolve_inference_datalist",
     "AneurysmInference",
     "LandmarkPatchesd",
     "LandmarkPriorsWriter",

@@ -7,16 +7,18 @@ A case is one volume with its landmark file and (optionally) its candidate file,
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from monai.data import MetaTensor
-from monai.transforms import LoadImage
+from monai.data import Dataset, MetaTensor
+from monai.transforms import Compose, LoadImage, RandomizableTrait, Transform
 
 from monai_ext.data import load_datalist, read_image, validate_image
 from monai_ext.transforms import RandTriPlanarPatchd, TriPlanarPatch
@@ -35,6 +37,7 @@ __all__ = [
     "candidate_patches",
     "augment_intensity",
     "resolve_aneurysm_datalist",
+    "RollingCacheDataset",
 ]
 
 
@@ -387,18 +390,23 @@ def candidate_patches(cases: Sequence[Case], patch_size: int = 32, extent_mm: fl
 
 def resolve_aneurysm_datalist(dataset_dir: str | os.PathLike | None, output_dir: str | os.PathLike,
                               data_source: str = "synthetic", seed: int = 0, num_cases: int = 32,
-                              volume_size: int = 64, afids_instances: Sequence[int] = (8, 2, 4)) -> Path:
+                              volume_size: int = 64, afids_instances: Sequence[int] = (8, 2, 4),
+                              brain_instances: Sequence[int] = (1, 4, 3), brain_voxel_size: int = 1) -> Path:
     """The datalist the bundle uses: the user's (``dataset_dir``), or one generated once under ``output_dir``.
 
     Args:
         dataset_dir: folder with ``dataset.json`` or a datalist path; ``None`` selects ``data_source``.
         output_dir: the bundle's output folder.
-        data_source: ``"synthetic"`` (:func:`~monai_ext.data.synthetic.aneurysm.generate_aneurysm_dataset`) or
-            ``"afids_mni152"`` (:func:`~monai_ext.apps.aneurysm.afids.generate_afids_mni152_dataset`).
+        data_source: ``"synthetic"`` (:func:`~monai_ext.data.synthetic.aneurysm.generate_aneurysm_dataset`),
+            ``"afids_mni152"`` (:func:`~monai_ext.apps.aneurysm.afids.generate_afids_mni152_dataset`) or
+            ``"synthetic_brain"`` (:func:`~monai_ext.data.synthetic.brain.generate_synthetic_brain_dataset`: the
+            brain model's validation and test brains, ``brain.json``).
         seed: generator seed.
         num_cases: synthetic cases.
         volume_size: synthetic volume side (voxels).
         afids_instances: deformed MNI152 instances ``(train, validation, test)``.
+        brain_instances: synthetic brains ``(train, validation, test per test section)``.
+        brain_voxel_size: voxel size (mm) of the synthetic brains.
 
     Under ``torch.distributed`` rank 0 writes the data while the other ranks wait.
 
@@ -419,8 +427,15 @@ def resolve_aneurysm_datalist(dataset_dir: str | os.PathLike | None, output_dir:
         n_train, n_val, n_test = (int(v) for v in afids_instances)
         gen, kwargs, folder = generate_afids_mni152_dataset, {"seed": seed, "num_train": n_train, "num_val": n_val,
                                                               "num_test": n_test}, "afids_mni152_data"
+    elif data_source == "synthetic_brain":
+        from monai_ext.data.synthetic.brain import generate_synthetic_brain_dataset
+
+        n_train, n_val, n_test = (int(v) for v in brain_instances)
+        gen, kwargs, folder = generate_synthetic_brain_dataset, {"seed": seed, "num_train": n_train, "num_val": n_val,
+                                                                 "num_test": n_test,
+                                                                 "voxel_size": int(brain_voxel_size)}, "brain_data"
     else:
-        raise ValueError(f"data_source must be 'synthetic' or 'afids_mni152', got {data_source!r}.")
+        raise ValueError(f"data_source must be 'synthetic', 'afids_mni152' or 'synthetic_brain', got {data_source!r}.")
     distributed = dist.is_available() and dist.is_initialized()
     if distributed and dist.get_rank() != 0:
         dist.barrier()
@@ -428,3 +443,95 @@ def resolve_aneurysm_datalist(dataset_dir: str | os.PathLike | None, output_dir:
     if distributed and dist.get_rank() == 0:
         dist.barrier()
     return path
+
+
+class RollingCacheDataset(Dataset):
+    """A cache of ``cache_num`` items of ``data`` of which ``replace_num`` are replaced every epoch, as a pure
+    function of the epoch, so that an interrupted and resumed run sees the same items.
+
+    The idea of MONAI's :class:`~monai.data.SmartCacheDataset` (a cache that keeps ``cache_num`` expensive items and
+    replaces a fraction of them every epoch, so that training sees a stream of new items at the cost of a few per
+    epoch), without its background threads and run-dependent state: at epoch ``e`` (:meth:`set_epoch`, called by
+    :class:`~monai_ext.handlers.EpochSeedHandler` through its ``samplers``) the cache holds the items
+    ``(e * replace_num + i) % len(data)`` for ``i < cache_num``. The deterministic prefix of ``transform`` (up to
+    its first random transform, as in :class:`~monai.data.CacheDataset`) is computed once per item while it stays
+    in the cache; the random rest runs at every access. Each cached item is visited ``repeats`` times per epoch
+    (``len(self) == cache_num * repeats``).
+
+    Used by ``brain.json``: ``data`` is a list of seeds ``{"seed": s}`` and the deterministic prefix synthesises a
+    brain from its seed (:class:`~monai_ext.data.synthetic.brain.SynthesizeBraind`, about 1 s per brain), so 12
+    brains stay in memory and 3 new ones are made per epoch; with a datalist of real brains the prefix reads and
+    aligns each one (a ``cache_num >= len(data)`` keeps them all).
+
+    Args:
+        data: the items.
+        transform: a :class:`~monai.transforms.Compose` (or a callable, then applied whole at every access).
+        cache_num: items in the cache (at most ``len(data)``).
+        replace_num: items replaced per epoch.
+        repeats: visits of each cached item per epoch.
+        copy_cache: give the random transforms a deep copy of the cached item (they may change it in place).
+
+    Raises:
+        ValueError: for empty ``data`` or non-positive sizes.
+
+    Example::
+
+        >>> ds = RollingCacheDataset([{"x": i} for i in range(10)], transform=lambda d: d, cache_num=4, replace_num=3)
+        >>> ds.set_epoch(2)
+        >>> [ds[i]["x"] for i in range(len(ds))]
+        [6, 7, 8, 9]
+    """
+
+    def __init__(self, data: Sequence[Any], transform: Any = None, cache_num: int = 12, replace_num: int = 3,
+                 repeats: int = 1, copy_cache: bool = True) -> None:
+        super().__init__(data=data, transform=transform)
+        if len(self.data) == 0:
+            raise ValueError("RollingCacheDataset needs at least one item in data.")
+        if cache_num < 1 or replace_num < 0 or repeats < 1:
+            raise ValueError(f"need cache_num >= 1, replace_num >= 0, repeats >= 1; got {cache_num}, {replace_num}, "
+                             f"{repeats}.")
+        self.cache_num, self.replace_num = min(int(cache_num), len(self.data)), int(replace_num)
+        self.repeats, self.copy_cache = int(repeats), bool(copy_cache)
+        self.epoch = 0
+        self._cache: dict[int, Any] = {}
+        first = None
+        if isinstance(transform, Compose):
+            first = transform.get_index_of_first(lambda t: isinstance(t, RandomizableTrait)
+                                                 or not isinstance(t, Transform))
+        self._first_random = 0 if not isinstance(transform, Compose) else (
+            len(transform.transforms) if first is None else first)
+
+    def window(self, epoch: int | None = None) -> list[int]:
+        """Indices into ``data`` of the cached items at ``epoch`` (default: the current one)."""
+        e = self.epoch if epoch is None else int(epoch)
+        return [(e * self.replace_num + i) % len(self.data) for i in range(self.cache_num)]
+
+    def set_epoch(self, epoch: int) -> None:
+        """Move the cache to ``epoch`` (0-based): drop the items that left it and prepare the new ones (here, in the
+        main process, so that ``DataLoader`` workers start with a full cache)."""
+        self.epoch = int(epoch)
+        keep = self.window()
+        self._cache = {k: v for k, v in self._cache.items() if k in set(keep)}
+        for k in keep:
+            self._prepared(k)
+
+    def _prepared(self, index: int) -> Any:
+        if index not in self._cache:
+            item = self.data[index]
+            if self._first_random > 0:
+                item = self.transform(item, end=self._first_random)
+            self._cache[index] = item
+        return self._cache[index]
+
+    def __len__(self) -> int:
+        return self.cache_num * self.repeats
+
+    def _transform(self, index: int) -> Any:
+        item = self._prepared(self.window()[index % self.cache_num])
+        if self.transform is None:
+            return item
+        if self.copy_cache:
+            item = copy.deepcopy(item)
+        if not isinstance(self.transform, Compose):
+            return self.transform(item)
+        return self.transform(item, start=self._first_random)

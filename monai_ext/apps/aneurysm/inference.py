@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,9 @@ from .landmarks import PointSet, points_to_voxels, read_points, write_points_fcs
 
 __all__ = [
     "CONFIDENCE_THRESHOLD",
+    "IMAGE_EXTENSIONS",
+    "inference_items",
+    "resolve_inference_datalist",
     "AneurysmInference",
     "FeatureDistributionCheck",
     "TriPlanarPointInferer",
@@ -385,6 +388,73 @@ class TriPlanarPointInferer(Inferer):
         return torch.as_tensor(np.c_[pos, peak])
 
 
+#: image files :func:`inference_items` picks from a folder (a folder of ``.dcm`` files is read as one series)
+IMAGE_EXTENSIONS = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".mgz")
+
+
+def _is_image(path: Path) -> bool:
+    name = path.name.lower()
+    return path.is_file() and any(name.endswith(ext) for ext in IMAGE_EXTENSIONS)
+
+
+def inference_items(image: str | os.PathLike | None = None, datalist: str | os.PathLike | None = None,
+                    section: str = "test", points_key: str | None = "candidates") -> list[dict[str, Any]]:
+    """The items ``inference.json`` runs on: one image, every image of a folder, or a datalist section.
+
+    Args:
+        image: an image file (NIfTI, NRRD, MHA, ...), or a folder: every file in it with one of
+            :data:`IMAGE_EXTENSIONS` (sorted by name), or, when it holds ``.dcm`` files only, the folder as one
+            DICOM series. ``None``: use ``datalist``.
+        datalist: a Decathlon-style datalist JSON (items ``{"image"[, points_key]}``; relative paths against its
+            folder).
+        section: the datalist section.
+        points_key: the items' point file key passed on as ``"points"`` (for ``mode="classify"``).
+
+    Returns:
+        ``[{"image": path[, "points": path]}, ...]``.
+
+    Raises:
+        FileNotFoundError: an image path that does not exist, or a folder without images, naming it.
+        ValueError: neither ``image`` nor ``datalist``.
+    """
+    from monai_ext.data import load_datalist
+
+    if image is not None and str(image) != "":
+        path = Path(image).expanduser()
+        if path.is_file():
+            return [{"image": str(path)}]
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if _is_image(p))
+            if files:
+                return [{"image": str(p)} for p in files]
+            if any(p.suffix.lower() == ".dcm" for p in path.iterdir()):
+                return [{"image": str(path)}]
+            raise FileNotFoundError(f"--image folder '{path}' holds no image file ({', '.join(IMAGE_EXTENSIONS)}) "
+                                    "and no DICOM series.")
+        raise FileNotFoundError(f"--image '{path}' does not exist (give an image file or a folder of images).")
+    if datalist is None:
+        raise ValueError("inference needs --image PATH (a file or a folder) or a datalist (--dataset_dir).")
+    keys = ("image",) if points_key is None else ("image", points_key)
+    items = load_datalist(datalist, section, required_keys=("image",), path_keys=keys)
+    return [{"image": i["image"], **({"points": i[points_key]} if points_key and points_key in i else {})}
+            for i in items]
+
+
+def resolve_inference_datalist(dataset_dir: str | os.PathLike | None, model_meta: Mapping[str, Any],
+                               output_dir: str | os.PathLike, data_source: str = "synthetic",
+                               **generator_kwargs: Any) -> Path:
+    """The datalist ``inference.json`` runs on without ``--image``: ``dataset_dir``, else the datalist the model was
+    trained with (``model_meta["datalist"]``, when it still exists), else the bundle's synthetic data of
+    ``data_source`` under ``output_dir`` (:func:`~monai_ext.apps.aneurysm.data.resolve_aneurysm_datalist`)."""
+    from .data import resolve_aneurysm_datalist
+
+    if dataset_dir in (None, "", "synthetic") and model_meta.get("datalist"):
+        path = Path(model_meta["datalist"])
+        if path.is_file():
+            return path
+    return resolve_aneurysm_datalist(dataset_dir, output_dir, data_source, **generator_kwargs)
+
+
 class AneurysmInference:
     """Run :class:`TriPlanarPointInferer` over a list of items and write one JSON point file per item.
 
@@ -393,16 +463,21 @@ class AneurysmInference:
     their probabilities (``label`` = the most likely class), or localised landmarks with their peak probability;
     both readable by :func:`~monai_ext.apps.aneurysm.landmarks.read_points`.
 
-    Localisation output: ``{"coordinate_system": "RAS", "units": "mm", "confidence_threshold", "num_low_confidence",
-    "landmarks": [{"name", "label", "position" (RAS mm of the input image), "voxel" (index coordinates in the input
-    image), "probability", "low_confidence"}], "out_of_distribution": {"flagged", "reasons", ...}
-    (:func:`out_of_distribution_verdict`: most landmarks low-confidence, or with ``ood_path`` the
-    :class:`FeatureDistributionCheck` of the patches at the search centres)}``, plus the same
-    points as a 3D Slicer ``<stem>_localise.fcsv``. When the preprocessing aligned the image to the template
-    (:class:`~monai_ext.transforms.alignment.AlignToTemplated`: ``data["template_to_image"]`` and the MetaTensor's
+    With ``model_meta`` (the checkpoint folder's ``model_meta.json``, :mod:`~monai_ext.apps.aneurysm.model_meta`)
+    the search priors, class names, confidence threshold, image-level threshold and feature check come from it; the
+    explicit arguments below override it.
+
+    Localisation output: ``{"image", "coordinate_system": "RAS", "units": "mm", "confidence_threshold",
+    "num_low_confidence", "landmarks": [{"name", "label", "position" (RAS mm of the input image), "voxel" (index
+    coordinates in the input image), "probability", "low_confidence"}], "out_of_distribution": {"flagged",
+    "reasons", ...} (:func:`out_of_distribution_verdict`: most landmarks low-confidence, or the
+    :class:`FeatureDistributionCheck` of the patches at the search centres), "model"}``, plus the same points as a 3D
+    Slicer ``<stem>_localise.fcsv`` (description ``p=<probability>``, ``LOW`` when flagged). When the preprocessing
+    aligned the image to the template (:class:`~monai_ext.apps.aneurysm.AlignToModelTemplated` /
+    :class:`~monai_ext.transforms.AlignToTemplated`: ``data["template_to_image"]`` and the MetaTensor's
     ``original_affine``), the search runs on the template grid and the points are mapped back to the input; the
     template-space points are kept as ``"template_position"``. Points below ``confidence_threshold`` and an image
-    judged out of distribution are logged as warnings.
+    judged out of distribution are logged as warnings. :meth:`run` prints where the files went.
 
     Args:
         network: the classifier.
@@ -412,17 +487,19 @@ class AneurysmInference:
         inferer: a :class:`TriPlanarPointInferer`.
         output_dir: output folder.
         postprocessing: optional dictionary transform applied to ``{"image", "pred"}`` before writing.
-        priors_path: ``landmark_priors.json`` (localisation only).
+        priors_path: ``landmark_priors.json`` (localisation without ``model_meta``).
         class_names: names of the network's classes (class 0 first).
         device: torch device.
-        confidence_threshold: probability below which a localised point is flagged (:data:`CONFIDENCE_THRESHOLD`).
-        ood_path: JSON of a fitted :class:`FeatureDistributionCheck` (``None``: the image-level verdict uses the
-            confidence flags only).
+        confidence_threshold: probability below which a localised point is flagged (default: the description's,
+            else :data:`CONFIDENCE_THRESHOLD`).
+        ood_path: JSON of a fitted :class:`FeatureDistributionCheck` (default: the description's).
         max_low_fraction: fraction of low-confidence landmarks that flags the image
-            (:func:`out_of_distribution_verdict`).
+            (:func:`out_of_distribution_verdict`; default: the description's, else 0.5).
+        model_meta: the checkpoint's ``model_meta.json`` (or its folder), or ``None``.
 
     Raises:
-        FileNotFoundError: missing checkpoint, priors or OOD file.
+        FileNotFoundError: missing checkpoint, model description, priors or OOD file (at :meth:`run`).
+        ValueError: a corrupt model description, or thresholds outside their ranges.
     """
 
     def __init__(
@@ -437,9 +514,10 @@ class AneurysmInference:
         priors_path: str | os.PathLike | None = None,
         class_names: Sequence[str] | None = None,
         device: str | torch.device | None = None,
-        confidence_threshold: float = CONFIDENCE_THRESHOLD,
+        confidence_threshold: float | None = None,
         ood_path: str | os.PathLike | None = None,
-        max_low_fraction: float = 0.5,
+        max_low_fraction: float | None = None,
+        model_meta: str | os.PathLike | None = None,
     ) -> None:
         self.device = default_device(device)
         self.network = network.to(self.device)
@@ -447,13 +525,65 @@ class AneurysmInference:
         self.inferer, self.output_dir, self.postprocessing = inferer, Path(output_dir), postprocessing
         self.priors_path = None if priors_path is None else Path(priors_path)
         self.class_names = list(class_names) if class_names is not None else None
-        if not 0.0 <= confidence_threshold <= 1.0:
+        if confidence_threshold is not None and not 0.0 <= confidence_threshold <= 1.0:
             raise ValueError(f"confidence_threshold must be in [0, 1], got {confidence_threshold}.")
-        self.confidence_threshold = float(confidence_threshold)
-        self.ood_path = None if ood_path is None else Path(ood_path)
-        if not 0 < max_low_fraction <= 1:
+        if max_low_fraction is not None and not 0 < max_low_fraction <= 1:
             raise ValueError(f"max_low_fraction must be in (0, 1], got {max_low_fraction}.")
-        self.max_low_fraction = float(max_low_fraction)
+        self._threshold, self._max_low = confidence_threshold, max_low_fraction
+        self.ood_path = None if ood_path is None else Path(ood_path)
+        self.model_meta_path = None if model_meta is None else Path(model_meta)
+        self.meta: dict[str, Any] | None = None
+        self.priors: PointSet | None = None
+        self.ood: FeatureDistributionCheck | None = None
+        self._prepared = False
+
+    @property
+    def confidence_threshold(self) -> float:
+        if self._threshold is not None:
+            return float(self._threshold)
+        return float((self.meta or {}).get("confidence_threshold", CONFIDENCE_THRESHOLD))
+
+    @property
+    def max_low_fraction(self) -> float:
+        if self._max_low is not None:
+            return float(self._max_low)
+        return float((self.meta or {}).get("max_low_fraction", 0.5))
+
+    def prepare(self) -> None:
+        """Load the weights, the model description, the priors and the feature check (once; :meth:`run` calls it).
+
+        Raises:
+            FileNotFoundError, ValueError: as the class says, naming the file.
+        """
+        from .model_meta import meta_priors, read_model_meta
+
+        if self._prepared:
+            return
+        if self.model_meta_path is not None:
+            self.meta = read_model_meta(self.model_meta_path)
+        state = load_checkpoint(self.ckpt_path, self.device)
+        # a bundle's models/*.pt is a bare state_dict; older training checkpoints wrapped it as {"model": ...}
+        try:
+            self.network.load_state_dict(state["model"] if isinstance(state.get("model"), dict) else state)
+        except RuntimeError as e:
+            described = f" described by '{self.meta['_path']}'" if self.meta else ""
+            raise ValueError(f"checkpoint '{self.ckpt_path}' does not fit the network{described}: {e}") from e
+        self.network.eval()
+        if self.class_names is None and self.meta is not None:
+            self.class_names = list(self.meta["class_names"])
+        if self.inferer.mode == "localise":
+            self.priors = meta_priors(self.meta) if self.meta is not None else None
+            if self.priors is None:
+                if self.priors_path is None or not self.priors_path.is_file():
+                    raise FileNotFoundError(f"localisation needs the priors file '{self.priors_path}' written by "
+                                            "training (or a model_meta.json holding them).")
+                self.priors = load_priors(self.priors_path)
+            ood_path = self.ood_path
+            if ood_path is None and self.meta is not None and self.meta.get("feature_check"):
+                ood_path = Path(self.meta["_path"]).parent / self.meta["feature_check"]
+            if ood_path is not None:
+                self.ood = FeatureDistributionCheck.load(ood_path)
+        self._prepared = True
 
     def _post(self, d: dict[str, Any], pred: torch.Tensor) -> Any:
         d["pred"] = pred
@@ -465,77 +595,92 @@ class AneurysmInference:
         x = torch.as_tensor(patcher(image, voxels)).float().to(self.device)
         return self.network.features(x).float().cpu().numpy()
 
+    def _model_info(self) -> dict[str, Any]:
+        return {"checkpoint": str(self.ckpt_path),
+                **({"model_meta": self.meta["_path"]} if self.meta is not None else {}),
+                "template": (self.meta or {}).get("template", {}) and (self.meta or {})["template"].get("name")}
+
+    def process(self, item: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Preprocess and run one item; returns ``(content, details)``: the JSON content written for it, and
+        ``{"data" (the preprocessed dictionary), "output" ((L, 4) search-grid voxels and probability; localise),
+        "grid_affine", "template_to_image" (or ``None``)}`` for evaluations."""
+        self.prepare()
+        d = self.preprocessing(dict(item))
+        image = d["image"]
+        affine = np.asarray(image.affine if isinstance(image, MetaTensor) else np.eye(4), dtype=np.float64)
+        shape = tuple(image.shape[1:])
+        stem = Path(str(item["image"])).name.split(".")[0]
+        details: dict[str, Any] = {"data": d, "grid_affine": affine, "template_to_image": None}
+        if self.inferer.mode == "classify":
+            if "points" not in item:
+                raise ValueError(f"item {item} needs a 'points' file for mode='classify'.")
+            pts = read_points(item["points"])
+            vox = points_to_voxels(pts, affine, shape)
+            prob = np.asarray(self._post(d, self.inferer(image, self.network, points=vox)))
+            world = (affine @ np.c_[vox, np.ones(len(vox))].T).T[:, :3]
+            names = self.class_names or [str(i) for i in range(prob.shape[1])]
+            content = {"image": str(item["image"]), "coordinate_system": "RAS", "units": "mm", "landmarks": [
+                {"name": pts.names[i], "label": int(prob[i].argmax()), "position": world[i].tolist(),
+                 "probabilities": {names[c]: float(prob[i, c]) for c in range(prob.shape[1])}}
+                for i in range(len(vox))], "model": self._model_info()}
+            return content, details
+        priors = self.priors
+        assert priors is not None
+        vox = points_to_voxels(priors, affine, shape, tolerance=1e6)  # priors may lie off a cropped volume
+        out = np.asarray(self._post(d, self.inferer(image, self.network, priors=vox, labels=priors.labels)))
+        grid_world = apply_matrix(affine, out[:, :3])
+        matrix = d.get("template_to_image")
+        if matrix is None and isinstance(image, MetaTensor):
+            matrix = image.meta.get("template_to_image")
+        input_affine = affine
+        if matrix is not None:  # the search ran on the template grid: back to the input image
+            matrix = np.asarray(matrix, dtype=np.float64)
+            world = apply_matrix(matrix, grid_world)
+            input_affine = np.asarray(image.meta.get("original_affine", affine), dtype=np.float64)
+        else:
+            world = grid_world
+        input_vox = apply_matrix(np.linalg.inv(input_affine), world)
+        low = flag_low_confidence(priors.names, out[:, 3], self.confidence_threshold, source=stem)
+        content = {"image": str(item["image"]), "coordinate_system": "RAS", "units": "mm",
+                   "confidence_threshold": self.confidence_threshold, "num_low_confidence": int(low.sum()),
+                   "landmarks": [
+                       {"name": priors.names[i], "label": int(priors.labels[i]), "position": world[i].tolist(),
+                        "voxel": input_vox[i].tolist(), "probability": float(out[i, 3]),
+                        "low_confidence": bool(low[i]),
+                        **({"template_position": grid_world[i].tolist()} if matrix is not None else {})}
+                       for i in range(len(out))]}
+        feature_verdict = None
+        inside = np.all((vox >= 0) & (vox <= np.asarray(shape) - 1), axis=1)
+        if self.ood is not None and inside.any():  # scored at the search centres, not where the search ended
+            feature_verdict = self.ood.assess(self._features(image, vox[inside]))
+        verdict = out_of_distribution_verdict(low, self.max_low_fraction, feature_verdict)
+        content["out_of_distribution"] = verdict
+        content["model"] = self._model_info()
+        if verdict["flagged"]:
+            logger.warning("%s: the image looks unlike the model's training data (%s); treat every point as "
+                           "unreliable.", stem, "; ".join(verdict["reasons"]))
+        details.update(output=out, template_to_image=matrix, low_confidence=low)
+        return content, details
+
     def run(self) -> list[Path]:
-        """Process every item; returns the written files."""
-        state = load_checkpoint(self.ckpt_path, self.device)
-        # a bundle's models/*.pt is a bare state_dict; older training checkpoints wrapped it as {"model": ...}
-        self.network.load_state_dict(state["model"] if isinstance(state.get("model"), dict) else state)
-        self.network.eval()
-        priors, ood = None, None
-        if self.inferer.mode == "localise":
-            if self.priors_path is None or not self.priors_path.is_file():
-                raise FileNotFoundError(f"localisation needs the priors file '{self.priors_path}' written by training.")
-            priors = load_priors(self.priors_path)
-            if self.ood_path is not None:
-                ood = FeatureDistributionCheck.load(self.ood_path)
+        """Process every item; returns the written files (and prints where they are)."""
+        self.prepare()
         self.output_dir.mkdir(parents=True, exist_ok=True)
         written = []
         for item in self.dataset:
-            d = self.preprocessing(dict(item))
-            image = d["image"]
-            affine = np.asarray(image.affine if isinstance(image, MetaTensor) else np.eye(4), dtype=np.float64)
-            shape = tuple(image.shape[1:])
+            content, _ = self.process(item)
             stem = Path(str(item["image"])).name.split(".")[0]
-            if self.inferer.mode == "classify":
-                if "points" not in item:
-                    raise ValueError(f"item {item} needs a 'points' file for mode='classify'.")
-                pts = read_points(item["points"])
-                vox = points_to_voxels(pts, affine, shape)
-                prob = np.asarray(self._post(d, self.inferer(image, self.network, points=vox)))
-                world = (affine @ np.c_[vox, np.ones(len(vox))].T).T[:, :3]
-                names = self.class_names or [str(i) for i in range(prob.shape[1])]
-                content = {"coordinate_system": "RAS", "units": "mm", "landmarks": [
-                    {"name": pts.names[i], "label": int(prob[i].argmax()), "position": world[i].tolist(),
-                     "probabilities": {names[c]: float(prob[i, c]) for c in range(prob.shape[1])}}
-                    for i in range(len(vox))]}
-            else:
-                assert priors is not None
-                vox = points_to_voxels(priors, affine, shape, tolerance=1e6)  # priors may lie off a cropped volume
-                out = np.asarray(self._post(d, self.inferer(image, self.network, priors=vox, labels=priors.labels)))
-                grid_world = apply_matrix(affine, out[:, :3])
-                matrix = d.get("template_to_image")
-                if matrix is None and isinstance(image, MetaTensor):
-                    matrix = image.meta.get("template_to_image")
-                input_affine = affine
-                if matrix is not None:  # the search ran on the template grid: back to the input image
-                    world = apply_matrix(np.asarray(matrix, dtype=np.float64), grid_world)
-                    input_affine = np.asarray(image.meta.get("original_affine", affine), dtype=np.float64)
-                else:
-                    world = grid_world
-                input_vox = apply_matrix(np.linalg.inv(input_affine), world)
-                low = flag_low_confidence(priors.names, out[:, 3], self.confidence_threshold, source=stem)
-                content = {"coordinate_system": "RAS", "units": "mm", "confidence_threshold": self.confidence_threshold,
-                           "num_low_confidence": int(low.sum()), "landmarks": [
-                               {"name": priors.names[i], "label": int(priors.labels[i]), "position": world[i].tolist(),
-                                "voxel": input_vox[i].tolist(), "probability": float(out[i, 3]),
-                                "low_confidence": bool(low[i]),
-                                **({"template_position": grid_world[i].tolist()} if matrix is not None else {})}
-                               for i in range(len(out))]}
-                feature_verdict = None
-                if ood is not None:  # scored at the search centres, not at the points the search chose
-                    inside = np.all((vox >= 0) & (vox <= np.asarray(shape) - 1), axis=1)
-                    feature_verdict = ood.assess(self._features(image, vox[inside]))
-                verdict = out_of_distribution_verdict(low, self.max_low_fraction, feature_verdict)
-                content["out_of_distribution"] = verdict
-                if verdict["flagged"]:
-                    logger.warning("%s: the image looks unlike the model's training data (%s); treat every point as "
-                                   "unreliable.", stem, "; ".join(verdict["reasons"]))
-                write_points_fcsv(PointSet(list(priors.names), priors.labels, world, "RAS", "mm", stem),
-                                  self.output_dir / f"{stem}_{self.inferer.mode}.fcsv",
-                                  descriptions=[f"p={v:.3f}" + (" LOW" if f else "") for v, f in zip(out[:, 3], low,
-                                                                                                     strict=True)])
+            if self.inferer.mode == "localise":
+                assert self.priors is not None
+                pts = PointSet([p["name"] for p in content["landmarks"]], [p["label"] for p in content["landmarks"]],
+                               [p["position"] for p in content["landmarks"]], "RAS", "mm", stem)
+                write_points_fcsv(pts, self.output_dir / f"{stem}_{self.inferer.mode}.fcsv",
+                                  descriptions=[f"p={p['probability']:.3f}" + (" LOW" if p["low_confidence"] else "")
+                                                for p in content["landmarks"]])
             path = self.output_dir / f"{stem}_{self.inferer.mode}.json"
             path.write_text(json.dumps(content, indent=1))
             logger.info("wrote %s", path)
             written.append(path)
+        suffix = " (JSON and 3D Slicer .fcsv)" if self.inferer.mode == "localise" else ""
+        print(f"{self.inferer.mode}: {len(written)} result file(s){suffix} written to {self.output_dir.resolve()}")
         return written

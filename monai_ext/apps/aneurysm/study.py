@@ -7,6 +7,8 @@
   each boosting round with case-grouped cross-validation; optionally end-to-end fine-tuning with a 2-class head.
 - :class:`LocalisationStudy`: every landmark localised on the test cases by dense tri-planar classification around
   its mean training position; error in mm next to that trivial prior and the inter-rater spread when available.
+- :class:`LandmarkEvaluation`: the same numbers per test set for a trained model through ``inference.json``'s own
+  path (model description, ITK alignment of brains), for ``brain_evaluate.json``.
 
 Each writes its tables and plots under ``output_dir`` and returns summary rows; :func:`write_summary` gathers them in
 ``results.{csv,md,json}`` (the JSON with the run's provenance). Reference: Roth et al.'s tri-planar representation
@@ -39,7 +41,8 @@ from .natural import load_natural_images, sample_natural_patches
 from .plots import plot_auc_curves, plot_confusion_matrix, plot_localisation_errors
 from .training import fit_classifier, predict
 
-__all__ = ["LocalisationStudy", "TransferStudy", "ValidationReport", "load_weights", "replace_head", "write_summary"]
+__all__ = ["LandmarkEvaluation", "LocalisationStudy", "TransferStudy", "ValidationReport", "load_weights",
+           "replace_head", "write_summary"]
 
 logger = logging.getLogger(__name__)
 
@@ -323,3 +326,173 @@ def write_summary(output_dir: str | os.PathLike, parts: Sequence[Sequence[dict[s
               "provenance": provenance()}
     (out / "results.json").write_text(json.dumps(to_json_value(record), indent=2) + "\n")
     return out / "results.json"
+
+
+class LandmarkEvaluation:
+    """Localisation error of a trained landmark model per test set, through the bundle's own inference path, next to
+    the trivial baseline and the inter-rater spread (``brain_evaluate.json``; issue 16's evidence table).
+
+    Every image of every row goes through ``inference`` (the :class:`~monai_ext.apps.aneurysm.AneurysmInference`
+    of ``inference.json``: the checkpoint's ``model_meta.json``, ITK alignment to the template for a brain model,
+    normalisation, coarse-to-fine search, points back to the input's RAS mm). Per row:
+
+    - ``model_mm``: mean distance (mm, input RAS) between the found and the true landmarks;
+    - ``baseline_mm``: the same for the trivial baseline, each landmark at its search prior (mean training position,
+      template space) mapped through the same alignment;
+    - ``inter_rater_mm``: the spread of the raters' annotations (mean distance of each rater's point from the
+      raters' mean point, datalist key ``raters_key``), the scale of "as good as a human";
+    - ``top1``: fiducial top-1, the network's class at the true landmark (on the search grid) is that landmark;
+    - ``within_2x_rater``: fraction of landmarks found within twice the rater spread;
+    - ``mean_probability``, ``low_confidence_fraction`` and ``ood_flagged`` (images the inference judged out of
+      distribution), seconds per image.
+
+    A row with ``"expect": "out_of_distribution"`` (e.g. the brain model on the synthetic vessel volumes) only
+    counts the verdicts: such images should all be flagged. Writes ``<output_dir>/localisation_by_row.{csv,md}``,
+    ``localisation_by_landmark.csv``, ``results.json`` (the rows as metrics, with provenance) and ``study.json``
+    (settings and provenance, :func:`~monai_ext.apps.runner.write_study_record`).
+
+    Args:
+        inference: the bundle's inference evaluator (``@evaluator`` of ``inference.json``).
+        rows: ``[{"name", "datalist", "section"[, "expect"]}]``.
+        output_dir: folder of the tables.
+        raters_key: datalist key of per-image rater files.
+        max_cases: images per row (``None``: all).
+        info: settings recorded in ``study.json`` (command-line overrides, checkpoint folder...).
+
+    Raises:
+        ValueError: for a row without ``name`` / ``datalist`` / ``section`` or an unknown ``expect``.
+    """
+
+    _EXPECT = ("landmarks", "out_of_distribution")
+
+    def __init__(self, inference: Any, rows: Sequence[dict[str, Any]], output_dir: str | os.PathLike,
+                 raters_key: str | None = "raters", max_cases: int | None = None,
+                 info: dict[str, Any] | None = None) -> None:
+        self.inference, self.output_dir = inference, Path(output_dir)
+        self.rows = [dict(r) for r in rows]
+        for r in self.rows:
+            missing = [k for k in ("name", "datalist", "section") if not r.get(k)]
+            if missing:
+                raise ValueError(f"evaluation row {r} lacks {missing}.")
+            if r.setdefault("expect", "landmarks") not in self._EXPECT:
+                raise ValueError(f"row '{r['name']}': expect must be one of {self._EXPECT}, got {r['expect']!r}.")
+        self.raters_key, self.max_cases, self.info = raters_key, max_cases, dict(info or {})
+
+    def _truth(self, item: dict[str, Any], names: Sequence[str], labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(L, 3)`` true positions and ``(R, L, 3)`` rater positions (RAS mm, NaN where absent) in class order."""
+        from .landmarks import read_points
+
+        def table(path: str) -> np.ndarray:
+            pts = read_points(path, names=names).to_ras()
+            out = np.full((len(labels), 3), np.nan)
+            index = {int(k): i for i, k in enumerate(labels)}
+            for k, p in zip(pts.labels, pts.positions, strict=True):
+                if int(k) in index:
+                    out[index[int(k)]] = p
+            return out
+
+        raters = item.get(self.raters_key, []) if self.raters_key else []
+        raters = raters if isinstance(raters, list) else [raters]
+        r = np.stack([table(f) for f in raters]) if raters else np.full((0, len(labels), 3), np.nan)
+        return table(item["landmarks"]), r
+
+    @torch.no_grad()
+    def _top1(self, details: dict[str, Any], truth: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        from monai_ext.transforms import TriPlanarPatch, apply_matrix
+
+        image = details["data"]["image"]
+        world = truth if details["template_to_image"] is None else apply_matrix(
+            np.linalg.inv(details["template_to_image"]), truth)
+        vox = apply_matrix(np.linalg.inv(details["grid_affine"]), world)
+        ok = np.isfinite(vox).all(1) & np.all((vox >= 0) & (vox <= np.asarray(image.shape[1:]) - 1), axis=1)
+        hit = np.full(len(labels), np.nan)
+        if ok.any():
+            inf = self.inference
+            x = torch.as_tensor(TriPlanarPatch(inf.inferer.patch_size, inf.inferer.extent_mm)(image, vox[ok]))
+            pred = inf.network(x.float().to(inf.device)).argmax(1).cpu().numpy()
+            hit[ok] = (pred == labels[ok]).astype(float)
+        return hit
+
+    def _row(self, spec: dict[str, Any]) -> tuple[dict[str, Any], list[np.ndarray]]:
+        import time
+
+        from monai_ext.data import load_datalist
+        from monai_ext.transforms import apply_matrix
+
+        inf = self.inference
+        inf.prepare()
+        priors = inf.priors
+        names = list(inf.class_names[1:]) if inf.class_names else list(priors.names)
+        labels = np.asarray(priors.labels)
+        keys = ("image", "landmarks") if spec["expect"] == "landmarks" else ("image",)
+        path_keys = (*keys, self.raters_key) if self.raters_key else keys
+        items = load_datalist(spec["datalist"], spec["section"], required_keys=keys, path_keys=path_keys)
+        items = items[: self.max_cases]
+        if not items:
+            raise ValueError(f"row '{spec['name']}': section '{spec['section']}' of '{spec['datalist']}' is empty.")
+        err, base, spread, top1, probs, flagged, seconds = [], [], [], [], [], [], []
+        for item in items:
+            t0 = time.perf_counter()
+            content, details = inf.process({"image": item["image"]})
+            seconds.append(time.perf_counter() - t0)
+            flagged.append(bool(content["out_of_distribution"]["flagged"]))
+            probs.append([p["probability"] for p in content["landmarks"]])
+            if spec["expect"] != "landmarks":
+                continue
+            found = np.array([p["position"] for p in content["landmarks"]])
+            truth, raters = self._truth(item, names, labels)
+            prior_world = priors.positions if details["template_to_image"] is None else apply_matrix(
+                details["template_to_image"], priors.positions)
+            err.append(np.linalg.norm(found - truth, axis=1))
+            base.append(np.linalg.norm(prior_world - truth, axis=1))
+            if len(raters):
+                spread.append(np.nanmean(np.linalg.norm(raters - np.nanmean(raters, 0), axis=-1), 0))
+            top1.append(self._top1(details, truth, labels))
+        p = np.asarray(probs, dtype=np.float64)
+        row: dict[str, Any] = {"row": spec["name"], "section": spec["section"], "images": len(items)}
+        if spec["expect"] == "landmarks":
+            e, s = np.asarray(err), np.asarray(spread) if spread else np.full_like(np.asarray(err), np.nan)
+            row.update(model_mm=float(np.nanmean(e)), model_median_mm=float(np.nanmedian(e)),
+                       baseline_mm=float(np.nanmean(base)), inter_rater_mm=float(np.nanmean(s)),
+                       model_over_rater=float(np.nanmean(e) / np.nanmean(s)) if spread else float("nan"),
+                       top1=float(np.nanmean(top1)),
+                       within_2x_rater=float(np.nanmean(e <= 2 * s)) if spread else float("nan"))
+        row.update(mean_probability=float(p.mean()), low_confidence_fraction=float(
+            (p < inf.confidence_threshold).mean()), ood_flagged=int(sum(flagged)),
+            seconds_per_image=float(np.mean(seconds)))
+        return row, [np.asarray(err), np.asarray(base)] if err else []
+
+    def run(self) -> list[dict[str, Any]]:
+        """Evaluate every row; returns the table rows (also written, see the class docstring)."""
+        from monai_ext.apps.runner import write_study_record
+
+        table, per_landmark = [], {}
+        for spec in self.rows:
+            row, arrays = self._row(spec)
+            logger.info("%s: %s", spec["name"], row)
+            table.append(row)
+            if arrays:
+                per_landmark[spec["name"]] = arrays
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        columns = ["row", "section", "images", "model_mm", "model_median_mm", "baseline_mm", "inter_rater_mm",
+                   "model_over_rater", "top1", "within_2x_rater", "mean_probability", "low_confidence_fraction",
+                   "ood_flagged", "seconds_per_image"]
+        full = [{c: r.get(c, float("nan")) for c in columns} for r in table]
+        save_results_table(full, self.output_dir / "localisation_by_row", columns=columns, precision=3,
+                           title="Landmark localisation per test set (model vs trivial baseline vs inter-rater, mm)")
+        inf = self.inference
+        names = list(inf.class_names[1:]) if inf.class_names else list(inf.priors.names)
+        lm_rows = [{"row": name, "landmark": names[k], "model_mm": float(np.nanmean(e[:, k])),
+                    "baseline_mm": float(np.nanmean(b[:, k]))}
+                   for name, (e, b) in per_landmark.items() for k in range(e.shape[1])]
+        if lm_rows:
+            save_results_table(lm_rows, self.output_dir / "localisation_by_landmark", precision=3)
+        metrics = {f"{r['row']}: {k}": v for r in table for k, v in r.items() if k not in ("row", "section")}
+        record = {"metrics": metrics, "rows": table,
+                  "info": {**self.info, "model": inf._model_info(),
+                           "confidence_threshold": inf.confidence_threshold},
+                  "provenance": provenance()}
+        (self.output_dir / "results.json").write_text(json.dumps(to_json_value(record), indent=2) + "\n")
+        write_study_record(self.output_dir, {**self.info, "rows": self.rows, "max_cases": self.max_cases})
+        print(f"landmark evaluation ({len(table)} rows) written to {self.output_dir.resolve()}")
+        return table

@@ -4,6 +4,8 @@ Each generator writes image files and a Decathlon-style ``dataset.json`` into a 
 
 - :func:`~monai_ext.data.synthetic.aneurysm.generate_aneurysm_dataset`: MRA-like vessel trees with landmarks and
   saccular aneurysms (aneurysm study).
+- :func:`~monai_ext.data.synthetic.brain.generate_synthetic_brain_dataset`: brains of random contrast, pose and shape
+  from the MNI152 tissue maps with the AFIDs fiducials (the aneurysm bundle's brain landmark model, ``brain.json``).
 - :func:`~monai_ext.data.synthetic.embryo.generate_embryo_dataset`: blastocyst time-lapse sequences whose failures
   include good-looking embryos (embryo_pu study).
 - :func:`~monai_ext.data.synthetic.ips.generate_ips_dataset`: phase-contrast-like iPS colonies with ignore bands
@@ -21,6 +23,7 @@ from typing import Any
 
 _GENERATORS = {
     "generate_aneurysm_dataset": "aneurysm",
+    "generate_synthetic_brain_dataset": "brain",
     "generate_embryo_dataset": "embryo",
     "generate_ips_dataset": "ips",
     "generate_sperm_dataset": "sperm",

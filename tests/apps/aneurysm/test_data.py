@@ -88,7 +88,7 @@ def test_bad_datalists(tmp_path, datalist):
     (tmp_path / "dataset.json").write_text(json.dumps(d))
     with pytest.raises(ValueError, match="needs a top-level 'landmark_names'"):
         landmark_names_of(tmp_path)
-    with pytest.raises(ValueError, match="data_source must be 'synthetic' or 'afids_mni152'"):
+    with pytest.raises(ValueError, match="data_source must be 'synthetic', 'afids_mni152' or 'synthetic_brain'"):
         resolve_aneurysm_datalist(None, tmp_path, "mri")
     with pytest.raises(ValueError, match=r"landmark name\(s\)"):
         load_cases(datalist, "training", names=["only_one"])

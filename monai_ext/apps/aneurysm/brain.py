@@ -1,0 +1,182 @@
+"""The template space of the brain landmark model (``brain.json``): where it is trained, searched and described.
+
+The brain landmark model of the aneurysm bundle classifies tri-planar patches of brains into the 32 AFIDs
+fiducials (Lau et al., "A framework for evaluating correspondence between brain images using anatomical
+fiducials", Human Brain Mapping 40(14), 2019; Taha et al., "Magnetic resonance imaging datasets with anatomical
+fiducials for quality control and registration", Scientific Data 10, 2023) plus a background class. It works in one
+space, :class:`BrainTemplateSpace`:
+
+- training brains are synthesised on the template's grid cropped around the fiducials
+  (:class:`~monai_ext.data.synthetic.brain.SynthesizeBraind`, SynthSeg-style appearance randomisation, Billot et
+  al., Medical Image Analysis 86, 2023);
+- at inference, a scan is aligned to the template with ITK (:class:`~monai_ext.transforms.AlignToTemplated`, on a
+  coarser registration template), resampled onto the same grid, and normalised inside the template's brain mask
+  (:class:`~monai_ext.transforms.MaskedPercentileNormalize`); the search runs around the fiducials' template
+  positions and the points go back to the scan's RAS mm.
+
+:meth:`BrainTemplateSpace.to_dict` is what the checkpoint's ``model_meta.json`` stores under ``"template"``, and
+:meth:`BrainTemplateSpace.from_dict` rebuilds the space from it at inference.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+
+from .landmarks import PointSet
+
+__all__ = ["BrainTemplateSpace", "TEMPLATE_NAME"]
+
+#: the template of :func:`~monai_ext.data.synthetic.brain.load_mni152_tissues` (nilearn, offline)
+TEMPLATE_NAME = "MNI152 2009a symmetric (nilearn)"
+
+
+class BrainTemplateSpace:
+    """The MNI152 template at ``voxel_size`` mm, its grid cropped around the AFIDs fiducials, and the registration
+    template at ``registration_voxel_size`` mm.
+
+    Everything heavy (tissue maps, masks) is loaded on first use and cached per voxel size
+    (:func:`~monai_ext.data.synthetic.brain.load_mni152_tissues`), so building the object in a bundle config is free.
+
+    Args:
+        voxel_size: integer voxel size (mm) of the training / search grid (1 for the real model; 3 or 4 for tests).
+        registration_voxel_size: integer voxel size (mm) of the template the input is registered to (ITK mutual
+            information; 2 mm registers a 1 mm brain in a few seconds).
+        margin_mm: margin of the crop around the fiducials (mm); 24 mm gives the 119 x 165 x 107 grid at 1 mm.
+
+    Raises:
+        ValueError: for voxel sizes that are not positive integers or a negative margin.
+
+    Example::
+
+        >>> space = BrainTemplateSpace(voxel_size=4, registration_voxel_size=4)
+        >>> space.spatial_size
+        (31, 43, 28)
+        >>> BrainTemplateSpace.from_dict(space.to_dict()).spatial_size
+        (31, 43, 28)
+    """
+
+    def __init__(self, voxel_size: int = 1, registration_voxel_size: int = 2, margin_mm: float = 24.0) -> None:
+        for name, v in (("voxel_size", voxel_size), ("registration_voxel_size", registration_voxel_size)):
+            if isinstance(v, bool) or int(v) != v or v < 1:
+                raise ValueError(f"{name} must be a positive integer (mm), got {v!r}.")
+        if not margin_mm >= 0:
+            raise ValueError(f"margin_mm must be >= 0, got {margin_mm!r}.")
+        self.voxel_size, self.registration_voxel_size = int(voxel_size), int(registration_voxel_size)
+        self.margin_mm = float(margin_mm)
+
+    @property
+    def template(self) -> Any:
+        """The :class:`~monai_ext.data.synthetic.brain.BrainTemplate` at ``voxel_size``."""
+        from monai_ext.data.synthetic.brain import load_mni152_tissues
+
+        return load_mni152_tissues(self.voxel_size)
+
+    @property
+    def registration_template(self) -> Any:
+        """The template at ``registration_voxel_size`` (the fixed image of the registration)."""
+        from monai_ext.data.synthetic.brain import load_mni152_tissues
+
+        return load_mni152_tissues(self.registration_voxel_size)
+
+    @property
+    def landmarks(self) -> tuple[list[str], dict[str, np.ndarray]]:
+        """AFIDs names and point sets in template RAS mm (:func:`~monai_ext.data.synthetic.brain.afids_landmarks`)."""
+        return _afids()
+
+    @property
+    def grid(self) -> tuple[tuple[int, int, int], np.ndarray]:
+        """``(spatial_size, affine)`` of the search grid: the template cropped around the fiducials."""
+        return _grid(self.voxel_size, self.margin_mm)
+
+    @property
+    def spatial_size(self) -> tuple[int, int, int]:
+        return self.grid[0]
+
+    @property
+    def affine(self) -> np.ndarray:
+        return self.grid[1].copy()
+
+    def brain_mask(self) -> MetaTensor:
+        """The template's brain mask ``(1, X, Y, Z)`` on its own grid (resampled onto the search grid by the
+        alignment)."""
+        return self.template.mask_image()
+
+    def priors(self) -> PointSet:
+        """The AFIDs ground truth in template RAS mm: where the search starts for every fiducial (the synthetic
+        training brains are warped from these positions, so their mean position after alignment is this)."""
+        names, sets = self.landmarks
+        truth = sets["groundtruth"]
+        ok = np.isfinite(truth).all(1)
+        labels = np.arange(1, len(names) + 1)[ok]
+        return PointSet([names[k - 1] for k in labels], labels, truth[ok], "RAS", "mm", "AFIDs ground truth")
+
+    def aligner(self, keys: Any = "image", **kwargs: Any) -> Any:
+        """An :class:`~monai_ext.transforms.AlignToTemplated` onto the search grid (``kwargs``: its arguments, e.g.
+        :func:`~monai_ext.transforms.register_affine` settings)."""
+        from monai_ext.transforms import AlignToTemplated
+
+        reg = self.registration_template
+        size, affine = self.grid
+        return AlignToTemplated(keys, template=reg.image("t1"), template_mask=reg.mask, brain_mask=self.brain_mask(),
+                                spatial_size=size, output_affine=affine, **kwargs)
+
+    def crop_mask(self) -> MetaTensor:
+        """The template's brain mask on the search grid, ``(1, X, Y, Z)`` uint8."""
+        from monai_ext.transforms import resample_to_grid
+
+        size, affine = self.grid
+        tpl = self.template
+        m = resample_to_grid(self.brain_mask(), tpl.affine, np.eye(4), size, affine)
+        return MetaTensor((torch.as_tensor(m) > 0.5).to(torch.uint8), affine=torch.as_tensor(affine))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON description (``model_meta.json``'s ``"template"``): the settings and, as a check, the grid."""
+        size, affine = self.grid
+        return {"name": TEMPLATE_NAME, "landmarks": "AFIDs (32 fiducials, ground truth of MNI152NLin2009cSym)",
+                "voxel_size": self.voxel_size, "registration_voxel_size": self.registration_voxel_size,
+                "margin_mm": self.margin_mm, "spatial_size": list(size), "affine": np.asarray(affine).tolist()}
+
+    @classmethod
+    def from_dict(cls, spec: Mapping[str, Any], source: str = "template description") -> BrainTemplateSpace:
+        """Rebuild the space from :meth:`to_dict`; the stored grid must be the one these settings give.
+
+        Raises:
+            ValueError: for a description without the settings, or whose grid differs (e.g. written by a version
+                of the template loader that cropped differently), naming ``source``.
+        """
+        missing = [k for k in ("voxel_size", "registration_voxel_size", "margin_mm") if k not in spec]
+        if missing:
+            raise ValueError(f"{source}: the template description lacks {missing}; got keys {sorted(spec)}.")
+        space = cls(spec["voxel_size"], spec["registration_voxel_size"], spec["margin_mm"])
+        if "spatial_size" in spec:
+            size, affine = space.grid
+            if list(size) != list(spec["spatial_size"]) or not np.allclose(affine, spec.get("affine", affine),
+                                                                           atol=1e-4):
+                raise ValueError(f"{source}: the stored grid {spec['spatial_size']} does not match the grid "
+                                 f"{list(size)} of the template at {space.voxel_size} mm; the model was trained in "
+                                 "another template space.")
+        return space
+
+    def __repr__(self) -> str:
+        return (f"BrainTemplateSpace(voxel_size={self.voxel_size}, registration_voxel_size="
+                f"{self.registration_voxel_size}, margin_mm={self.margin_mm})")
+
+
+@functools.lru_cache(maxsize=1)
+def _afids() -> tuple[list[str], dict[str, np.ndarray]]:
+    from monai_ext.data.synthetic.brain import afids_landmarks
+
+    return afids_landmarks()
+
+
+@functools.lru_cache(maxsize=8)
+def _grid(voxel_size: int, margin_mm: float) -> tuple[tuple[int, int, int], np.ndarray]:
+    from monai_ext.data.synthetic.brain import crop_grid, load_mni152_tissues
+
+    return crop_grid(_afids()[1]["groundtruth"], load_mni152_tissues(voxel_size), margin_mm)

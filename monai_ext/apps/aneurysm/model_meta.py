@@ -1,0 +1,308 @@
+"""Self-describing landmark checkpoints: ``model_meta.json`` next to ``models/model.pt``.
+
+A bare ``state_dict`` (the model zoo's ``model.pt``) says nothing about how to use it: how many classes, which
+landmark each class is, the patch size, how far to search, how intensities were normalised, in which space the
+search priors are, and how confident a point must be. Training writes all of it next to the weights
+(:class:`ModelMetaWriter`, a handler of ``train.json`` / ``brain.json``), and ``inference.json`` reads it
+(:func:`read_model_meta`), so that inference needs only the image and the checkpoint folder.
+
+``model_meta.json`` (``format`` :data:`MODEL_META_FORMAT`)::
+
+    {"format", "model_file": "model.pt", "num_classes", "class_names" (class 0 = "background"),
+     "network": {"name": "MiniVGG", "spatial_dims", "in_channels", "num_classes", "channels", "hidden_features"},
+     "patch": {"patch_size", "extent_mm"},
+     "search": {"search_radius", "search_step", "refine_radius"}  (voxels of the search grid),
+     "normalization": {"name": "percentile" | "masked_percentile", ...}  (ModelIntensityNormalized),
+     "template": null | BrainTemplateSpace.to_dict()  (null: the search runs on the input's own grid),
+     "priors": {"space": "template" | "image", "coordinate_system": "RAS", "units": "mm", "landmarks": [...]},
+     "confidence_threshold", "max_low_fraction"  (flags and the out-of-distribution verdict),
+     "feature_check": null | "feature_check.json"  (FeatureDistributionCheck, same folder),
+     "data_source", "datalist", "training": {"max_epochs", "epochs_completed", "complete"}}
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .landmarks import PointSet, points_to_voxels, write_points_json
+
+__all__ = [
+    "MODEL_META_FILE",
+    "MODEL_META_FORMAT",
+    "ModelMetaWriter",
+    "default_model_meta",
+    "meta_priors",
+    "read_model_meta",
+]
+
+logger = logging.getLogger(__name__)
+
+#: file name of the description next to ``model.pt``
+MODEL_META_FILE = "model_meta.json"
+#: value of the ``format`` key
+MODEL_META_FORMAT = "monai_ext.aneurysm.landmark_model/1"
+_REQUIRED = {"num_classes": int, "class_names": list, "network": dict, "patch": dict, "search": dict,
+             "normalization": dict, "confidence_threshold": (int, float)}
+
+
+def default_model_meta() -> dict[str, Any]:
+    """The description of ``train.json``'s default model (the synthetic-vessel landmark classifier: 9 landmarks +
+    background, widths 16/32/64, whole-image percentile normalisation, no template).
+
+    Only used to *build* ``inference.json``'s network when no ``model_meta.json`` exists (the model zoo's checks,
+    which have no checkpoint); running inference without the file is an error (:class:`AneurysmInference`).
+    """
+    from monai_ext.data.synthetic.aneurysm import LANDMARK_NAMES
+
+    names = ["background", *LANDMARK_NAMES]
+    return {"format": MODEL_META_FORMAT, "model_file": "model.pt", "num_classes": len(names), "class_names": names,
+            "network": {"name": "MiniVGG", "spatial_dims": 2, "in_channels": 3, "num_classes": len(names),
+                        "channels": [16, 32, 64], "hidden_features": 128},
+            "patch": {"patch_size": 32, "extent_mm": None},
+            "search": {"search_radius": 10.0, "search_step": 3.0, "refine_radius": 2.0},
+            "normalization": {"name": "percentile", "lower": 1.0, "upper": 99.9}, "template": None, "priors": None,
+            "confidence_threshold": 0.5, "max_low_fraction": 0.5, "feature_check": None, "data_source": "synthetic",
+            "datalist": None}
+
+
+def _check(meta: Any, source: str) -> dict[str, Any]:
+    if not isinstance(meta, dict):
+        raise ValueError(f"{source}: expected a JSON object, got {type(meta).__name__}.")
+    missing = [k for k in _REQUIRED if k not in meta]
+    if missing:
+        raise ValueError(f"{source}: missing {missing} (a model description written by the aneurysm bundle's "
+                         "training has them; was the file edited or truncated?).")
+    wrong = [k for k, t in _REQUIRED.items() if not isinstance(meta[k], t) or isinstance(meta[k], bool)]
+    if wrong:
+        raise ValueError(f"{source}: wrong types for {wrong}: {[type(meta[k]).__name__ for k in wrong]}.")
+    if len(meta["class_names"]) != meta["num_classes"]:
+        raise ValueError(f"{source}: {len(meta['class_names'])} class_names for num_classes={meta['num_classes']}.")
+    if meta["network"].get("num_classes", meta["num_classes"]) != meta["num_classes"]:
+        raise ValueError(f"{source}: network num_classes {meta['network']['num_classes']} != num_classes "
+                         f"{meta['num_classes']}.")
+    if not 0.0 <= float(meta["confidence_threshold"]) <= 1.0:
+        raise ValueError(f"{source}: confidence_threshold must be in [0, 1], got {meta['confidence_threshold']}.")
+    if meta.get("template") is not None and not isinstance(meta["template"], dict):
+        raise ValueError(f"{source}: template must be null or an object, got {meta['template']!r}.")
+    return meta
+
+
+def read_model_meta(path: str | os.PathLike, missing_ok: bool = False) -> dict[str, Any]:
+    """Read and check a ``model_meta.json``.
+
+    Args:
+        path: the file (or the checkpoint folder holding it).
+        missing_ok: return :func:`default_model_meta` (with a logged warning) when the file does not exist; for
+            building the network of ``inference.json`` without a checkpoint. A corrupt file is always an error.
+
+    Raises:
+        FileNotFoundError: a missing file (without ``missing_ok``), naming it and what writes it.
+        ValueError: a file that is not valid JSON or lacks / mistypes a required key, naming it.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / MODEL_META_FILE
+    if not path.is_file():
+        msg = (f"model description '{path}' not found: training writes {MODEL_META_FILE} next to model.pt "
+               "(python -m monai.bundle run --config_file bundles/aneurysm/configs/train.json, or "
+               "\"['.../train.json','.../brain.json']\" for the brain model); point --ckpt_dir to that folder.")
+        if missing_ok:
+            logger.warning("%s Using the defaults of train.json's synthetic-vessel model.", msg)
+            return default_model_meta()
+        raise FileNotFoundError(msg)
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"model description '{path}' is not valid JSON: {e}") from e
+    meta = _check(meta, f"model description '{path}'")
+    meta["_path"] = str(path)
+    return meta
+
+
+def meta_priors(meta: Mapping[str, Any]) -> PointSet | None:
+    """The search priors stored in a model description (``None`` when it has none)."""
+    priors = meta.get("priors")
+    if not priors or not priors.get("landmarks"):
+        return None
+    pts = priors["landmarks"]
+    return PointSet([p["name"] for p in pts], [p["label"] for p in pts], [p["position"] for p in pts],
+                    priors.get("coordinate_system", "RAS"), priors.get("units", "mm"),
+                    f"priors of {meta.get('_path', 'the model description')}")
+
+
+def _priors_dict(points: PointSet, space: str) -> dict[str, Any]:
+    return {"space": space, "coordinate_system": points.coordinate_system, "units": points.units,
+            "landmarks": [{"name": n, "label": int(k), "position": [float(v) for v in p]}
+                          for n, k, p in zip(points.names, points.labels, points.positions, strict=True)]}
+
+
+class ModelMetaWriter:
+    """Ignite handler of the trainer writing ``model_meta.json`` (and the search priors) next to ``model.pt``.
+
+    - ``STARTED``: the priors (``priors.priors()``: mean training position of every landmark, world mm; e.g. a
+      :class:`~monai_ext.apps.aneurysm.LandmarkPriorsWriter` of the training data, or a
+      :class:`~monai_ext.apps.aneurysm.brain.BrainTemplateSpace` whose priors are the template's fiducials) are
+      written to ``priors_path`` (``landmark_priors.json``, what MONAI Label's landmark task reads) and into the
+      description with ``meta``, so an interrupted run leaves a usable description.
+    - ``COMPLETED``: a :class:`~monai_ext.apps.aneurysm.inference.FeatureDistributionCheck` is fitted to the
+      penultimate features (``network.features``) of the best model (``model_path``, else the final weights):
+      class means and covariance from the patches of ``feature_data`` (batches ``{"image": (B, 3, p, p),
+      "label": (B,)}``, e.g. the validation loader), the threshold from the patches at the search centres (the
+      priors) of the images of ``holdout_data`` (items with an ``"image"`` on the search grid: the validation
+      images after the inference preprocessing), or, without it, from a random fifth of ``feature_data``. It is
+      saved as ``feature_check.json`` and named in the description. When it cannot be fitted (fewer than 10
+      patches) the description says why and the out-of-distribution verdict relies on the confidence flags.
+
+    Under ``torch.distributed`` only rank 0 writes.
+
+    Args:
+        path: the description file (``<ckpt_dir>/model_meta.json``).
+        meta: the model's description (see the module docstring; ``num_classes``, ``class_names``, ``network``,
+            ``patch``, ``search``, ``normalization``, ``template``, ``confidence_threshold``...).
+        priors: object with ``priors() -> PointSet`` (world mm), or a :class:`PointSet`.
+        priors_path: where the priors are also written as JSON (``None``: ``landmark_priors.json`` beside ``path``).
+        feature_data: iterable of labelled patch batches for the feature check (``None``: no check).
+        holdout_data: iterable of items with a search-grid ``"image"`` for the check's threshold.
+        model_path: the best model's weights (bare ``state_dict``), fitted instead of the final weights.
+
+    Raises:
+        ValueError: for a description missing a required key.
+    """
+
+    def __init__(self, path: str | os.PathLike, meta: Mapping[str, Any], priors: Any,
+                 priors_path: str | os.PathLike | None = None, feature_data: Iterable[Any] | None = None,
+                 holdout_data: Iterable[Any] | None = None, model_path: str | os.PathLike | None = None) -> None:
+        self.path = Path(path)
+        self.meta = _check(json.loads(json.dumps(dict(meta), default=_json_default)), "ModelMetaWriter meta")
+        self.priors_source = priors
+        self.priors_path = Path(priors_path) if priors_path is not None else self.path.parent / "landmark_priors.json"
+        self.feature_data, self.holdout_data = feature_data, holdout_data
+        self.model_path = Path(model_path) if model_path is not None else None
+        self.priors: PointSet | None = None
+
+    def attach(self, engine: Any) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.STARTED, self.started)
+        engine.add_event_handler(Events.COMPLETED, self.completed)
+
+    @staticmethod
+    def _rank_zero() -> bool:
+        import torch.distributed as dist
+
+        return not (dist.is_available() and dist.is_initialized() and dist.get_rank() != 0)
+
+    def _write(self, meta: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_text(json.dumps(meta, indent=1, default=_json_default) + "\n")
+        os.replace(tmp, self.path)
+
+    def description(self, engine: Any = None, feature_check: str | None = None,
+                    note: str | None = None) -> dict[str, Any]:
+        """The description written now (priors included)."""
+        assert self.priors is not None
+        meta = {"format": MODEL_META_FORMAT, "model_file": "model.pt", **copy.deepcopy(self.meta)}
+        space = "template" if meta.get("template") else "image"
+        meta["priors"] = _priors_dict(self.priors, space)
+        meta["feature_check"] = feature_check
+        if note:
+            meta["feature_check_note"] = note
+        if engine is not None:
+            state = engine.state
+            meta["training"] = {"max_epochs": int(state.max_epochs or 0), "epochs_completed": int(state.epoch),
+                                "complete": bool(state.max_epochs and state.epoch >= state.max_epochs)}
+        return meta
+
+    def started(self, engine: Any) -> None:
+        if not self._rank_zero():
+            return
+        pts = self.priors_source.priors() if hasattr(self.priors_source, "priors") else self.priors_source
+        if not isinstance(pts, PointSet) or len(pts.labels) == 0:
+            raise ValueError(f"ModelMetaWriter: priors must give a non-empty PointSet, got {pts!r}.")
+        self.priors = pts
+        write_points_json(pts, self.priors_path)
+        self._write(self.description(engine))
+        logger.info("wrote %s and %s", self.path, self.priors_path)
+
+    def completed(self, engine: Any) -> None:
+        if not self._rank_zero():
+            return
+        if self.priors is None:
+            self.started(engine)
+        check_file, note = None, None
+        if self.feature_data is not None:
+            try:
+                check = self.fit_feature_check(engine.network)
+            except ValueError as e:
+                note = f"not fitted: {e}"
+                logger.warning("feature-distribution check %s; the out-of-distribution verdict uses the confidence "
+                               "flags only.", note)
+            else:
+                check_file = "feature_check.json"
+                check.save(self.path.parent / check_file)
+        self._write(self.description(engine, check_file, note))
+        logger.info("wrote %s (feature check: %s)", self.path, check_file or note or "none")
+
+    @torch.no_grad()
+    def fit_feature_check(self, network: torch.nn.Module) -> Any:
+        """The :class:`~monai_ext.apps.aneurysm.inference.FeatureDistributionCheck` of ``network`` (the class
+        docstring says on what).
+
+        Raises:
+            ValueError: fewer than 10 patches in ``feature_data``.
+        """
+        from monai_ext.transforms import TriPlanarPatch
+
+        from .inference import FeatureDistributionCheck
+
+        net = copy.deepcopy(getattr(network, "module", network))
+        if self.model_path is not None and self.model_path.is_file():
+            net.load_state_dict(torch.load(self.model_path, map_location="cpu", weights_only=True))
+        device = next(net.parameters()).device
+        net.eval()
+        feats, labels = [], []
+        for batch in self.feature_data or []:
+            x = torch.as_tensor(batch["image"]).float().to(device)
+            feats.append(net.features(x).float().cpu().numpy())
+            labels.append(np.asarray(torch.as_tensor(batch["label"]).cpu()).reshape(-1))
+        if not feats:
+            raise ValueError("feature_data gave no patches")
+        x, y = np.concatenate(feats), np.concatenate(labels)
+        held = None
+        if self.holdout_data is not None and self.priors is not None:
+            patch = self.meta["patch"]
+            patcher = TriPlanarPatch(int(patch["patch_size"]), patch.get("extent_mm"))
+            held_list = []
+            for item in self.holdout_data:
+                image = item["image"]
+                vox = points_to_voxels(self.priors, np.asarray(image.affine, np.float64), image.shape[1:],
+                                       tolerance=1e6)
+                inside = np.all((vox >= 0) & (vox <= np.asarray(image.shape[1:]) - 1), axis=1)
+                if inside.any():
+                    p = torch.as_tensor(patcher(image, vox[inside])).float().to(device)
+                    held_list.append(net.features(p).float().cpu().numpy())
+            held = np.concatenate(held_list) if held_list else None
+        return FeatureDistributionCheck().fit(x, y, holdout_features=held)
+
+    def __call__(self, engine: Any) -> None:
+        self.started(engine)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.ndarray | torch.Tensor):
+        return np.asarray(o).tolist()
+    if isinstance(o, np.integer | np.floating):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
