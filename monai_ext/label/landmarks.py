@@ -378,9 +378,10 @@ class LandmarkLocaliser:
             "low_confidence_fraction", ...}, "template_aligned"}``.
 
         Raises:
-            InvalidInferInput: for a bad search option, an image the model's transforms cannot take (e.g. constant
-                inside the template's brain mask after alignment), or priors whose search cubes all miss the volume
-                (a volume far from the training data's world position).
+            InvalidInferInput: for a bad search option, or priors whose search cubes all miss the volume (a volume
+                far from the training data's world position). An image the model's transforms cannot take (e.g.
+                constant inside the template's brain mask after alignment: not a brain) is no error: the result
+                has no landmark and is flagged out of distribution with the reason.
             ModelNotTrained: the checkpoint or priors file has gone.
         """
         from monai.data import MetaTensor
@@ -388,6 +389,7 @@ class LandmarkLocaliser:
         from monai_ext.apps.aneurysm import (
             TriPlanarPointInferer,
             flag_low_confidence,
+            model_input_error,
             out_of_distribution_verdict,
             points_to_voxels,
         )
@@ -411,7 +413,16 @@ class LandmarkLocaliser:
         try:
             d = transforms({"image": image})
         except Exception as e:  # the alignment / normalisation could not take this image
-            raise InvalidInferInput(f"the model's preprocessing failed on this image: {e.__cause__ or e}") from e
+            cause = model_input_error(e)
+            if cause is None:
+                raise InvalidInferInput(f"the model's preprocessing failed on this image: {e.__cause__ or e}") from e
+            reason = f"the model's preprocessing cannot take this image ({cause})"
+            logger.warning("%s: %s; no landmark is returned.", self.bundle_dir.name, reason)
+            return {"coordinate_system": "RAS", "units": "mm", "landmarks": [], "confidence_threshold": threshold,
+                    "num_low_confidence": 0, "template_aligned": False,
+                    "out_of_distribution": {"flagged": True, "low_confidence_fraction": 1.0,
+                                            "max_low_fraction": max_low, "reasons": [reason],
+                                            "feature_check": None}}
         grid = d["image"]
         grid_affine = np.asarray(grid.affine, dtype=np.float64)
         shape = tuple(int(s) for s in grid.shape[1:])

@@ -266,3 +266,32 @@ def test_brain_resume_is_exact(brain, tmp_path):
     assert runs["straight"].keys() == runs["resumed"].keys()
     for k, v in runs["straight"].items():
         assert torch.equal(v, runs["resumed"][k]), k
+
+
+def test_brain_evaluate_writes_the_evidence_table(brain, tmp_path):
+    """brain_evaluate.json on top of inference.json: one row per test set (model vs baseline vs raters, top-1), the
+    out-of-distribution row, and a results record with provenance (tiny model: the numbers are not checked)."""
+    import csv
+    import shutil
+
+    out, _, _ = brain
+    shutil.copytree(out / "outputs" / "brain_data", tmp_path / "brain_data")  # the data brain.json generated
+    run_workflow(NAME, ["inference.json", "brain_evaluate.json"], "infer", ckpt_dir=str(out / "models"),
+                 output_dir=str(tmp_path), dataset_dir=str(tmp_path / "brain_data"), device="cpu", max_cases=1,
+                 afids_test_instances=1, **{"vessel_datalist#num_cases": 4, "vessel_datalist#volume_size": 32})
+    with open(tmp_path / "brain_evaluation" / "localisation_by_row.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["section"] for r in rows] == ["test", "test", "test_t1", "test_t2", "test_pd", "test_t1_skull",
+                                            "test_displaced", "test"]
+    for r in rows[:-1]:  # at 4 mm ITK may fail to align a brain: reported as unprocessed (and OOD), not scored
+        assert r["images"] == "1" and r["unprocessed"] in ("0", "1")
+        if r["unprocessed"] == "0":
+            assert float(r["model_mm"]) >= 0 and float(r["baseline_mm"]) >= 0 and float(r["inter_rater_mm"]) > 0
+            assert 0 <= float(r["top1"]) <= 1
+        else:
+            assert r["model_mm"] == "nan" and r["ood_flagged"] == "1"
+    assert sum(r["unprocessed"] == "0" for r in rows[:-1]) >= 4
+    assert rows[-1]["model_mm"] == "nan" and int(rows[-1]["ood_flagged"]) <= int(rows[-1]["images"])
+    record = json.loads((tmp_path / "brain_evaluation" / "results.json").read_text())
+    assert record["provenance"]["cpu"] and record["info"]["model"]["template"].startswith("MNI152")
+    assert (tmp_path / "brain_evaluation" / "study.json").is_file()

@@ -21,16 +21,19 @@ space, :class:`BrainTemplateSpace`:
 from __future__ import annotations
 
 import functools
+import json
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from monai.data import MetaTensor
 
-from .landmarks import PointSet
+from .landmarks import PointSet, write_points_json
 
-__all__ = ["BrainTemplateSpace", "TEMPLATE_NAME"]
+__all__ = ["BrainTemplateSpace", "TEMPLATE_NAME", "generate_template_subject_dataset", "template_subject_datalist"]
 
 #: the template of :func:`~monai_ext.data.synthetic.brain.load_mni152_tissues` (nilearn, offline)
 TEMPLATE_NAME = "MNI152 2009a symmetric (nilearn)"
@@ -180,3 +183,72 @@ def _grid(voxel_size: int, margin_mm: float) -> tuple[tuple[int, int, int], np.n
     from monai_ext.data.synthetic.brain import crop_grid, load_mni152_tissues
 
     return crop_grid(_afids()[1]["groundtruth"], load_mni152_tissues(voxel_size), margin_mm)
+
+
+def generate_template_subject_dataset(out_dir: str | os.PathLike, seed: int = 0, num_test: int = 3,
+                                      voxel_size: int = 1) -> Path:
+    """Write MNI152 brains with the template's own T1 intensities, deformed like other subjects: row (a) of the
+    brain model's evaluation (``brain_evaluate.json``).
+
+    The bundle's AFIDs test instances (:func:`~monai_ext.apps.aneurysm.afids.generate_afids_mni152_dataset`) are
+    nearly affine copies of the template, which an affine alignment undoes almost entirely, so the trivial baseline
+    (each fiducial at its template position mapped through the alignment) is nearly exact on them. These brains keep
+    the template's intensities (no contrast change, no artefact, skull-stripped) but get, besides a pose of +-8 deg,
+    +-8 % and +-4 mm, the generator's subject-like elastic field (3 mm per component smoothed over 20 mm: about 4 mm
+    of non-affine displacement at the fiducials, the baseline error measured on a real brain of another subject in
+    issue 16), with the fiducials and the four AFIDs raters moved along. Seeds ``1_000_003 * seed + 400_000 + i``
+    (disjoint from :func:`~monai_ext.data.synthetic.brain.generate_synthetic_brain_dataset` and from
+    ``brain.json``'s training seeds).
+
+    Returns:
+        The datalist path; section ``test`` (and ``test_template_t1``) with ``image``, ``landmarks``, ``raters``.
+    """
+    import nibabel as nib
+
+    from monai_ext.data.synthetic.brain import SynthesizeBraind
+
+    out = Path(out_dir)
+    for sub in ("images", "landmarks", "raters"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    space = BrainTemplateSpace(voxel_size=voxel_size)
+    names, sets = space.landmarks
+    raters = sorted(k for k in sets if k != "groundtruth")
+    gen = SynthesizeBraind(template=space.template, landmark_sets=sets, spatial_size=space.spatial_size,
+                           output_affine=space.affine, artefacts=None,
+                           contrast={"contrasts": ("t1",), "exclude": (), "skull_prob": 0.0, "jitter": 0.0,
+                                     "template_mix": (1.0, 1.0), "texture": 0.0},
+                           warp={"rotate_range": np.deg2rad(8.0), "scale_range": 0.08, "translate_range": 4.0})
+    items = []
+    for i in range(int(num_test)):
+        name = f"template_t1_{i:03d}"
+        sample = gen.synthesize(1_000_003 * int(seed) + 400_000 + i)
+        nib.save(nib.Nifti1Image(np.asarray(sample["image"][0], np.float32), space.affine),
+                 out / "images" / f"{name}.nii.gz")
+        labels = np.asarray(sample["landmark_labels"])
+        write_points_json(PointSet(list(names), labels, sample["landmarks"], "RAS", "mm", name),
+                          out / "landmarks" / f"{name}.json")
+        files = []
+        for r, pts in zip(raters, sample["raters"], strict=True):
+            ok = np.isfinite(pts).all(1)
+            write_points_json(PointSet([n for n, k in zip(names, ok, strict=True) if k], labels[ok], pts[ok], "RAS",
+                                       "mm", f"{name} {r}"), out / "raters" / f"{name}_{r}.json")
+            files.append(f"raters/{name}_{r}.json")
+        items.append({"image": f"images/{name}.nii.gz", "landmarks": f"landmarks/{name}.json", "raters": files})
+    datalist = {"name": "mni152_template_t1_subject_deformations",
+                "description": "MNI152 (nilearn) with its own T1 intensities, subject-like deformations, AFIDs "
+                "fiducials and raters (CC-BY-4.0, Lau et al. 2019, Taha et al. 2023) moved with the image.",
+                "landmark_names": list(names), "test": items, "test_template_t1": items}
+    path = out / "dataset.json"
+    path.write_text(json.dumps(datalist, indent=1))
+    return path
+
+
+def template_subject_datalist(output_dir: str | os.PathLike, seed: int = 0, num_test: int = 3,
+                              voxel_size: int = 1) -> Path:
+    """:func:`generate_template_subject_dataset` under ``<output_dir>/template_t1_data``, written once
+    (:func:`~monai_ext.data.resolve_datalist`)."""
+    from monai_ext.data import resolve_datalist
+
+    return resolve_datalist(None, output_dir, generate_template_subject_dataset,
+                            {"seed": int(seed), "num_test": int(num_test), "voxel_size": int(voxel_size)},
+                            folder_name="template_t1_data")

@@ -39,6 +39,7 @@ __all__ = [
     "CONFIDENCE_THRESHOLD",
     "IMAGE_EXTENSIONS",
     "inference_items",
+    "model_input_error",
     "resolve_inference_datalist",
     "AneurysmInference",
     "FeatureDistributionCheck",
@@ -397,6 +398,19 @@ def _is_image(path: Path) -> bool:
     return path.is_file() and any(name.endswith(ext) for ext in IMAGE_EXTENSIONS)
 
 
+def model_input_error(error: BaseException | None) -> Exception | None:
+    """The :class:`~monai_ext.apps.aneurysm.transforms.ModelInputError` behind ``error`` (MONAI wraps a
+    transform's error in a ``RuntimeError``), or ``None``."""
+    from .transforms import ModelInputError
+
+    seen = 0
+    while error is not None and seen < 20:
+        if isinstance(error, ModelInputError):
+            return error
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return None
+
+
 def inference_items(image: str | os.PathLike | None = None, datalist: str | os.PathLike | None = None,
                     section: str = "test", points_key: str | None = "candidates") -> list[dict[str, Any]]:
     """The items ``inference.json`` runs on: one image, every image of a folder, or a datalist section.
@@ -605,7 +619,13 @@ class AneurysmInference:
         ``{"data" (the preprocessed dictionary), "output" ((L, 4) search-grid voxels and probability; localise),
         "grid_affine", "template_to_image" (or ``None``)}`` for evaluations."""
         self.prepare()
-        d = self.preprocessing(dict(item))
+        try:
+            d = self.preprocessing(dict(item))
+        except Exception as e:  # MONAI's Compose wraps a transform's error in a RuntimeError
+            cause = model_input_error(e)
+            if cause is None or self.inferer.mode != "localise":
+                raise
+            return self._unusable(item, cause), {"data": None, "grid_affine": None, "template_to_image": None}
         image = d["image"]
         affine = np.asarray(image.affine if isinstance(image, MetaTensor) else np.eye(4), dtype=np.float64)
         shape = tuple(image.shape[1:])
@@ -662,6 +682,17 @@ class AneurysmInference:
         details.update(output=out, template_to_image=matrix, low_confidence=low)
         return content, details
 
+    def _unusable(self, item: dict[str, Any], error: Exception) -> dict[str, Any]:
+        """The output for an image the model's preprocessing cannot take: no point, judged out of distribution."""
+        stem = Path(str(item["image"])).name.split(".")[0]
+        reason = f"the model's preprocessing cannot take this image ({error})"
+        logger.warning("%s: %s; no landmark is returned.", stem, reason)
+        verdict = {"flagged": True, "low_confidence_fraction": 1.0, "max_low_fraction": self.max_low_fraction,
+                   "reasons": [reason], "feature_check": None}
+        return {"image": str(item["image"]), "coordinate_system": "RAS", "units": "mm",
+                "confidence_threshold": self.confidence_threshold, "num_low_confidence": 0, "landmarks": [],
+                "out_of_distribution": verdict, "model": self._model_info()}
+
     def run(self) -> list[Path]:
         """Process every item; returns the written files (and prints where they are)."""
         self.prepare()
@@ -670,8 +701,7 @@ class AneurysmInference:
         for item in self.dataset:
             content, _ = self.process(item)
             stem = Path(str(item["image"])).name.split(".")[0]
-            if self.inferer.mode == "localise":
-                assert self.priors is not None
+            if self.inferer.mode == "localise" and content["landmarks"]:
                 pts = PointSet([p["name"] for p in content["landmarks"]], [p["label"] for p in content["landmarks"]],
                                [p["position"] for p in content["landmarks"]], "RAS", "mm", stem)
                 write_points_fcsv(pts, self.output_dir / f"{stem}_{self.inferer.mode}.fcsv",

@@ -344,7 +344,9 @@ class LandmarkEvaluation:
     - ``top1``: fiducial top-1, the network's class at the true landmark (on the search grid) is that landmark;
     - ``within_2x_rater``: fraction of landmarks found within twice the rater spread;
     - ``mean_probability``, ``low_confidence_fraction`` and ``ood_flagged`` (images the inference judged out of
-      distribution), seconds per image.
+      distribution), seconds per image;
+    - ``unprocessed``: images the model's preprocessing could not take (e.g. an alignment that failed), reported
+      out of distribution by the inference and left out of the errors above (so a row reads "n of N images").
 
     A row with ``"expect": "out_of_distribution"`` (e.g. the brain model on the synthetic vessel volumes) only
     counts the verdicts: such images should all be flagged. Writes ``<output_dir>/localisation_by_row.{csv,md}``,
@@ -374,6 +376,7 @@ class LandmarkEvaluation:
             missing = [k for k in ("name", "datalist", "section") if not r.get(k)]
             if missing:
                 raise ValueError(f"evaluation row {r} lacks {missing}.")
+            r["datalist"] = str(r["datalist"])
             if r.setdefault("expect", "landmarks") not in self._EXPECT:
                 raise ValueError(f"row '{r['name']}': expect must be one of {self._EXPECT}, got {r['expect']!r}.")
         self.raters_key, self.max_cases, self.info = raters_key, max_cases, dict(info or {})
@@ -431,13 +434,19 @@ class LandmarkEvaluation:
         if not items:
             raise ValueError(f"row '{spec['name']}': section '{spec['section']}' of '{spec['datalist']}' is empty.")
         err, base, spread, top1, probs, flagged, seconds = [], [], [], [], [], [], []
+        unprocessed: list[str] = []
         for item in items:
             t0 = time.perf_counter()
             content, details = inf.process({"image": item["image"]})
             seconds.append(time.perf_counter() - t0)
             flagged.append(bool(content["out_of_distribution"]["flagged"]))
-            probs.append([p["probability"] for p in content["landmarks"]])
+            probs.extend(p["probability"] for p in content["landmarks"])
             if spec["expect"] != "landmarks":
+                continue
+            if details["data"] is None:  # the model's preprocessing could not take it: counted, not scored
+                unprocessed.append(Path(item["image"]).name)
+                logger.warning("row '%s': %s not scored (%s)", spec["name"], item["image"],
+                               content["out_of_distribution"]["reasons"][0])
                 continue
             found = np.array([p["position"] for p in content["landmarks"]])
             truth, raters = self._truth(item, names, labels)
@@ -449,16 +458,18 @@ class LandmarkEvaluation:
                 spread.append(np.nanmean(np.linalg.norm(raters - np.nanmean(raters, 0), axis=-1), 0))
             top1.append(self._top1(details, truth, labels))
         p = np.asarray(probs, dtype=np.float64)
-        row: dict[str, Any] = {"row": spec["name"], "section": spec["section"], "images": len(items)}
-        if spec["expect"] == "landmarks":
+        row: dict[str, Any] = {"row": spec["name"], "section": spec["section"], "images": len(items),
+                               "unprocessed": len(unprocessed)}
+        if spec["expect"] == "landmarks" and err:
             e, s = np.asarray(err), np.asarray(spread) if spread else np.full_like(np.asarray(err), np.nan)
             row.update(model_mm=float(np.nanmean(e)), model_median_mm=float(np.nanmedian(e)),
                        baseline_mm=float(np.nanmean(base)), inter_rater_mm=float(np.nanmean(s)),
                        model_over_rater=float(np.nanmean(e) / np.nanmean(s)) if spread else float("nan"),
                        top1=float(np.nanmean(top1)),
                        within_2x_rater=float(np.nanmean(e <= 2 * s)) if spread else float("nan"))
-        row.update(mean_probability=float(p.mean()), low_confidence_fraction=float(
-            (p < inf.confidence_threshold).mean()), ood_flagged=int(sum(flagged)),
+        row.update(mean_probability=float(p.mean()) if p.size else float("nan"),
+                   low_confidence_fraction=float((p < inf.confidence_threshold).mean()) if p.size else float("nan"),
+                   ood_flagged=int(sum(flagged)),
             seconds_per_image=float(np.mean(seconds)))
         return row, [np.asarray(err), np.asarray(base)] if err else []
 
@@ -474,9 +485,9 @@ class LandmarkEvaluation:
             if arrays:
                 per_landmark[spec["name"]] = arrays
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        columns = ["row", "section", "images", "model_mm", "model_median_mm", "baseline_mm", "inter_rater_mm",
-                   "model_over_rater", "top1", "within_2x_rater", "mean_probability", "low_confidence_fraction",
-                   "ood_flagged", "seconds_per_image"]
+        columns = ["row", "section", "images", "unprocessed", "model_mm", "model_median_mm", "baseline_mm",
+                   "inter_rater_mm", "model_over_rater", "top1", "within_2x_rater", "mean_probability",
+                   "low_confidence_fraction", "ood_flagged", "seconds_per_image"]
         full = [{c: r.get(c, float("nan")) for c in columns} for r in table]
         save_results_table(full, self.output_dir / "localisation_by_row", columns=columns, precision=3,
                            title="Landmark localisation per test set (model vs trivial baseline vs inter-rater, mm)")

@@ -28,6 +28,7 @@ from monai.transforms import MapTransform, Randomizable
 from .data import load_case, sample_case_patches
 
 __all__ = [
+    "ModelInputError",
     "AlignToModelTemplated",
     "LandmarkPatchesd",
     "LandmarkVoxelsd",
@@ -237,6 +238,12 @@ class LoadLandmarkImaged(MapTransform):
         return d
 
 
+class ModelInputError(ValueError):
+    """The image cannot be brought into the model's space or intensity range (e.g. after alignment to the brain
+    template it is constant inside the template's brain mask: not a brain). Inference reports such an image as out
+    of distribution instead of failing (:class:`~monai_ext.apps.aneurysm.AneurysmInference`)."""
+
+
 class AlignToModelTemplated(MapTransform):
     """Align the image to the template a model was trained in, as its ``model_meta.json`` describes it.
 
@@ -258,7 +265,8 @@ class AlignToModelTemplated(MapTransform):
         registration: :func:`~monai_ext.transforms.register_affine` settings (``None``: its defaults).
 
     Raises:
-        ValueError: for a template description that does not rebuild (:meth:`BrainTemplateSpace.from_dict`).
+        ValueError: for a template description that does not rebuild (:meth:`BrainTemplateSpace.from_dict`);
+            :class:`ModelInputError` at call time when ITK's registration fails.
     """
 
     def __init__(self, keys: KeysCollection = "image", template: Mapping[str, Any] | Any | None = None,
@@ -286,7 +294,10 @@ class AlignToModelTemplated(MapTransform):
         if self._aligner is None:
             self._aligner = self.space.aligner(self.keys, mask_key=self.mask_key, matrix_key=self.matrix_key,
                                                allow_missing_keys=self.allow_missing_keys, **self.registration)
-        d = self._aligner(d)
+        try:
+            d = self._aligner(d)
+        except RuntimeError as e:  # ITK's registration failures (e.g. no overlap with the template at all)
+            raise ModelInputError(f"the alignment to the model's template failed: {e}") from e
         inv = np.linalg.inv(np.asarray(d[self.matrix_key], dtype=np.float64))
         for key in self.points_keys:
             if key in d:
@@ -314,7 +325,8 @@ class ModelIntensityNormalized(MapTransform):
         allow_missing_keys: don't raise for missing keys.
 
     Raises:
-        ValueError: for an unknown ``name`` or missing settings; ``KeyError`` at call time when the mask is missing.
+        ValueError: for an unknown ``name`` or missing settings; ``KeyError`` at call time when the mask is missing;
+            :class:`ModelInputError` when the image is constant inside the mask.
     """
 
     _SETTINGS = {"percentile": ("lower", "upper"), "masked_percentile": ("lower", "upper", "erode_mm")}
@@ -349,7 +361,11 @@ class ModelIntensityNormalized(MapTransform):
                 if self.mask_key not in d:
                     raise KeyError(f"masked_percentile normalisation reads the brain mask '{self.mask_key}', which "
                                    f"the data lack (keys {sorted(map(str, d))}); align the image first.")
-                out = self.masked(img, d[self.mask_key])
+                try:
+                    out = self.masked(img, d[self.mask_key])
+                except ValueError as e:
+                    raise ModelInputError(f"cannot normalise the image inside the brain mask: {e} The image does "
+                                          "not look like a brain after the alignment to the template.") from e
             else:
                 plain = img.as_tensor() if isinstance(img, MetaTensor) else img
                 out = normalize_intensity(plain, self.spec["lower"], self.spec["upper"])

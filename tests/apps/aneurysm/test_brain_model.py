@@ -1,0 +1,302 @@
+"""The brain landmark model's components (brain.json / inference.json): the rolling cache of brains, the
+model-described transforms, the template space, model_meta.json and the inference items."""
+
+from __future__ import annotations
+
+import json
+import logging
+from types import SimpleNamespace
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+from monai.transforms import Compose, MapTransform, RandomizableTransform
+
+from monai_ext.apps.aneurysm import (
+    BrainTemplateSpace,
+    FeatureDistributionCheck,
+    LandmarkVoxelsd,
+    LoadLandmarkImaged,
+    ModelInputError,
+    ModelIntensityNormalized,
+    ModelMetaWriter,
+    PointSet,
+    RollingCacheDataset,
+    default_model_meta,
+    inference_items,
+    meta_priors,
+    normalize_intensity,
+    read_model_meta,
+    write_points_json,
+)
+from monai_ext.apps.aneurysm.transforms import AlignToModelTemplated
+from monai_ext.networks.nets import MiniVGG
+from monai_ext.transforms import MaskedPercentileNormalize
+
+
+class _Count(MapTransform):
+    """Deterministic: records each call, adds ``x * 10``."""
+
+    def __init__(self) -> None:
+        super().__init__("x")
+        self.calls: list[int] = []
+
+    def __call__(self, d):
+        self.calls.append(d["x"])
+        return {**d, "y": d["x"] * 10}
+
+
+class _Noise(RandomizableTransform, MapTransform):
+    """Random: adds a uniform draw from its own generator."""
+
+    def __init__(self) -> None:
+        RandomizableTransform.__init__(self, prob=1.0)
+        MapTransform.__init__(self, "y")
+
+    def __call__(self, d):
+        return {**d, "z": d["y"] + float(self.R.uniform())}
+
+
+@pytest.mark.parametrize("n, cache_num, replace_num, epoch", [(10, 4, 3, 0), (10, 4, 3, 5), (3, 5, 1, 2), (7, 7, 0, 9)])
+def test_rolling_cache_window(n, cache_num, replace_num, epoch):
+    ds = RollingCacheDataset([{"x": i} for i in range(n)], transform=None, cache_num=cache_num,
+                             replace_num=replace_num, repeats=2)
+    ds.set_epoch(epoch)
+    size = min(cache_num, n)
+    expected = []
+    for i in range(size):  # naive: start at epoch * replace_num, wrap around the data
+        expected.append((epoch * replace_num + i) % n)
+    assert ds.window() == expected and len(ds) == 2 * size
+    assert [ds[i]["x"] for i in range(len(ds))] == expected * 2
+
+
+def test_rolling_cache_prepares_each_item_once_and_randomises_every_access():
+    count, noise = _Count(), _Noise()
+    ds = RollingCacheDataset([{"x": i} for i in range(6)], transform=Compose([count, noise]), cache_num=3,
+                             replace_num=2, repeats=2)
+    noise.set_random_state(0)
+    ds.set_epoch(0)
+    first = [ds[i]["z"] for i in range(len(ds))]
+    assert count.calls == [0, 1, 2]  # deterministic prefix once per cached item, in set_epoch
+    assert first[0] != first[3] and [round(z) // 10 for z in first] == [0, 1, 2, 0, 1, 2]  # new draw per visit
+    ds.set_epoch(1)  # items 2, 3, 4: item 2 stays cached, 3 and 4 are prepared
+    assert count.calls == [0, 1, 2, 3, 4] and ds.window() == [2, 3, 4]
+    # a dataset moved straight to epoch 1 (a resumed run) with the same seed gives the same samples
+    noise.set_random_state(7)
+    a = [ds[i]["z"] for i in range(len(ds))]
+    fresh = RollingCacheDataset([{"x": i} for i in range(6)], transform=Compose([_Count(), noise]), cache_num=3,
+                                replace_num=2, repeats=2)
+    fresh.set_epoch(1)
+    noise.set_random_state(7)
+    assert [fresh[i]["z"] for i in range(len(fresh))] == a
+
+
+@pytest.mark.parametrize("kwargs, match", [({"data": []}, "at least one item"),
+                                           ({"cache_num": 0}, "cache_num >= 1"), ({"repeats": 0}, "repeats >= 1")])
+def test_rolling_cache_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        RollingCacheDataset(**{"data": [{"x": 0}], "transform": None, **kwargs})
+
+
+def test_landmark_voxels_against_naive_inverse():
+    affine = np.array([[0.0, -2.0, 0.0, 30.0], [1.5, 0.0, 0.0, -10.0], [0.0, 0.0, 1.0, 5.0], [0, 0, 0, 1.0]])
+    image = MetaTensor(torch.zeros(1, 10, 12, 8), affine=torch.as_tensor(affine))
+    world = np.array([[20.0, -4.0, 7.0], [14.0, 2.0, 9.5], [500.0, 0.0, 0.0]])
+    out = LandmarkVoxelsd()({"image": image, "landmarks": world, "landmark_labels": np.array([3, 5, 8])})
+    naive = np.array([np.linalg.solve(affine, [*p, 1.0])[:3] for p in world])
+    inside = np.all((naive >= 0) & (naive <= np.array([9, 11, 7])), axis=1)
+    assert inside.tolist() == [True, True, False]
+    np.testing.assert_allclose(out["points"], naive[inside])
+    assert out["point_labels"].tolist() == [3, 5] and out["landmarks_outside"].tolist() == [8]
+    np.testing.assert_allclose(out["spacing"], [1.5, 2.0, 1.0])
+
+
+def test_model_intensity_normalisation_matches_its_description():
+    rng = np.random.default_rng(0)
+    img = MetaTensor(torch.as_tensor(rng.gamma(2.0, 50.0, size=(1, 20, 20, 20)).astype(np.float32)),
+                     meta={"filename_or_obj": "x.nii"})
+    mask = np.zeros((1, 20, 20, 20), np.uint8)
+    mask[0, 4:16, 4:16, 4:16] = 1
+    pct = ModelIntensityNormalized("image", {"name": "percentile", "lower": 1.0, "upper": 99.9})({"image": img})
+    np.testing.assert_allclose(pct["image"].numpy(), normalize_intensity(img.as_tensor(), 1.0, 99.9).numpy())
+    assert pct["image"].meta["filename_or_obj"] == "x.nii"
+    spec = {"name": "masked_percentile", "lower": 2.0, "upper": 98.0, "erode_mm": 1.0, "min_voxels": 10}
+    got = ModelIntensityNormalized("image", spec)({"image": img, "brain_mask": mask})["image"]
+    ref = MaskedPercentileNormalize(2.0, 98.0, erode_mm=1.0, min_voxels=10)(img, mask)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(ref))
+    with pytest.raises(ValueError, match="normalization name must be one of"):
+        ModelIntensityNormalized("image", {"name": "zscore"})
+    with pytest.raises(ValueError, match=r"needs \['erode_mm'\]"):
+        ModelIntensityNormalized("image", {"name": "masked_percentile", "lower": 2.0, "upper": 98.0})
+    with pytest.raises(KeyError, match="brain mask 'brain_mask'"):
+        ModelIntensityNormalized("image", spec)({"image": img})
+    with pytest.raises(ModelInputError, match="does not look like a brain"):  # constant inside the mask
+        ModelIntensityNormalized("image", spec)({"image": img * 0, "brain_mask": mask})
+
+
+def test_align_to_model_template_without_template_passes_through():
+    d = {"image": MetaTensor(torch.rand(1, 5, 5, 5)), "landmarks": np.ones((2, 3))}
+    out = AlignToModelTemplated("image", template=None, points_keys="landmarks")(d)
+    assert out["image"] is d["image"] and out["landmarks"] is d["landmarks"] and "template_to_image" not in out
+
+
+def test_brain_template_space_round_trip_and_errors():
+    space = BrainTemplateSpace(voxel_size=4, registration_voxel_size=4)
+    spec = space.to_dict()
+    assert spec["spatial_size"] == [31, 43, 28] and json.loads(json.dumps(spec)) == spec
+    again = BrainTemplateSpace.from_dict(spec)
+    np.testing.assert_allclose(again.affine, space.affine)
+    priors = space.priors()
+    names, sets = space.landmarks
+    assert priors.names == names and priors.labels.tolist() == list(range(1, 33))
+    np.testing.assert_allclose(priors.positions, sets["groundtruth"])
+    assert space.crop_mask().shape == (1, 31, 43, 28) and int(space.crop_mask().sum()) > 1000
+    with pytest.raises(ValueError, match="does not match the grid"):
+        BrainTemplateSpace.from_dict({**spec, "spatial_size": [30, 43, 28]}, source="m.json")
+    with pytest.raises(ValueError, match=r"lacks \['margin_mm'\]"):
+        BrainTemplateSpace.from_dict({"voxel_size": 4, "registration_voxel_size": 4})
+    with pytest.raises(ValueError, match="voxel_size must be a positive integer"):
+        BrainTemplateSpace(voxel_size=1.5)
+
+
+def _write_case(tmp_path, names):
+    affine = np.array([[-2.0, 0, 0, 20.0], [0, 2.0, 0, -20.0], [0, 0, 2.0, -10.0], [0, 0, 0, 1]])
+    vol = np.random.default_rng(1).random((16, 18, 12)).astype(np.float32)
+    nib.save(nib.Nifti1Image(vol, affine), tmp_path / "brain.nii.gz")
+    world = np.array([[10.0, -4.0, 2.0], [6.0, 0.0, 4.0]])
+    write_points_json(PointSet([names[2], names[0]], [9, 9], world), tmp_path / "pts.json")  # labels from names
+    return affine, vol, world
+
+
+def test_load_landmark_image_keeps_intensities_and_world_landmarks(tmp_path):
+    names = ["AC", "PC", "ICS"]
+    affine, vol, world = _write_case(tmp_path, names)
+    d = LoadLandmarkImaged(names)({"image": str(tmp_path / "brain.nii.gz"), "landmarks": str(tmp_path / "pts.json")})
+    np.testing.assert_allclose(d["image"][0].numpy(), vol)
+    np.testing.assert_allclose(d["image"].affine.numpy(), affine)
+    assert d["image"].meta["filename_or_obj"].endswith("brain.nii.gz")
+    np.testing.assert_allclose(d["landmarks"], world)
+    assert d["landmark_labels"].tolist() == [3, 1]
+    # a label volume instead of a points file: value k at landmark k, its centroid in world mm
+    lab = np.zeros(vol.shape, np.uint8)
+    lab[3:5, 6, 2] = 2
+    nib.save(nib.Nifti1Image(lab, affine), tmp_path / "label.nii.gz")
+    d = LoadLandmarkImaged(names)({"image": str(tmp_path / "brain.nii.gz"), "label": str(tmp_path / "label.nii.gz")})
+    np.testing.assert_allclose(d["landmarks"], [(affine @ [3.5, 6, 2, 1])[:3]])
+    assert d["landmark_labels"].tolist() == [2]
+    with pytest.raises(ValueError, match=r"landmark name\(s\)"):
+        LoadLandmarkImaged(["X"])({"image": str(tmp_path / "brain.nii.gz"), "landmarks": str(tmp_path / "pts.json")})
+    with pytest.raises(KeyError, match="needs 'landmarks'"):
+        LoadLandmarkImaged(names)({"image": str(tmp_path / "brain.nii.gz")})
+
+
+def test_inference_items(tmp_path):
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4)), tmp_path / "b.nii.gz")
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4)), tmp_path / "a.nii")
+    (tmp_path / "readme.txt").write_text("x")
+    assert inference_items(tmp_path / "b.nii.gz") == [{"image": str(tmp_path / "b.nii.gz")}]
+    assert inference_items(tmp_path) == [{"image": str(tmp_path / "a.nii")}, {"image": str(tmp_path / "b.nii.gz")}]
+    dicom = tmp_path / "series"
+    dicom.mkdir()
+    (dicom / "1.dcm").write_bytes(b"")
+    assert inference_items(dicom) == [{"image": str(dicom)}]  # one DICOM series
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="holds no image file"):
+        inference_items(empty)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        inference_items(tmp_path / "nope.nii.gz")
+    with pytest.raises(ValueError, match="needs --image PATH"):
+        inference_items(None, None)
+    (tmp_path / "dataset.json").write_text(json.dumps({"test": [{"image": "a.nii", "candidates": "readme.txt"}]}))
+    assert inference_items(None, tmp_path / "dataset.json") == [
+        {"image": str(tmp_path / "a.nii"), "points": str(tmp_path / "readme.txt")}]
+
+
+@pytest.mark.parametrize(
+    "content, match",
+    [("{not json", "is not valid JSON"), ("[]", "expected a JSON object"),
+     (json.dumps({"num_classes": 3}), r"missing \['class_names'"),
+     (json.dumps({**default_model_meta(), "class_names": ["a"]}), "1 class_names for num_classes=10"),
+     (json.dumps({**default_model_meta(), "confidence_threshold": 1.5}), r"confidence_threshold must be in \[0, 1\]"),
+     (json.dumps({**default_model_meta(), "num_classes": "10"}), r"wrong types for \['num_classes'\]")],
+)
+def test_read_model_meta_errors_name_the_file(tmp_path, content, match):
+    (tmp_path / "model_meta.json").write_text(content)
+    with pytest.raises(ValueError, match=f"model description '{tmp_path}/model_meta.json'.*{match}"):
+        read_model_meta(tmp_path, missing_ok=True)  # a corrupt file is an error even with missing_ok
+
+
+def test_read_model_meta_missing(tmp_path, caplog):
+    with pytest.raises(FileNotFoundError, match=f"'{tmp_path}/model_meta.json' not found: training writes"):
+        read_model_meta(tmp_path / "model_meta.json")
+    with caplog.at_level(logging.WARNING):
+        assert read_model_meta(tmp_path, missing_ok=True) == default_model_meta()
+    assert "defaults of train.json's synthetic-vessel model" in caplog.text
+
+
+def _engine(net, epochs=3):
+    return SimpleNamespace(state=SimpleNamespace(max_epochs=epochs, epoch=epochs), network=net)
+
+
+def test_model_meta_writer_round_trip_and_feature_check(tmp_path):
+    torch.manual_seed(0)
+    net = MiniVGG(spatial_dims=2, in_channels=3, num_classes=3, channels=(4, 8), hidden_features=8)
+    meta = {**default_model_meta(), "num_classes": 3, "class_names": ["background", "A", "B"],
+            "network": {"name": "MiniVGG", "num_classes": 3, "channels": [4, 8], "hidden_features": 8},
+            "patch": {"patch_size": 8, "extent_mm": None}}
+    priors = PointSet(["A", "B"], [1, 2], [[4.0, 4.0, 4.0], [10.0, 8.0, 6.0]])
+    gen = torch.Generator().manual_seed(0)
+    batches = [{"image": torch.rand(40, 3, 8, 8, generator=gen), "label": torch.arange(40) % 3} for _ in range(3)]
+    held = [{"image": MetaTensor(torch.rand(1, 16, 16, 16, generator=gen))}]
+    writer = ModelMetaWriter(tmp_path / "model_meta.json", meta, priors, feature_data=batches, holdout_data=held)
+    writer.started(_engine(net, 0))
+    first = read_model_meta(tmp_path)
+    assert first["feature_check"] is None and first["training"]["epochs_completed"] == 0
+    assert json.loads((tmp_path / "landmark_priors.json").read_text())["landmarks"][1]["name"] == "B"
+    writer.completed(_engine(net))
+    got = read_model_meta(tmp_path)
+    assert got["training"] == {"max_epochs": 3, "epochs_completed": 3, "complete": True}
+    back = meta_priors(got)
+    assert back.names == ["A", "B"] and got["priors"]["space"] == "image"
+    np.testing.assert_allclose(back.positions, priors.positions)
+    check = FeatureDistributionCheck.load(tmp_path / got["feature_check"])
+    # the class means are those of the features of feature_data's patches
+    with torch.no_grad():
+        feats = torch.cat([net.eval().features(b["image"]) for b in batches]).numpy()
+    labels = np.concatenate([b["label"].numpy() for b in batches])
+    for k in range(3):
+        np.testing.assert_allclose(check.means[k], feats[labels == k].mean(0), rtol=1e-4, atol=1e-5)
+    # too few patches: no check, and the description says why
+    few = ModelMetaWriter(tmp_path / "few" / "model_meta.json", meta, priors,
+                          feature_data=[{"image": torch.rand(4, 3, 8, 8), "label": torch.zeros(4)}])
+    few.completed(_engine(net))
+    got = read_model_meta(tmp_path / "few")
+    assert got["feature_check"] is None and "N >= 10" in got["feature_check_note"]
+    with pytest.raises(ValueError, match="ModelMetaWriter meta: missing"):
+        ModelMetaWriter(tmp_path / "x.json", {"num_classes": 3}, priors)
+
+
+@pytest.mark.slow  # ITK's first import takes 10-20 s
+def test_align_to_model_template_carries_landmarks_into_template_space():
+    """A brain displaced by a known affine (no elastic part): after the alignment its landmarks, carried into
+    template space, are back at the AFIDs ground truth, and the image is on the model's search grid."""
+    from monai_ext.data.synthetic.brain import SynthesizeBraind
+
+    space = BrainTemplateSpace(voxel_size=4, registration_voxel_size=4)
+    names, sets = space.landmarks
+    tpl = space.template
+    sample = SynthesizeBraind(template=tpl, landmark_sets=sets, spatial_size=tpl.shape, output_affine=tpl.affine,
+                              artefacts=None, warp={"elastic_mm": 0.0},
+                              contrast={"contrasts": ("t1",), "exclude": (), "skull_prob": 0.0})({"seed": 3})
+    moved = np.linalg.norm(sample["landmarks"] - sets["groundtruth"], axis=1).mean()
+    align = AlignToModelTemplated("image", space.to_dict(), points_keys="landmarks",
+                                  registration={"shrink_factors": (2, 1), "smoothing_mm": (4.0, 0.0),
+                                                "iterations": (100, 60)})
+    d = align({"image": sample["image"], "landmarks": sample["landmarks"]})
+    err = np.linalg.norm(d["landmarks"] - sets["groundtruth"], axis=1)
+    assert moved > 5.0 and err.mean() < 2.0  # half a voxel of the 4 mm template
+    assert tuple(d["image"].shape[1:]) == space.spatial_size and tuple(d["brain_mask"].shape[1:]) == space.spatial_size
+    np.testing.assert_allclose(d["image"].affine.numpy(), space.affine)
