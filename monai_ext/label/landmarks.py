@@ -3,8 +3,11 @@
 A *landmark bundle* (today ``aneurysm``) has an ``inference.json`` whose ``inferer`` is
 :class:`monai_ext.apps.aneurysm.TriPlanarPointInferer` and whose ``ckpt_path`` / ``priors_path`` name the
 landmark classifier and the search priors its ``train.json`` writes (``models/model.pt``, a bare ``state_dict`` as
-in the model zoo, and ``models/landmark_priors.json``). :class:`LandmarkLocaliser` loads both, localises every
-landmark in a 3D volume exactly as the bundle's own inference does (same preprocessing, same inferer), and
+in the model zoo, and ``models/landmark_priors.json``), next to the model's description ``models/model_meta.json``
+(:mod:`monai_ext.apps.aneurysm.model_meta`: classes, search, normalisation, template, confidence threshold).
+:class:`LandmarkLocaliser` loads them, localises every landmark in a 3D volume exactly as the bundle's own inference
+does (same preprocessing, including the ITK alignment of a brain model to its template, same inferer; every point
+with its probability and low-confidence flag, the image with an out-of-distribution verdict), and
 :func:`render_landmark_spheres` turns the points into something a viewer shows: a label volume on the input's grid
 with a small sphere per landmark whose value is the landmark's class. The bundle's training reads such a volume back
 as landmarks (:class:`monai_ext.apps.aneurysm.LoadLandmarkCased` with a ``label``), so MONAI Label's stock
@@ -94,7 +97,9 @@ def _parser(bundle_dir: Path, ckpt_dir: str | os.PathLike | None) -> Any:
 
 
 def landmark_model_files(bundle_dir: str | os.PathLike, ckpt_dir: str | os.PathLike | None = None) -> list[Path]:
-    """``[checkpoint, priors]`` of a landmark bundle: its ``ckpt_path`` and ``priors_path`` under ``ckpt_dir``.
+    """``[checkpoint, priors, ...]`` of a landmark bundle: its ``ckpt_path`` and ``priors_path`` under ``ckpt_dir``,
+    then, when they exist, the model description (``model_meta_path``, ``model_meta.json``) and the feature check
+    it names (what the app copies into its served copy of the bundle).
 
     Args:
         bundle_dir: the bundle folder.
@@ -102,12 +107,24 @@ def landmark_model_files(bundle_dir: str | os.PathLike, ckpt_dir: str | os.PathL
             writes them).
     """
     parser = _parser(Path(bundle_dir), ckpt_dir)
-    return [Path(parser.get_parsed_content(k)) for k in ("ckpt_path", "priors_path")]
+    files = [Path(parser.get_parsed_content(k)) for k in ("ckpt_path", "priors_path")]
+    if "model_meta_path" in parser.config:
+        meta = Path(parser.get_parsed_content("model_meta_path"))
+        if meta.is_file():
+            files.append(meta)
+            try:
+                check = json.loads(meta.read_text()).get("feature_check")
+            except (ValueError, AttributeError):  # a corrupt description is reported when the model loads
+                check = None
+            if isinstance(check, str) and (meta.parent / check).is_file():
+                files.append(meta.parent / check)
+    return files
 
 
 def missing_landmark_files(bundle_dir: str | os.PathLike, ckpt_dir: str | os.PathLike | None = None) -> list[Path]:
-    """The files of :func:`landmark_model_files` that do not exist (empty when the bundle can be served)."""
-    return [p for p in landmark_model_files(bundle_dir, ckpt_dir) if not p.is_file()]
+    """The checkpoint and priors of :func:`landmark_model_files` that do not exist (empty when the bundle can be
+    served; the model description is optional: older checkpoints have none)."""
+    return [p for p in landmark_model_files(bundle_dir, ckpt_dir)[:2] if not p.is_file()]
 
 
 def render_landmark_spheres(

@@ -333,6 +333,8 @@ def test_localiser_brain_model_aligns_and_reports_confidence(brain_model, tmp_pa
     AneurysmInference with the same description."""
     import logging
 
+    files = [p.name for p in landmark_model_files(ANEURYSM, brain_model["ckpt_dir"])]
+    assert files == ["model.pt", "landmark_priors.json", "model_meta.json"]  # what the app copies when serving
     loc = LandmarkLocaliser(ANEURYSM, brain_model["ckpt_dir"])
     assert loc.meta["num_classes"] == 33 and loc.network.num_classes == 33 and loc.inferer_args["patch_size"] == 8
     image = loc.load_image(brain_model["image"])
