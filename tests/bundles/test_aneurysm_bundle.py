@@ -162,6 +162,26 @@ def test_brain_model_meta_written_by_training(brain):
     assert np.isfinite(check["threshold"]) and len(check["means"]) >= 2
 
 
+def test_brain_trains_on_a_datalist_of_own_brains(brain, tmp_path):
+    """--dataset_dir: the datalist's brains are read, aligned to the template (ITK) and normalised like inference
+    inputs; the priors are their mean aligned fiducial positions (template mm), not the template's own."""
+    from monai_ext.apps.aneurysm import BrainTemplateSpace, RollingCacheDataset, meta_priors, read_model_meta
+
+    out, overrides, _ = brain
+    data = out / "outputs" / "brain_data"
+    wf = run_workflow(NAME, ["train.json", "brain.json"], "train", **{
+        **overrides, "dataset_dir": str(data), "output_dir": str(tmp_path / "outputs"),
+        "ckpt_dir": str(tmp_path / "models")})
+    dataset = wf.trainer.data_loader.dataset
+    assert isinstance(dataset, RollingCacheDataset) and dataset.data[0]["image"].endswith("train_000.nii.gz")
+    meta = read_model_meta(tmp_path / "models")
+    assert meta["datalist"] == str(data / "dataset.json") and meta["priors"]["space"] == "template"
+    truth = BrainTemplateSpace(4, 4).priors().positions
+    priors = meta_priors(meta).positions
+    shift = np.linalg.norm(priors - truth, axis=1)
+    assert shift.max() > 0.1 and shift.mean() < 12.0  # one aligned brain: near, but not at, the template's fiducials
+
+
 def _brain_image(out, section="test_displaced"):
     items = json.loads((out / "outputs" / "brain_data" / "dataset.json").read_text())[section]
     return out / "outputs" / "brain_data" / items[0]["image"], out / "outputs" / "brain_data" / items[0]["landmarks"]
@@ -281,8 +301,9 @@ def test_brain_evaluate_writes_the_evidence_table(brain, tmp_path):
                  afids_test_instances=1, **{"vessel_datalist#num_cases": 4, "vessel_datalist#volume_size": 32})
     with open(tmp_path / "brain_evaluation" / "localisation_by_row.csv") as f:
         rows = list(csv.DictReader(f))
-    assert [r["section"] for r in rows] == ["test", "test", "test_t1", "test_t2", "test_pd", "test_t1_skull",
-                                            "test_displaced", "test"]
+    assert [r["section"] for r in rows] == ["test", "test_template_t1", "test_t2", "test_pd", "test_t1_whole",
+                                            "test_t1_skull_whole", "test_t1", "test_t1_skull", "test_displaced",
+                                            "test"]
     for r in rows[:-1]:  # at 4 mm ITK may fail to align a brain: reported as unprocessed (and OOD), not scored
         assert r["images"] == "1" and r["unprocessed"] in ("0", "1")
         if r["unprocessed"] == "0":
@@ -290,7 +311,7 @@ def test_brain_evaluate_writes_the_evidence_table(brain, tmp_path):
             assert 0 <= float(r["top1"]) <= 1
         else:
             assert r["model_mm"] == "nan" and r["ood_flagged"] == "1"
-    assert sum(r["unprocessed"] == "0" for r in rows[:-1]) >= 4
+    assert sum(r["unprocessed"] == "0" for r in rows[:-1]) >= 5
     assert rows[-1]["model_mm"] == "nan" and int(rows[-1]["ood_flagged"]) <= int(rows[-1]["images"])
     record = json.loads((tmp_path / "brain_evaluation" / "results.json").read_text())
     assert record["provenance"]["cpu"] and record["info"]["model"]["template"].startswith("MNI152")

@@ -33,7 +33,7 @@ from monai.data import MetaTensor
 
 from .landmarks import PointSet, write_points_json
 
-__all__ = ["BrainTemplateSpace", "TEMPLATE_NAME", "generate_template_subject_dataset", "template_subject_datalist"]
+__all__ = ["BrainTemplateSpace", "TEMPLATE_NAME", "brain_test_datalist", "generate_brain_test_dataset"]
 
 #: the template of :func:`~monai_ext.data.synthetic.brain.load_mni152_tissues` (nilearn, offline)
 TEMPLATE_NAME = "MNI152 2009a symmetric (nilearn)"
@@ -185,23 +185,26 @@ def _grid(voxel_size: int, margin_mm: float) -> tuple[tuple[int, int, int], np.n
     return crop_grid(_afids()[1]["groundtruth"], load_mni152_tissues(voxel_size), margin_mm)
 
 
-def generate_template_subject_dataset(out_dir: str | os.PathLike, seed: int = 0, num_test: int = 3,
-                                      voxel_size: int = 1) -> Path:
-    """Write MNI152 brains with the template's own T1 intensities, deformed like other subjects: row (a) of the
-    brain model's evaluation (``brain_evaluate.json``).
+def generate_brain_test_dataset(out_dir: str | os.PathLike, seed: int = 0, num_test: int = 3,
+                                voxel_size: int = 1) -> Path:
+    """Write the brain model's extra test sets (``brain_evaluate.json``), besides those of
+    :func:`~monai_ext.data.synthetic.brain.generate_synthetic_brain_dataset`.
 
-    The bundle's AFIDs test instances (:func:`~monai_ext.apps.aneurysm.afids.generate_afids_mni152_dataset`) are
-    nearly affine copies of the template, which an affine alignment undoes almost entirely, so the trivial baseline
-    (each fiducial at its template position mapped through the alignment) is nearly exact on them. These brains keep
-    the template's intensities (no contrast change, no artefact, skull-stripped) but get, besides a pose of +-8 deg,
-    +-8 % and +-4 mm, the generator's subject-like elastic field (3 mm per component smoothed over 20 mm: about 4 mm
-    of non-affine displacement at the fiducials, the baseline error measured on a real brain of another subject in
-    issue 16), with the fiducials and the four AFIDs raters moved along. Seeds ``1_000_003 * seed + 400_000 + i``
-    (disjoint from :func:`~monai_ext.data.synthetic.brain.generate_synthetic_brain_dataset` and from
-    ``brain.json``'s training seeds).
+    - ``test_template_t1``: the MNI152 template with its own T1 intensities (no contrast change, no artefact,
+      skull-stripped), posed within +-8 deg, +-8 % and +-4 mm and deformed by the generator's subject-like elastic
+      field (3 mm per component smoothed over 20 mm: about 4 mm of non-affine displacement at the fiducials, the
+      baseline error measured on a real brain of another subject in issue 16). The bundle's AFIDs test instances
+      (:func:`~monai_ext.apps.aneurysm.afids.generate_afids_mni152_dataset`) are nearly affine copies of the template,
+      which an affine alignment undoes almost entirely, so the trivial baseline is nearly exact on them.
+    - ``test_t1_whole`` / ``test_t1_skull_whole``: synthetic T1 brains (default pose and shape) on the template's
+      whole-head grid, skull-stripped and the same brains with skull and scalp: a scan's usual field of view. (The
+      generator's ``test_t1_skull`` is cut to the fiducials' box, which leaves a truncated head.)
+
+    The fiducials and the four AFIDs raters are moved with each image. Seeds ``1_000_003 * seed + 400_000 + i`` and
+    ``+ 500_000 + i`` (disjoint from the generator's and from ``brain.json``'s training seeds).
 
     Returns:
-        The datalist path; section ``test`` (and ``test_template_t1``) with ``image``, ``landmarks``, ``raters``.
+        The datalist path (items ``image``, ``landmarks``, ``raters``; ``test`` is ``test_template_t1``).
     """
     import nibabel as nib
 
@@ -213,42 +216,55 @@ def generate_template_subject_dataset(out_dir: str | os.PathLike, seed: int = 0,
     space = BrainTemplateSpace(voxel_size=voxel_size)
     names, sets = space.landmarks
     raters = sorted(k for k in sets if k != "groundtruth")
-    gen = SynthesizeBraind(template=space.template, landmark_sets=sets, spatial_size=space.spatial_size,
-                           output_affine=space.affine, artefacts=None,
-                           contrast={"contrasts": ("t1",), "exclude": (), "skull_prob": 0.0, "jitter": 0.0,
-                                     "template_mix": (1.0, 1.0), "texture": 0.0},
-                           warp={"rotate_range": np.deg2rad(8.0), "scale_range": 0.08, "translate_range": 4.0})
-    items = []
-    for i in range(int(num_test)):
-        name = f"template_t1_{i:03d}"
-        sample = gen.synthesize(1_000_003 * int(seed) + 400_000 + i)
-        nib.save(nib.Nifti1Image(np.asarray(sample["image"][0], np.float32), space.affine),
-                 out / "images" / f"{name}.nii.gz")
-        labels = np.asarray(sample["landmark_labels"])
-        write_points_json(PointSet(list(names), labels, sample["landmarks"], "RAS", "mm", name),
-                          out / "landmarks" / f"{name}.json")
-        files = []
-        for r, pts in zip(raters, sample["raters"], strict=True):
-            ok = np.isfinite(pts).all(1)
-            write_points_json(PointSet([n for n, k in zip(names, ok, strict=True) if k], labels[ok], pts[ok], "RAS",
-                                       "mm", f"{name} {r}"), out / "raters" / f"{name}_{r}.json")
-            files.append(f"raters/{name}_{r}.json")
-        items.append({"image": f"images/{name}.nii.gz", "landmarks": f"landmarks/{name}.json", "raters": files})
-    datalist = {"name": "mni152_template_t1_subject_deformations",
-                "description": "MNI152 (nilearn) with its own T1 intensities, subject-like deformations, AFIDs "
-                "fiducials and raters (CC-BY-4.0, Lau et al. 2019, Taha et al. 2023) moved with the image.",
-                "landmark_names": list(names), "test": items, "test_template_t1": items}
+    tpl = space.template
+    whole = {"spatial_size": tpl.shape, "output_affine": tpl.affine}
+    crop = {"spatial_size": space.spatial_size, "output_affine": space.affine}
+    t1 = {"contrasts": ("t1",), "exclude": ()}
+    specs = {
+        "test_template_t1": (400_000, crop, {**t1, "skull_prob": 0.0, "jitter": 0.0, "template_mix": (1.0, 1.0),
+                                             "texture": 0.0}, None,
+                             {"rotate_range": np.deg2rad(8.0), "scale_range": 0.08, "translate_range": 4.0}),
+        "test_t1_whole": (500_000, whole, {**t1, "skull_prob": 0.0}, "default", None),
+        "test_t1_skull_whole": (500_000, whole, {**t1, "skull_prob": 1.0}, "default", None),
+    }
+    sections: dict[str, list[dict[str, Any]]] = {}
+    for section, (offset, grid, contrast, artefacts, warp) in specs.items():
+        gen = SynthesizeBraind(template=tpl, landmark_sets=sets, contrast=contrast, artefacts=artefacts, warp=warp,
+                               **grid)
+        items = []
+        for i in range(int(num_test)):
+            name = f"{section}_{i:03d}"
+            sample = gen.synthesize(1_000_003 * int(seed) + offset + i)
+            affine = np.asarray(sample["image"].affine, np.float64)
+            nib.save(nib.Nifti1Image(np.asarray(sample["image"][0], np.float32), affine),
+                     out / "images" / f"{name}.nii.gz")
+            labels = np.asarray(sample["landmark_labels"])
+            write_points_json(PointSet(list(names), labels, sample["landmarks"], "RAS", "mm", name),
+                              out / "landmarks" / f"{name}.json")
+            files = []
+            for r, pts in zip(raters, sample["raters"], strict=True):
+                ok = np.isfinite(pts).all(1)
+                write_points_json(PointSet([n for n, k in zip(names, ok, strict=True) if k], labels[ok], pts[ok],
+                                           "RAS", "mm", f"{name} {r}"), out / "raters" / f"{name}_{r}.json")
+                files.append(f"raters/{name}_{r}.json")
+            items.append({"image": f"images/{name}.nii.gz", "landmarks": f"landmarks/{name}.json", "raters": files,
+                          "skull": bool(sample["skull"]), "contrast": sample["contrast"]})
+        sections[section] = items
+    datalist = {"name": "brain_model_extra_test_sets",
+                "description": "MNI152 (nilearn) with its own T1 intensities under subject-like deformations, and "
+                "synthetic T1 brains on the whole-head grid with and without skull; AFIDs fiducials and raters "
+                "(CC-BY-4.0, Lau et al. 2019, Taha et al. 2023) moved with the image.",
+                "landmark_names": list(names), **sections, "test": sections["test_template_t1"]}
     path = out / "dataset.json"
     path.write_text(json.dumps(datalist, indent=1))
     return path
 
 
-def template_subject_datalist(output_dir: str | os.PathLike, seed: int = 0, num_test: int = 3,
-                              voxel_size: int = 1) -> Path:
-    """:func:`generate_template_subject_dataset` under ``<output_dir>/template_t1_data``, written once
+def brain_test_datalist(output_dir: str | os.PathLike, seed: int = 0, num_test: int = 3, voxel_size: int = 1) -> Path:
+    """:func:`generate_brain_test_dataset` under ``<output_dir>/brain_test_data``, written once
     (:func:`~monai_ext.data.resolve_datalist`)."""
     from monai_ext.data import resolve_datalist
 
-    return resolve_datalist(None, output_dir, generate_template_subject_dataset,
+    return resolve_datalist(None, output_dir, generate_brain_test_dataset,
                             {"seed": int(seed), "num_test": int(num_test), "voxel_size": int(voxel_size)},
-                            folder_name="template_t1_data")
+                            folder_name="brain_test_data")
