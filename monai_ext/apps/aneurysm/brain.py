@@ -199,6 +199,9 @@ def generate_brain_test_dataset(out_dir: str | os.PathLike, seed: int = 0, num_t
     - ``test_t1_whole`` / ``test_t1_skull_whole``: synthetic T1 brains (default pose and shape) on the template's
       whole-head grid, skull-stripped and the same brains with skull and scalp: a scan's usual field of view. (The
       generator's ``test_t1_skull`` is cut to the fiducials' box, which leaves a truncated head.)
+    - ``test_t2_whole`` / ``test_pd_whole``: the same brains in the held-out T2-like and PD-like contrasts,
+      skull-stripped, whole-head grid (the generator's ``test_t2`` / ``test_pd`` are cut to the fiducials' box,
+      where less of the brain guides the alignment).
 
     The fiducials and the four AFIDs raters are moved with each image. Seeds ``1_000_003 * seed + 400_000 + i`` and
     ``+ 500_000 + i`` (disjoint from the generator's and from ``brain.json``'s training seeds).
@@ -226,6 +229,8 @@ def generate_brain_test_dataset(out_dir: str | os.PathLike, seed: int = 0, num_t
                              {"rotate_range": np.deg2rad(8.0), "scale_range": 0.08, "translate_range": 4.0}),
         "test_t1_whole": (500_000, whole, {**t1, "skull_prob": 0.0}, "default", None),
         "test_t1_skull_whole": (500_000, whole, {**t1, "skull_prob": 1.0}, "default", None),
+        "test_t2_whole": (500_000, whole, {"contrasts": ("t2",), "exclude": (), "skull_prob": 0.0}, "default", None),
+        "test_pd_whole": (500_000, whole, {"contrasts": ("pd",), "exclude": (), "skull_prob": 0.0}, "default", None),
     }
     sections: dict[str, list[dict[str, Any]]] = {}
     for section, (offset, grid, contrast, artefacts, warp) in specs.items():
