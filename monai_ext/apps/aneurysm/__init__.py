@@ -26,12 +26,21 @@ from .inference import (
 )
 from .landmarks import PointSet, points_to_voxels, read_points, write_points_json
 from .natural import NATURAL_IMAGE_NAMES, load_natural_images, sample_natural_patches
-from .study import LocalisationStudy, TransferStudy, ValidationReport, load_weights, replace_head, write_summary
+from .study import (
+    AneurysmSeedStudy,
+    LocalisationStudy,
+    TransferStudy,
+    ValidationReport,
+    load_weights,
+    replace_head,
+    write_summary,
+)
 from .training import fit_classifier, predict
 from .transforms import LandmarkPatchesd, LoadLandmarkCased, RandLandmarkPatchesd
 
 __all__ = [
     "AneurysmInference",
+    "AneurysmSeedStudy",
     "LandmarkPatchesd",
     "LandmarkPriorsWriter",
     "LoadLandmarkCased",

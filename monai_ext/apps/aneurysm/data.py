@@ -387,7 +387,8 @@ def candidate_patches(cases: Sequence[Case], patch_size: int = 32, extent_mm: fl
 
 def resolve_aneurysm_datalist(dataset_dir: str | os.PathLike | None, output_dir: str | os.PathLike,
                               data_source: str = "synthetic", seed: int = 0, num_cases: int = 32,
-                              volume_size: int = 64, afids_instances: Sequence[int] = (8, 2, 4)) -> Path:
+                              volume_size: int = 64, afids_instances: Sequence[int] = (8, 2, 4),
+                              aneurysm_at_landmarks: bool = True) -> Path:
     """The datalist the bundle uses: the user's (``dataset_dir``), or one generated once under ``output_dir``.
 
     Args:
@@ -399,6 +400,8 @@ def resolve_aneurysm_datalist(dataset_dir: str | os.PathLike | None, output_dir:
         num_cases: synthetic cases.
         volume_size: synthetic volume side (voxels).
         afids_instances: deformed MNI152 instances ``(train, validation, test)``.
+        aneurysm_at_landmarks: synthetic data: ``False`` keeps every aneurysm candidate off the landmarks (see
+            :func:`~monai_ext.data.synthetic.aneurysm.synthesize_aneurysm_case`).
 
     Under ``torch.distributed`` rank 0 writes the data while the other ranks wait.
 
@@ -413,8 +416,10 @@ def resolve_aneurysm_datalist(dataset_dir: str | os.PathLike | None, output_dir:
     from .afids import generate_afids_mni152_dataset
 
     if data_source == "synthetic":
-        gen, kwargs, folder = generate_aneurysm_dataset, {"seed": seed, "num_cases": num_cases,
-                                                          "shape": volume_size}, "synthetic_data"
+        kwargs = {"seed": seed, "num_cases": num_cases, "shape": volume_size}
+        if not aneurysm_at_landmarks:  # only then, so that the default data keep their generator signature
+            kwargs["aneurysm_at_landmarks"] = False
+        gen, folder = generate_aneurysm_dataset, "synthetic_data"
     elif data_source == "afids_mni152":
         n_train, n_val, n_test = (int(v) for v in afids_instances)
         gen, kwargs, folder = generate_afids_mni152_dataset, {"seed": seed, "num_train": n_train, "num_val": n_val,
