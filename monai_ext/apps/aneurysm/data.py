@@ -19,6 +19,7 @@ from monai.data import MetaTensor
 from monai.transforms import LoadImage
 
 from monai_ext.data import load_datalist, read_image, validate_image
+from monai_ext.utils import as_bool
 from monai_ext.transforms import RandTriPlanarPatchd, TriPlanarPatch
 
 from .landmarks import points_to_voxels, read_points
@@ -417,7 +418,7 @@ def resolve_aneurysm_datalist(dataset_dir: str | os.PathLike | None, output_dir:
 
     if data_source == "synthetic":
         kwargs = {"seed": seed, "num_cases": num_cases, "shape": volume_size}
-        if not aneurysm_at_landmarks:  # only then, so that the default data keep their generator signature
+        if not as_bool(aneurysm_at_landmarks, "aneurysm_at_landmarks"):  # only then, so that the default data keep their generator signature
             kwargs["aneurysm_at_landmarks"] = False
         gen, folder = generate_aneurysm_dataset, "synthetic_data"
     elif data_source == "afids_mni152":
