@@ -3,8 +3,7 @@
 Runs, one after the other, in fresh output folders (data generation included), exactly the commands the READMEs
 give:
 
-- aneurysm: ``python -m monai.bundle run --config_file "['bundles/aneurysm/configs/train.json','bundles/aneurysm/configs/study.json']"``
-  (the README's main job);
+- aneurysm: the README's main job, ``train.json`` + ``study.json``;
 - embryo_pu, ips_histogram, sperm_emd: ``python -m monai.bundle run --config_file bundles/<study>/configs/train.json``.
 
 Writes ``<output>/default_runs.csv`` (bundle, wall s, user+sys CPU s, exit code, load average before and after) and
