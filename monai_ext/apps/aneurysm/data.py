@@ -19,8 +19,8 @@ from monai.data import MetaTensor
 from monai.transforms import LoadImage
 
 from monai_ext.data import load_datalist, read_image, validate_image
-from monai_ext.utils import as_bool
 from monai_ext.transforms import RandTriPlanarPatchd, TriPlanarPatch
+from monai_ext.utils import as_bool
 
 from .landmarks import points_to_voxels, read_points
 
