@@ -418,7 +418,8 @@ def resolve_aneurysm_datalist(dataset_dir: str | os.PathLike | None, output_dir:
 
     if data_source == "synthetic":
         kwargs = {"seed": seed, "num_cases": num_cases, "shape": volume_size}
-        if not as_bool(aneurysm_at_landmarks, "aneurysm_at_landmarks"):  # only then, so that the default data keep their generator signature
+        # only then, so that the default data keep their generator signature (and their cached files)
+        if not as_bool(aneurysm_at_landmarks, "aneurysm_at_landmarks"):
             kwargs["aneurysm_at_landmarks"] = False
         gen, folder = generate_aneurysm_dataset, "synthetic_data"
     elif data_source == "afids_mni152":
