@@ -155,12 +155,16 @@ def register_affine(
     Example::
 
         >>> import numpy as np
-        >>> x = np.zeros((40, 40, 40), np.float32); x[10:30, 12:28, 14:26] = 1.0
+        >>> x = np.zeros((40, 40, 40), np.float32); x[10:30, 12:28, 14:26] = 1.0; x[14:20, 16:22, 17:21] = 2.0
         >>> y = np.roll(x, 3, axis=0)  # the input is the template shifted by +3 voxels along x
-        >>> t = register_affine(x, y, transform="similarity", shrink_factors=(2, 1), smoothing_mm=(2.0, 1.0),
-        ...                     iterations=(100, 100), sampling=1.0)
-        >>> bool(abs(t[0, 3] - 3.0) < 0.5)
+        >>> mask = np.zeros(x.shape, bool); mask[6:34, 8:32, 10:30] = True  # the template's object and a margin
+        >>> t = register_affine(x, y, fixed_mask=mask, transform="similarity", shrink_factors=(2, 1),
+        ...                     smoothing_mm=(2.0, 1.0), iterations=(100, 100))
+        >>> bool(abs(t[0, 3] - 3.0) < 0.5 and abs(t[0, 0] - 1.0) < 0.03)
         True
+
+    Give ``fixed_mask`` where the template has a wide empty background: without it, mutual information over the
+    whole field rewards shrinking the moving image (about 5 % on the example above).
     """
     if transform not in _TRANSFORMS:
         raise ValueError(f"transform must be one of {_TRANSFORMS}, got {transform!r}.")

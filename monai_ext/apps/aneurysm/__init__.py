@@ -45,6 +45,7 @@ from .model_meta import (
 )
 from .natural import NATURAL_IMAGE_NAMES, load_natural_images, sample_natural_patches
 from .study import (
+    AneurysmSeedStudy,
     LandmarkEvaluation,
     LocalisationStudy,
     TransferStudy,
@@ -89,6 +90,7 @@ __all__ = [
     "read_model_meta",
     "resolve_inference_datalist",
     "AneurysmInference",
+    "AneurysmSeedStudy",
     "LandmarkPatchesd",
     "LandmarkPriorsWriter",
     "LoadLandmarkCased",

@@ -22,6 +22,7 @@ from monai.transforms import Compose, LoadImage, RandomizableTrait, Transform
 
 from monai_ext.data import load_datalist, read_image, validate_image
 from monai_ext.transforms import RandTriPlanarPatchd, TriPlanarPatch
+from monai_ext.utils import as_bool
 
 from .landmarks import points_to_voxels, read_points
 
@@ -391,7 +392,8 @@ def candidate_patches(cases: Sequence[Case], patch_size: int = 32, extent_mm: fl
 def resolve_aneurysm_datalist(dataset_dir: str | os.PathLike | None, output_dir: str | os.PathLike,
                               data_source: str = "synthetic", seed: int = 0, num_cases: int = 32,
                               volume_size: int = 64, afids_instances: Sequence[int] = (8, 2, 4),
-                              brain_instances: Sequence[int] = (1, 4, 3), brain_voxel_size: int = 1) -> Path:
+                              aneurysm_at_landmarks: bool = True, brain_instances: Sequence[int] = (1, 4, 3),
+                              brain_voxel_size: int = 1) -> Path:
     """The datalist the bundle uses: the user's (``dataset_dir``), or one generated once under ``output_dir``.
 
     Args:
@@ -405,6 +407,8 @@ def resolve_aneurysm_datalist(dataset_dir: str | os.PathLike | None, output_dir:
         num_cases: synthetic cases.
         volume_size: synthetic volume side (voxels).
         afids_instances: deformed MNI152 instances ``(train, validation, test)``.
+        aneurysm_at_landmarks: synthetic data: ``False`` keeps every aneurysm candidate off the landmarks (see
+            :func:`~monai_ext.data.synthetic.aneurysm.synthesize_aneurysm_case`).
         brain_instances: synthetic brains ``(train, validation, test per test section)``.
         brain_voxel_size: voxel size (mm) of the synthetic brains.
 
@@ -421,8 +425,11 @@ def resolve_aneurysm_datalist(dataset_dir: str | os.PathLike | None, output_dir:
     from .afids import generate_afids_mni152_dataset
 
     if data_source == "synthetic":
-        gen, kwargs, folder = generate_aneurysm_dataset, {"seed": seed, "num_cases": num_cases,
-                                                          "shape": volume_size}, "synthetic_data"
+        kwargs = {"seed": seed, "num_cases": num_cases, "shape": volume_size}
+        # only then, so that the default data keep their generator signature (and their cached files)
+        if not as_bool(aneurysm_at_landmarks, "aneurysm_at_landmarks"):
+            kwargs["aneurysm_at_landmarks"] = False
+        gen, folder = generate_aneurysm_dataset, "synthetic_data"
     elif data_source == "afids_mni152":
         n_train, n_val, n_test = (int(v) for v in afids_instances)
         gen, kwargs, folder = generate_afids_mni152_dataset, {"seed": seed, "num_train": n_train, "num_val": n_val,

@@ -41,8 +41,16 @@ from .natural import load_natural_images, sample_natural_patches
 from .plots import plot_auc_curves, plot_confusion_matrix, plot_localisation_errors
 from .training import fit_classifier, predict
 
-__all__ = ["LandmarkEvaluation", "LocalisationStudy", "TransferStudy", "ValidationReport", "load_weights",
-           "replace_head", "write_summary"]
+__all__ = [
+    "AneurysmSeedStudy",
+    "LandmarkEvaluation",
+    "LocalisationStudy",
+    "TransferStudy",
+    "ValidationReport",
+    "load_weights",
+    "replace_head",
+    "write_summary",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -507,3 +515,67 @@ class LandmarkEvaluation:
         write_study_record(self.output_dir, {**self.info, "rows": self.rows, "max_cases": self.max_cases})
         print(f"landmark evaluation ({len(table)} rows) written to {self.output_dir.resolve()}")
         return table
+
+
+class AneurysmSeedStudy:
+    """The aneurysm study (``train.json`` + ``study.json``) over several seeds, with intervals and paired differences.
+
+    Each seed regenerates the synthetic data and re-initialises the networks; every seed is one ordinary bundle run
+    into ``<output_dir>/seed<k>/`` (skipped when its ``results.json`` exists). Writes ``transfer_seeds.{csv,md}``
+    (ROC AUC of each feature source at each reported number of weak learners: mean, SD and 95 % interval over seeds),
+    ``transfer_differences.{csv,md}`` (landmark-pretrained minus each other source, paired on seeds),
+    ``headline_seeds.{csv,md}`` (every headline number of ``results.json`` over seeds) and ``study.json``.
+
+    Args:
+        bundle_root: the ``aneurysm`` bundle folder.
+        output_dir: folder of the study.
+        seeds: data and initialisation seeds.
+        overrides: overrides of ``train.json`` + ``study.json`` for every seed (e.g. ``aneurysm_at_landmarks``).
+
+    Raises:
+        ValueError: for an empty ``seeds``.
+    """
+
+    def __init__(self, bundle_root: str | os.PathLike, output_dir: str | os.PathLike, seeds: Sequence[int] = (0,),
+                 overrides: dict[str, Any] | None = None) -> None:
+        self.seeds = [int(s) for s in seeds]
+        if not self.seeds:
+            raise ValueError("seeds must be non-empty.")
+        self.bundle_root, self.output_dir = Path(bundle_root), Path(output_dir)
+        self.overrides = dict(overrides or {})
+
+    def run_seed(self, seed: int) -> dict[str, float]:
+        from monai_ext.apps.runner import bundle_configs, read_results, run_config
+
+        out = self.output_dir / f"seed{seed}"
+        if not (out / "results.json").is_file():
+            run_config(bundle_configs(self.bundle_root, "train.json", "study.json"), **self.overrides, seed=seed,
+                       output_dir=str(out), ckpt_dir=str(out / "models"))
+        return read_results(out / "results.json")["metrics"]
+
+    def run(self) -> list[dict[str, Any]]:
+        from monai_ext.apps.runner import write_study_record
+        from monai_ext.utils.stats import paired_rows, summary_rows
+
+        per_seed = {s: self.run_seed(s) for s in self.seeds}
+        rows = [{"seed": s, "metric": k, "value": v} for s, m in per_seed.items() for k, v in m.items()]
+        save_results_table(summary_rows(rows, ["metric"], ["value"]), self.output_dir / "headline_seeds",
+                           precision=4, title=f"aneurysm study headline numbers over seeds {self.seeds}")
+        auc = []
+        for s, m in per_seed.items():
+            for key, value in m.items():
+                name = key.removeprefix("transfer: ")
+                if key.startswith("transfer: AUC@"):
+                    k, _, source = name.removeprefix("AUC@").partition(" ")
+                    auc.append({"seed": s, "weak_learners": int(k), "features": source, "auc": value})
+        if auc:
+            save_results_table(summary_rows(auc, ["features", "weak_learners"], ["auc"]),
+                               self.output_dir / "transfer_seeds", precision=4,
+                               title=f"ROC AUC of AdaBoost on each feature source, over seeds {self.seeds}")
+            diffs = [{**d, "difference": f"{d['features']} - landmark-pretrained"}
+                     for d in paired_rows(auc, ["weak_learners"], "features", "landmark-pretrained", "auc")]
+            save_results_table(diffs, self.output_dir / "transfer_differences", precision=4,
+                               title="ROC AUC: each feature source minus landmark-pretrained, paired on seeds")
+        write_study_record(self.output_dir, {"study": "aneurysm seeds", "seeds": self.seeds,
+                                             "overrides": self.overrides})
+        return rows

@@ -49,7 +49,8 @@ def prepare_clip_datalist(dataset_dir: str | os.PathLike | None, output_dir: str
     other ranks wait.
 
     Raises:
-        ValueError: for an unknown ``crop_mode``, or when no labelled training clip was extracted.
+        ValueError: for an unknown ``crop_mode``, or when a section (training, validation or test) yields no labelled
+            clip (naming it).
     """
     from monai_ext.data.synthetic.sperm import generate_sperm_dataset
 
@@ -65,15 +66,22 @@ def prepare_clip_datalist(dataset_dir: str | os.PathLike | None, output_dir: str
         if not (stamp.is_file() and stamp.read_text() == signature and (clip_dir / "clips.json").is_file()):
             logger.info("tracking the videos of %s", datalist)
             _, rows = build_clip_datalist(datalist, clip_dir, **clip_kwargs)
+            # a video without annotated sperm has no tracking metrics: its row shows them as NaN
+            columns = list(dict.fromkeys(k for r in rows for k in r))
+            rows = [{c: r.get(c, float("nan")) for c in columns} for r in rows]
             save_results_table(rows, out / "tracking_quality",
                                title="Tracking quality against the annotated head tracks (motmetrics)")
             stamp.write_text(signature)
     if distributed:
         dist.barrier()
     content = json.loads((clip_dir / "clips.json").read_text())
-    if not content.get("training"):
-        raise ValueError(f"no labelled training clip was extracted into '{clip_dir}'; check the annotations, "
-                         "clip_length and the detector threshold.")
+    # an empty section is an error, never a silent fallback to another section (training would then select its
+    # checkpoint on training clips, or a "test" score would be measured on validation clips)
+    empty = [k for k in ("training", "validation", "test") if not content.get(k)]
+    if empty:
+        raise ValueError(f"no labelled clip was extracted for section(s) {empty} into '{clip_dir}' (each video "
+                         "section needs at least one annotated sperm followed for clip_length frames); check the "
+                         "annotations, clip_length and the detector threshold.")
     return clip_dir / "clips.json"
 
 

@@ -120,6 +120,7 @@ def synthesize_aneurysm_case(
     num_negative: int = 4,
     noise: float = 0.06,
     variation: float = 0.05,
+    aneurysm_at_landmarks: bool = True,
 ) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """Draw one case.
 
@@ -130,6 +131,10 @@ def synthesize_aneurysm_case(
         num_negative: number of normal-vessel candidate points.
         noise: standard deviation of the Gaussian noise (vessel intensity is about 1).
         variation: standard deviation of the landmark displacement as a fraction of ``shape``.
+        aneurysm_at_landmarks: half the aneurysms sit at a bifurcation (a landmark) and bifurcations are among the
+            normal candidates, as in real anatomy; ``False`` keeps every candidate off the landmarks (aneurysms on
+            branch walls only, normal candidates on plain segments and stubs, none within 4 voxels of a landmark),
+            so that landmark pre-training never sees a transfer site (the control experiment of the study).
 
     Returns:
         A tuple: the float32 volume ``(X, Y, Z)``; a dict from landmark name to voxel position ``(3,)``; the
@@ -199,7 +204,7 @@ def synthesize_aneurysm_case(
     positives: list[np.ndarray] = []
     for _ in range(int(rng.integers(0, max_aneurysms + 1))):
         r_an = rng.uniform(1.3, 2.6) * scale
-        if rng.random() < 0.5:
+        if rng.random() < 0.5 and aneurysm_at_landmarks:
             site = points[str(rng.choice(["trunk_bifurcation", "left_bifurcation", "right_bifurcation"]))]
             direction = rng.normal(size=3)
             direction[2] = abs(direction[2]) + 0.5  # the sac points along the flow, away from the parent vessel
@@ -217,7 +222,8 @@ def synthesize_aneurysm_case(
         _render_tube(vol, sac[None], np.array([r_an]))
         positives.append(sac)
     # normal-vessel candidates: stubs (above), bifurcations and plain segment points away from every aneurysm
-    pool = [points[k] for k in ("trunk_bifurcation", "left_bifurcation", "right_bifurcation")]
+    pool = [points[k] for k in ("trunk_bifurcation", "left_bifurcation", "right_bifurcation")
+            if aneurysm_at_landmarks]  # without: no candidate of either class sits on a landmark
     pool += [pts[int(rng.uniform(0.15, 0.85) * len(pts))] for _, pts, _ in centrelines for _ in range(2)]
     rng.shuffle(pool)
     negatives += pool
@@ -232,6 +238,9 @@ def synthesize_aneurysm_case(
     cand = np.array(positives + negatives, dtype=np.float64).reshape(-1, 3)
     labels = np.array([1] * len(positives) + [0] * len(negatives), dtype=np.int64)
     inside = np.all((cand >= 0) & (cand <= s - 1), axis=1)
+    if not aneurysm_at_landmarks and len(cand):  # and no candidate within 4 voxels (scaled) of a landmark
+        marks = np.array(list(points.values()))
+        inside &= np.linalg.norm(cand[:, None] - marks[None], axis=-1).min(1) > 4.0 * scale
     return img.astype(np.float32), points, cand[inside], labels[inside]
 
 
@@ -258,6 +267,7 @@ def generate_aneurysm_dataset(
     noise: float = 0.06,
     val_fraction: float = 0.25,
     test_fraction: float = 0.25,
+    aneurysm_at_landmarks: bool = True,
 ) -> Path:
     """Write ``num_cases`` synthetic MRA-like cases + landmark and candidate files + ``dataset.json``.
 
@@ -272,6 +282,7 @@ def generate_aneurysm_dataset(
         noise: Gaussian noise standard deviation.
         val_fraction: fraction of cases in the validation section (at least one when > 0).
         test_fraction: fraction of cases in the test section (at least one when > 0).
+        aneurysm_at_landmarks: see :func:`synthesize_aneurysm_case`.
 
     Returns:
         Path of the written ``dataset.json``.
@@ -297,7 +308,8 @@ def generate_aneurysm_dataset(
     items = []
     for i in range(num_cases):
         img, points, cand, labels = synthesize_aneurysm_case(
-            rng, shape=shape, max_aneurysms=max_aneurysms, num_negative=num_negative, noise=noise
+            rng, shape=shape, max_aneurysms=max_aneurysms, num_negative=num_negative, noise=noise,
+            aneurysm_at_landmarks=aneurysm_at_landmarks
         )
         name = f"case_{i:03d}"
         nib.save(nib.Nifti1Image(img, affine), out / "imagesTr" / f"{name}.nii.gz")

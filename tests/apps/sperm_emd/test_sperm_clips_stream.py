@@ -268,3 +268,18 @@ def test_stream_errors_and_quantised_network(tmp_path):
     # int8 dynamic quantisation of the same weights keeps the distributions close
     qnet = optimise_network(net, quantize=True)
     assert (torch.softmax(qnet(x), -1) - ref).abs().max() < 0.05
+
+
+def test_prepare_clip_datalist_refuses_an_empty_section(tiny_data, tmp_path):
+    """A video section without a labelled clip stops the run naming it (no silent fallback to another section)."""
+    import shutil
+
+    from monai_ext.apps.sperm_emd import prepare_clip_datalist
+
+    data = shutil.copytree(tiny_data.parent, tmp_path / "data") / tiny_data.name
+    content = json.loads(data.read_text())
+    for it in content["validation"]:  # annotations without any sperm: no labelled track, no clip
+        ann = data.parent / it["annotation"]
+        ann.write_text(json.dumps({**json.loads(ann.read_text()), "sperm": []}))
+    with pytest.raises(ValueError, match=r"no labelled clip was extracted for section\(s\) \['validation'\]"):
+        prepare_clip_datalist(data, tmp_path / "out", clip_kwargs={"crop_size": 16, "clip_length": 4})
