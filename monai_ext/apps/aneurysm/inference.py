@@ -301,13 +301,22 @@ class LandmarkPriorsWriter:
         engine.add_event_handler(Events.STARTED, self)
 
     def priors(self) -> PointSet:
-        """Mean world position of every landmark present in the data."""
+        """Mean world position of every landmark present in the data.
+
+        A loader that gives the landmarks in world mm (``landmarks`` array and ``landmark_labels``: the brain model's
+        pipeline, after the alignment into template space) is read directly, so landmarks outside the image's grid
+        count too; otherwise the voxel ``points`` are mapped through the image's affine.
+        """
         world: dict[int, list[np.ndarray]] = {k: [] for k in range(1, len(self.names) + 1)}
         for item in self.data:
             d = self.loader(dict(item))
-            affine = np.asarray(d["image"].affine, dtype=np.float64)
-            pts = (affine @ np.c_[np.asarray(d["points"]), np.ones(len(d["points"]))].T).T[:, :3]
-            for p, lab in zip(pts, np.asarray(d["point_labels"]), strict=True):
+            if isinstance(d.get("landmarks"), np.ndarray) and "landmark_labels" in d:
+                pts, labels = np.asarray(d["landmarks"], dtype=np.float64), np.asarray(d["landmark_labels"])
+            else:
+                affine = np.asarray(d["image"].affine, dtype=np.float64)
+                pts = (affine @ np.c_[np.asarray(d["points"]), np.ones(len(d["points"]))].T).T[:, :3]
+                labels = np.asarray(d["point_labels"])
+            for p, lab in zip(pts, labels, strict=True):
                 world[int(lab)].append(p)
         present = [k for k in world if world[k]]
         return PointSet([self.names[k - 1] for k in present], present,
