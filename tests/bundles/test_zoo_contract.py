@@ -54,7 +54,7 @@ SPECS = {
     "aneurysm": {
         "tiny": {"epochs": 1, "num_cases": 6, "volume_size": 32, "samples_per_case": 8, "val_samples_per_case": 8,
                  "channels": [4, 8], "hidden_features": 16, "device": "cpu"},
-        "net": {"channels": [4, 8], "hidden_features": 16},
+        "net": {"channels": [4, 8], "hidden_features": 16, "num_classes": 10},
         "input": (3, 32, 32),
         "transform": "train#random_transforms#0",
     },
