@@ -9,7 +9,7 @@ give:
 Writes ``<output>/default_runs.csv`` (bundle, wall s, user+sys CPU s, exit code, load average before and after) and
 ``<output>/default_runs.json`` (the same with the machine description), which ``docs/results.md`` renders with
 ``python -m monai_ext.reports``. Run it on a quiet machine: ``python benchmarks/time_default_runs.py --output
-docs/results/timings``.
+docs/results/timings [--keep DIR]``.
 """
 
 from __future__ import annotations
@@ -40,14 +40,20 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--output", default="docs/results/timings")
     ap.add_argument("--bundles", nargs="+", default=list(COMMANDS), choices=list(COMMANDS))
+    ap.add_argument("--keep", default=None, metavar="DIR",
+                    help="write each run's outputs to DIR/<bundle> and keep them (default: a temporary folder), "
+                         "e.g. to collect the default run's results with python -m monai_ext.reports collect")
     args = ap.parse_args()
     print(describe_machine())
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = args.keep or scratch
         for name in args.bundles:
             files = COMMANDS[name]
             config = files[0] if len(files) == 1 else json.dumps(files)
             out = Path(tmp) / name
+            if out.exists() and any(out.iterdir()):
+                raise SystemExit(f"--keep: '{out}' is not empty (a default run starts from nothing).")
             cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", config, "--output_dir", str(out),
                    "--ckpt_dir", str(out / "models")]
             load_before = os.getloadavg()[0]
