@@ -36,10 +36,20 @@ COMMANDS = {
 }
 
 
+def _commit(repo: Path) -> str:
+    out = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return out.stdout.strip() or "unknown"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--output", default="docs/results/timings")
     ap.add_argument("--bundles", nargs="+", default=list(COMMANDS), choices=list(COMMANDS))
+    ap.add_argument("--repo", default=str(REPO), metavar="PATH",
+                    help="run the commands in another checkout of monai_ext (its package first on PYTHONPATH), e.g. "
+                         "an older commit for a before/after comparison on the same machine; a config file that "
+                         "checkout lacks is left out of the command (before the engine rewrite aneurysm's "
+                         "train.json alone ran the whole study)")
     ap.add_argument("--keep", default=None, metavar="DIR",
                     help="write each run's outputs to DIR/<bundle> and keep them (default: a temporary folder), "
                          "e.g. to collect the default run's results with python -m monai_ext.reports collect")
@@ -48,8 +58,10 @@ def main() -> int:
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         tmp = args.keep or scratch
+        repo = Path(args.repo).resolve()
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")]))}
         for name in args.bundles:
-            files = COMMANDS[name]
+            files = [f for f in COMMANDS[name] if (repo / f).is_file()]
             config = files[0] if len(files) == 1 else json.dumps(files)
             out = Path(tmp) / name
             if out.exists() and any(out.iterdir()):
@@ -59,13 +71,14 @@ def main() -> int:
             load_before = os.getloadavg()[0]
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             t0 = time.perf_counter()
-            proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+            proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True)
             wall = time.perf_counter() - t0
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
             cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
             row = {"bundle": name, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "exit_code": proc.returncode,
                    "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2),
-                   "command": "python -m monai.bundle run --config_file " + config}
+                   "command": "python -m monai.bundle run --config_file " + config,
+                   "repo_commit": _commit(repo)}
             rows.append(row)
             print(f"{name}: {wall:.1f} s wall, {cpu:.1f} s CPU, exit {proc.returncode}, load {row['load_before']} -> "
                   f"{row['load_after']}")
