@@ -138,7 +138,8 @@ def main() -> None:
     print(f"check: {'PASS' if ok else 'FAIL'} (every new maximum >= the old one - 0.02; every pair of points within "
           f"{PLATEAU_MM} mm, the width of the classifier's plateau; new mean error <= old + 0.25 mm)")
     print(f"at the end: {load_line()}")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -47,6 +47,8 @@ MODELS = {
     # the bundle's default widths for the CNN baselines (network_kwargs in train.json)
     "resnet2d": ("resnet2d", {"channels": [16, 32, 64, 128]}),
     "r2plus1d": ("r2plus1d", {"channels": [16, 32, 64, 128]}),
+    # the seed study's TimeSformer-S (12 layers) at its real input size: run with --crop_size 112 (patch 16)
+    "timesformer_small": ("timesformer_small", {"patch_size": 16}),
 }
 _MARKER = "MONAI_EXT_BENCH_ISA_CAP"
 
@@ -55,7 +57,8 @@ def run_once(video: str, model: str, variant: str, rescore_every: int, write: bo
              crop_size: int = 48, crop_mode: str = "clip") -> dict:
     backbone, kwargs = MODELS[model]
     torch.manual_seed(0)
-    net = build_network(backbone, img_size=crop_size, num_frames=8, patch_size=8, **kwargs).eval()
+    kwargs = {"patch_size": 8, **kwargs}
+    net = build_network(backbone, img_size=crop_size, num_frames=8, **kwargs).eval()
     stream = SpermStream(net, crop_size=crop_size, clip_length=8, rescore_every=rescore_every, crop_mode=crop_mode,
                          precision=variant)
     stream.prepare()  # calibration (auto) and warm-up, outside the timed run

@@ -1,8 +1,9 @@
 """GPU readiness check: every bundle trains one tiny epoch and runs its inference on the device, with and without
 AMP (bf16), plus the CUDA paths of the transforms, the networks' forward/backward throughput and the sperm stream.
 
-Writes ``<output>/gpu_check.json`` (every check: name, device, amp, seconds, status, error) and
-``<output>/gpu_check.md`` (the table for ``docs/results.md``); exits with status 1 when any check failed.
+Writes ``<output>/gpu_check.json`` (every check: name, device, amp, seconds, status, error), the same table as
+``<output>/gpu_check.csv`` (which ``docs/results.md`` renders with ``python -m monai_ext.reports``) and
+``<output>/gpu_check.md``; exits with status 1 when any check failed.
 
 Run it on a CUDA machine as ``python benchmarks/gpu_check.py --output gpu_check`` (device ``cuda``); without a GPU,
 ``python benchmarks/gpu_check.py --device cpu`` is the CPU smoke test that CI runs (same code paths, tiny sizes).
@@ -11,6 +12,7 @@ Run it on a CUDA machine as ``python benchmarks/gpu_check.py --output gpu_check`
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 import tempfile
@@ -141,11 +143,16 @@ def main() -> int:
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     (out / "gpu_check.json").write_text(json.dumps({"machine": describe_machine(), "results": results}, indent=2))
-    lines = ["| check | device | amp | status | seconds | detail |", "|---|---|---|---|---|---|"]
-    for r in results:
-        detail = r.get("error") or ", ".join(f"{k} {v}" for k, v in r.items()
-                                             if k in ("samples_per_s", "shape"))
-        lines.append(f"| {r['check']} | {r['device']} | {r['amp']} | {r['status']} | {r['seconds']} | {detail} |")
+    columns = ["check", "device", "amp", "status", "seconds", "detail"]
+    rows = [{**{c: r[c] for c in columns[:5]},
+             "detail": r.get("error") or ", ".join(f"{k} {v}" for k, v in r.items() if k in ("samples_per_s", "shape"))}
+            for r in results]
+    with open(out / "gpu_check.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(r[c]) for c in columns) + " |" for r in rows]
     (out / "gpu_check.md").write_text("\n".join(lines) + "\n")
     failed = [r["check"] for r in results if r["status"] != "ok"]
     print(f"\n{len(results) - len(failed)} of {len(results)} checks passed" + (f"; failed: {failed}" if failed else ""))
