@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from .accuracy import TopKAccuracyMetric
 from .distribution import DISTRIBUTION_METRICS, LabelDistributionMetric, compute_distribution_metrics
-from .jaccard import JaccardMetric, jaccard_counts
+from .jaccard import JaccardMetric, boundary_band, jaccard_counts
 from .kinematics import MOTILITY_CLASSES, RunningKinematics, casa_kinematics, motility_class
 from .pu import (
     PUCorrectedAUCMetric,
@@ -26,6 +26,7 @@ __all__ = [
     "ThresholdResult",
     "TopKAccuracyMetric",
     "binary_metrics_at_threshold",
+    "boundary_band",
     "casa_kinematics",
     "compute_auc",
     "compute_distribution_metrics",

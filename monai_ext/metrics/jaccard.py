@@ -2,10 +2,55 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from monai.metrics import CumulativeIterationMetric
+from scipy import ndimage
 
-__all__ = ["JaccardMetric", "jaccard_counts"]
+__all__ = ["JaccardMetric", "boundary_band", "jaccard_counts"]
+
+
+def boundary_band(label: np.ndarray | torch.Tensor, width: int, num_classes: int,
+                  ignore_index: int | None = None) -> np.ndarray:
+    """Pixels within ``width`` pixels (chessboard distance) of a boundary between two classes of a label map.
+
+    A pixel is in the band when the ``(2 width + 1)`` window around it holds pixels of at least two different
+    classes and the pixel itself is not ignored; borders with ``ignore_index`` regions are not class boundaries.
+    Evaluating a segmentation only inside the band (e.g. :func:`jaccard_counts` on a label with ``ignore_index``
+    outside it) measures how well the method draws the boundaries, which whole-image scores dilute with the
+    interiors of large regions.
+
+    Args:
+        label: class-id map ``(*spatial)`` (2D or 3D).
+        width: half width of the band in pixels, ``>= 1``.
+        num_classes: number of classes; class ids are ``0 .. num_classes - 1``.
+        ignore_index: label value that is neither a class nor a boundary, or ``None``.
+
+    Returns:
+        bool array of ``label``'s shape.
+
+    Raises:
+        ValueError: for ``width < 1``.
+
+    Example::
+
+        >>> lab = np.zeros((6, 8), int); lab[:, 4:] = 1
+        >>> boundary_band(lab, 1, 2)[0].astype(int).tolist()
+        [0, 0, 0, 1, 1, 0, 0, 0]
+    """
+    if int(width) < 1:
+        raise ValueError(f"width must be >= 1, got {width!r}.")
+    lab = label.detach().cpu().numpy() if isinstance(label, torch.Tensor) else np.asarray(label)
+    size = 2 * int(width) + 1
+    present = np.zeros(lab.shape, dtype=np.int16)
+    for c in range(num_classes):
+        mask = lab == c
+        if mask.any():
+            present += ndimage.maximum_filter(mask, size=size, mode="nearest")
+    band = present >= 2
+    if ignore_index is not None:
+        band &= lab != ignore_index
+    return band
 
 
 def jaccard_counts(

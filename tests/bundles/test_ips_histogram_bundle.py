@@ -134,6 +134,15 @@ def test_comparison_study_tables_and_figures(tmp_path):
         diff = next(csv.DictReader(f))
     p = [float(r["mean_jaccard"]) for r in cells if r["method"] == "patch_classification"]
     assert float(diff["diff_mean"]) == pytest.approx(np.mean(np.subtract(p, h)))
+    # the boundary-band Jaccard of every cell, from its saved predictions, summarised and paired like the whole image
+    hb = [float(r["boundary_jaccard"]) for r in cells if r["method"] == "histogram"]
+    pb = [float(r["boundary_jaccard"]) for r in cells if r["method"] == "patch_classification"]
+    assert all(0.0 <= v <= 100.0 for v in hb + pb)
+    assert float(summary["histogram"]["boundary_jaccard_mean"]) == pytest.approx(np.mean(hb))
+    with open(out / "paired_differences_boundary.csv") as f:
+        diff = next(csv.DictReader(f))
+    assert diff["metric"] == "boundary_jaccard"
+    assert float(diff["diff_mean"]) == pytest.approx(np.mean(np.subtract(pb, hb)))
     assert (out / "patch_size_sweep.png").is_file() and (out / "qualitative.png").is_file()
     # every cell is an ordinary bundle run with its own results file; a rerun reuses them (no training)
     stamp = (out / "histogram_p32_seed0" / "models" / "model.pt").stat().st_mtime_ns

@@ -19,10 +19,12 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
+import torch
 
 from monai_ext.apps.runner import bundle_configs, read_results, run_config, write_study_record
 from monai_ext.data import load_datalist, resolve_datalist
 from monai_ext.data.synthetic.ips import generate_ips_dataset
+from monai_ext.metrics import boundary_band, jaccard_counts
 from monai_ext.utils import save_results_table
 from monai_ext.utils.stats import paired_rows, summary_rows
 
@@ -33,6 +35,7 @@ __all__ = ["METHODS", "IPSComparison"]
 
 METHODS = ("histogram", "patch_classification", "fcn")
 CLASS_NAMES = ("background", "good", "bad")
+IGNORE_LABEL = 255  # train.json's default ignore_label
 logger = logging.getLogger(__name__)
 
 
@@ -43,8 +46,14 @@ class IPSComparison:
     ``models/model.pt``, TensorBoard logs, ``train_log.txt``, ``test_results.json``, predictions), ``data_seed<k>/``
     (the seed's synthetic data set when no ``dataset_dir`` is given), ``jaccard_cells.csv`` (one row per cell),
     ``jaccard_table.{csv,md}`` (mean, SD and 95 % interval over seeds per method and patch size),
-    ``paired_differences.{csv,md}`` (each method minus the histogram method on the same seeds),
-    ``patch_size_sweep.png`` and ``qualitative.png``. A cell whose ``test_results.json`` exists is not rerun.
+    ``paired_differences.{csv,md}`` (each method minus the histogram method on the same seeds, mean Jaccard) and
+    ``paired_differences_boundary.{csv,md}`` (the same for the boundary-band Jaccard), ``patch_size_sweep.png`` and
+    ``qualitative.png``. A cell whose ``test_results.json`` exists is not rerun.
+
+    With ``save_predictions`` every cell also gets ``boundary_jaccard``: the mean Jaccard (%) over the classes
+    restricted to the test pixels within ``boundary_width`` pixels of a boundary between two classes of the truth
+    (:func:`~monai_ext.metrics.boundary_band`), counts summed over the test images as for the whole-image score;
+    it measures the colony outlines, which the whole-image score dilutes with the interiors of large regions.
 
     Args:
         bundle_root: the ``ips_histogram`` bundle folder.
@@ -57,6 +66,7 @@ class IPSComparison:
         data_kwargs: arguments of :func:`~monai_ext.data.synthetic.ips.generate_ips_dataset` (e.g. ``num_cases``).
         overrides: bundle config overrides applied to every cell (``epochs``, ``device``...).
         save_predictions: write the test predictions (NIfTI and overlay PNG) of every cell.
+        boundary_width: half width (pixels) of the boundary band of ``boundary_jaccard``.
 
     Raises:
         ValueError: for an unknown method or empty ``methods`` / ``patch_sizes`` / ``seeds``.
@@ -65,7 +75,8 @@ class IPSComparison:
     def __init__(self, bundle_root: str | os.PathLike, output_dir: str | os.PathLike,
                  methods: Sequence[str] = METHODS, patch_sizes: Sequence[int] = (64,), seeds: Sequence[int] = (0,),
                  dataset_dir: str | os.PathLike | None = None, data_kwargs: Mapping[str, Any] | None = None,
-                 overrides: Mapping[str, Any] | None = None, save_predictions: bool = True) -> None:
+                 overrides: Mapping[str, Any] | None = None, save_predictions: bool = True,
+                 boundary_width: int = 5) -> None:
         self.methods = [methods] if isinstance(methods, str) else list(methods)
         bad = [m for m in self.methods if m not in METHODS]
         if not self.methods or bad:
@@ -80,6 +91,9 @@ class IPSComparison:
         self.data_kwargs = dict(data_kwargs or {})
         self.overrides = dict(overrides or {})
         self.save_predictions = save_predictions
+        self.boundary_width = int(boundary_width)
+        if self.boundary_width < 1:
+            raise ValueError(f"boundary_width must be >= 1, got {boundary_width!r}.")
 
     def configs(self, method: str, *extra: str) -> list[str]:
         files = ["train.json"] + ([] if method == "histogram" else [f"method_{method}.json"]) + list(extra)
@@ -103,8 +117,32 @@ class IPSComparison:
                                "mean_jaccard": 100 * metrics["val_mean_jaccard"]}
         for c in CLASS_NAMES:
             row[f"jaccard_{c}"] = 100 * metrics[f"val_jaccard_{c}"]
+        if self.save_predictions:
+            row["boundary_jaccard"] = self.boundary_jaccard(cell, seed)
         logger.info("%s p%d seed %d: mean Jaccard %.2f %%", method, patch_size, seed, row["mean_jaccard"])
         return row
+
+    def boundary_jaccard(self, cell: Path, seed: int) -> float:
+        """Mean Jaccard (%) over the classes within the truth's boundary band, from the cell's saved predictions.
+
+        Raises:
+            FileNotFoundError: when a test case has no saved prediction in the cell.
+        """
+        counts = torch.zeros(len(CLASS_NAMES), 2, dtype=torch.float64)
+        ignore = int(self.overrides.get("ignore_label", IGNORE_LABEL))
+        for item in load_datalist(self.datalist(seed), "test", ("image", "label")):
+            image, truth = load_case(item["image"], item["label"])
+            stem = Path(item["image"]).name.split(".")[0]
+            f = cell / "predictions" / f"{stem}_seg.nii.gz"
+            if not f.is_file():
+                raise FileNotFoundError(f"no saved prediction '{f}' for the test case '{item['image']}'.")
+            pred = np.asarray(nib.load(str(f)).dataobj).reshape(truth.shape).astype(np.int64)
+            band = boundary_band(truth, self.boundary_width, len(CLASS_NAMES), ignore)
+            lab = np.where(band, truth, ignore)
+            counts += jaccard_counts(torch.from_numpy(pred)[None, None], torch.from_numpy(lab)[None, None],
+                                     len(CLASS_NAMES), ignore)[0]
+        present = counts[:, 1] > 0
+        return float(100 * (counts[present, 0] / counts[present, 1]).mean())
 
     def run(self) -> list[dict[str, Any]]:
         """Run every cell and write the tables and figures; returns the per-cell rows."""
@@ -118,6 +156,8 @@ class IPSComparison:
 
     def write_tables(self, rows: list[dict[str, Any]]) -> None:
         metrics = ["mean_jaccard"] + [f"jaccard_{c}" for c in CLASS_NAMES]
+        if rows and "boundary_jaccard" in rows[0]:
+            metrics.append("boundary_jaccard")
         save_results_table(rows, self.output_dir / "jaccard_cells", precision=2,
                            title="iPS colony segmentation: Jaccard (%) per cell (method, patch size, seed)")
         summary = summary_rows(rows, ["method", "patch_size"], metrics)
@@ -128,6 +168,11 @@ class IPSComparison:
             diffs = paired_rows(rows, ["patch_size"], "method", "histogram", "mean_jaccard")
             save_results_table(diffs, self.output_dir / "paired_differences", precision=3,
                                title="Mean Jaccard (points): method minus histogram on the same seeds")
+            if "boundary_jaccard" in metrics:
+                diffs = paired_rows(rows, ["patch_size"], "method", "histogram", "boundary_jaccard")
+                save_results_table(diffs, self.output_dir / "paired_differences_boundary", precision=3,
+                                   title=f"Boundary-band Jaccard (points, band of {self.boundary_width} pixels): "
+                                         "method minus histogram on the same seeds")
         plot_patch_size_sweep([{**r, "mean_jaccard": r["mean_jaccard_mean"]} for r in summary],
                               self.output_dir / "patch_size_sweep.png")
         if self.save_predictions:
