@@ -110,6 +110,13 @@ class SpermGrid:
     the EMD loss, paired on seeds, per backbone) and ``distributions_<backbone>_<loss>.png`` of the first seed.
     Finished cells (``test_metrics.json`` present) are not rerun.
 
+    A stand-in for pre-training (``pretrain_videos > 0``; no pretrained weights may be downloaded): per backbone and
+    seed, ``train.json`` first trains on a larger synthetic corpus of ``pretrain_videos`` other videos (generator
+    seed ``10000 + seed``, EMD loss, ``pretrain_epochs``; folder ``pretrain_<backbone>_seed<k>/``), then every loss
+    cell is run twice, from scratch (``init`` "scratch") and starting from those weights (``init`` "pretrained",
+    folder ``<backbone>_<loss>_pretrained_seed<k>/``), with the same budget. ``init_differences.{csv,md}`` pairs
+    pretrained minus scratch on seeds.
+
     Args:
         bundle_root: the ``sperm_emd`` bundle folder.
         output_dir: folder of the study.
@@ -119,6 +126,8 @@ class SpermGrid:
         dataset_dir: a real video datalist, shared by every seed; ``None`` generates one synthetic set per seed.
         network_kwargs: constructor arguments per backbone, e.g. ``{"timesformer_tiny": {"num_layers": 4}}``.
         overrides: ``train.json`` overrides for every cell (``epochs``, ``device``, generator and clip settings).
+        pretrain_videos: videos of the pre-training corpus; 0 turns pre-training off.
+        pretrain_epochs: epochs of pre-training (``None``: the cells' ``epochs``).
 
     Raises:
         ValueError: for an unknown backbone or loss, or empty lists.
@@ -128,7 +137,8 @@ class SpermGrid:
                  backbones: Sequence[str] = ("timesformer_tiny",), losses: Sequence[str] = ("emd",),
                  seeds: Sequence[int] = (0,), dataset_dir: str | os.PathLike | None = None,
                  network_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
-                 overrides: Mapping[str, Any] | None = None) -> None:
+                 overrides: Mapping[str, Any] | None = None, pretrain_videos: int = 0,
+                 pretrain_epochs: int | None = None) -> None:
         self.backbones, self.losses = list(backbones), list(losses)
         self.seeds = [int(s) for s in seeds]
         bad = [b for b in self.backbones if b not in BACKBONES] + [x for x in self.losses if x not in LOSSES]
@@ -138,39 +148,68 @@ class SpermGrid:
         self.bundle_root, self.output_dir, self.dataset_dir = Path(bundle_root), Path(output_dir), dataset_dir
         self.network_kwargs = {k: dict(v) for k, v in (network_kwargs or {}).items()}
         self.overrides = dict(overrides or {})
+        self.pretrain_videos = int(pretrain_videos)
+        self.pretrain_epochs = None if pretrain_epochs is None else int(pretrain_epochs)
+        if self.pretrain_videos < 0 or (self.pretrain_epochs is not None and self.pretrain_epochs < 1):
+            raise ValueError(f"pretrain_videos must be >= 0 and pretrain_epochs >= 1, got {pretrain_videos!r} and "
+                             f"{pretrain_epochs!r}.")
         self.parser = ConfigParser()
         self.parser.read_config(bundle_configs(self.bundle_root, "train.json"))
         self.parser.update(self.overrides)
 
-    def clips(self, seed: int) -> Path:
-        """The seed's clip datalist (tracked once, shared by the seed's cells)."""
+    def clips(self, seed: int, pretrain: bool = False) -> Path:
+        """The seed's clip datalist (tracked once, shared by the seed's cells); ``pretrain``: the seed's
+        pre-training corpus (``pretrain_videos`` synthetic videos of generator seed ``10000 + seed``)."""
         g = {k: self.parser[k] for k in ("num_videos", "num_frames", "num_sperm")} | {"size": self.parser["video_size"]}
         c = {k: self.parser[k] for k in ("crop_size", "crop_mode", "clip_length", "clip_stride", "detector_kwargs",
                                          "tracker_kwargs")}
+        if pretrain:
+            g["num_videos"] = self.pretrain_videos
+            return prepare_clip_datalist(None, self.output_dir / f"pretrain_data_seed{seed}", 10_000 + seed, g, c)
         return prepare_clip_datalist(self.dataset_dir, self.output_dir / f"data_seed{seed}", seed, g, c)
 
-    def run_cell(self, backbone: str, loss: str, seed: int) -> dict[str, Any]:
-        cell = self.output_dir / f"{backbone}_{loss}_seed{seed}"
+    def pretrain(self, backbone: str, seed: int) -> Path:
+        """Train ``backbone`` on the seed's pre-training corpus (once); returns its ``model.pt``."""
+        cell = self.output_dir / f"pretrain_{backbone}_seed{seed}"
+        model = cell / "models" / "model.pt"
+        done = cell / "pretrained.json"
+        if not done.is_file():
+            over = {**self.overrides, "output_dir": str(cell), "ckpt_dir": str(cell / "models"), "seed": seed,
+                    "datalist": str(self.clips(seed, pretrain=True)), "backbone": backbone,
+                    "network_kwargs": self.network_kwargs.get(backbone, {})}
+            if self.pretrain_epochs is not None:
+                over["epochs"] = self.pretrain_epochs
+            run_config(bundle_configs(self.bundle_root, "train.json"), **over)
+            done.write_text(json.dumps({"videos": self.pretrain_videos, "generator_seed": 10_000 + seed,
+                                        "provenance": provenance()}, indent=2) + "\n")
+        return model
+
+    def run_cell(self, backbone: str, loss: str, seed: int, init: str = "scratch") -> dict[str, Any]:
+        cell = self.output_dir / (f"{backbone}_{loss}_seed{seed}" if init == "scratch"
+                                  else f"{backbone}_{loss}_pretrained_seed{seed}")
         result = cell / "test_metrics.json"
         if not result.is_file():
             over = {**self.overrides, "output_dir": str(cell), "ckpt_dir": str(cell / "models"), "seed": seed,
                     "datalist": str(self.clips(seed)), "backbone": backbone,
                     "network_kwargs": self.network_kwargs.get(backbone, {}),
                     "loss": {"_target_": "monai_ext.losses.get_distribution_loss", "name": loss}}
+            if init == "pretrained":
+                over["pretrained"] = str(self.pretrain(backbone, seed))
             wf = run_config(bundle_configs(self.bundle_root, "train.json"), **over)
             net = wf.network_def
             net.load_state_dict(torch.load(cell / "models" / "model.pt", map_location="cpu", weights_only=True))
             items = load_datalist(self.clips(seed), "test", ("image", "label"), ("image",))
             probs, targets = predict_clips(net.cpu(), items)
             scores = {k: float(v.mean()) for k, v in distribution_scores(probs, targets).items()}
-            row = {"backbone": backbone, "loss": loss, "seed": seed, "params": sum(p.numel() for p in net.parameters()),
+            row = {"backbone": backbone, "loss": loss, "init": init, "seed": seed,
+                   "params": sum(p.numel() for p in net.parameters()),
                    "test_clips": len(items), **scores, **per_sperm_scores(probs, targets, items)}
             record = {"metrics": row, "info": {"cell": cell.name}, "provenance": provenance()}
             result.write_text(json.dumps(to_json_value(record), indent=2) + "\n")
             if seed == self.seeds[0]:
-                plot_distributions(probs.numpy(), targets.numpy(), f"{backbone}_{loss}",
-                                   self.output_dir / f"distributions_{backbone}_{loss}.png")
-        return json.loads(result.read_text())["metrics"]
+                tag = f"{backbone}_{loss}" + ("" if init == "scratch" else "_pretrained")
+                plot_distributions(probs.numpy(), targets.numpy(), tag, self.output_dir / f"distributions_{tag}.png")
+        return {"init": init, **json.loads(result.read_text())["metrics"]}
 
     def prior_row(self, seed: int) -> dict[str, Any]:
         clips = self.clips(seed)
@@ -179,7 +218,8 @@ class SpermGrid:
         prior = torch.tensor([it["label"] for it in train], dtype=torch.float64).mean(0)
         targets = torch.tensor([it["label"] for it in test], dtype=torch.float64).reshape(-1, prior.numel())
         p = prior.expand_as(targets)
-        return {"backbone": "training-mean prior", "loss": "-", "seed": seed, "params": 0, "test_clips": len(test),
+        return {"backbone": "training-mean prior", "loss": "-", "init": "-", "seed": seed, "params": 0,
+                "test_clips": len(test),
                 **{k: float(v.mean()) for k, v in distribution_scores(p, targets).items()},
                 **per_sperm_scores(p, targets, test)}
 
@@ -187,22 +227,33 @@ class SpermGrid:
         rows = []
         for seed in self.seeds:
             rows.append(self.prior_row(seed))
-            rows += [self.run_cell(b, x, seed) for b in self.backbones for x in self.losses]
+            inits = ["scratch"] + (["pretrained"] if self.pretrain_videos else [])
+            rows += [self.run_cell(b, x, seed, i) for b in self.backbones for x in self.losses for i in inits]
         metrics = [*METRIC_COLUMNS, "sperm_emd", "sperm_mode_accuracy"]
         save_results_table(rows, self.output_dir / "results_cells", precision=4,
                            title="sperm_emd test metrics per cell (backbone, loss, seed)")
-        save_results_table(summary_rows(rows, ["backbone", "loss"], metrics), self.output_dir / "results",
+        save_results_table(summary_rows(rows, ["backbone", "loss", "init"], metrics), self.output_dir / "results",
                            precision=4, title=f"sperm_emd test metrics: mean, SD and 95 % interval over seeds "
                                               f"{self.seeds}")
         if "emd" in self.losses and len(self.losses) > 1:
+            trained = [r for r in rows if r["loss"] != "-"]
             diffs = [d for m in ("emd", "mode_accuracy")
-                     for d in paired_rows([r for r in rows if r["loss"] != "-"], ["backbone"], "loss", "emd", m)]
+                     for d in paired_rows(trained, ["backbone", "init"], "loss", "emd", m)]
             save_results_table(diffs, self.output_dir / "loss_differences", precision=4,
-                               title="Each loss minus the EMD loss, same backbone and seeds (test clips)")
+                               title="Each loss minus the EMD loss, same backbone, initialisation and seeds "
+                                     "(test clips)")
+        if self.pretrain_videos:
+            diffs = [d for m in ("emd", "mode_accuracy")
+                     for d in paired_rows([r for r in rows if r["loss"] != "-"], ["backbone", "loss"], "init",
+                                          "scratch", m)]
+            save_results_table(diffs, self.output_dir / "init_differences", precision=4,
+                               title=f"Pre-trained on {self.pretrain_videos} other synthetic videos minus from "
+                                     "scratch, same backbone, loss and seeds (test clips)")
         write_study_record(self.output_dir, {"study": "sperm_emd grid", "backbones": self.backbones,
                                              "losses": self.losses, "seeds": self.seeds,
                                              "dataset_dir": self.dataset_dir, "network_kwargs": self.network_kwargs,
-                                             "overrides": self.overrides})
+                                             "overrides": self.overrides, "pretrain_videos": self.pretrain_videos,
+                                             "pretrain_epochs": self.pretrain_epochs})
         return rows
 
 
