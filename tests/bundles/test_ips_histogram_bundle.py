@@ -150,6 +150,34 @@ def test_comparison_study_tables_and_figures(tmp_path):
     assert (out / "histogram_p32_seed0" / "models" / "model.pt").stat().st_mtime_ns == stamp
 
 
+def test_levels_ablation_pairs_each_variant_with_the_first(tmp_path):
+    """levels.json: the histogram method under named override sets (levels, combination rule), paired on seeds."""
+    levels = json.loads((bundle_dir(NAME) / "configs" / "levels.json").read_text())["variants"]
+    assert [v.get("grid_sizes", [1, 2, 4]) for v in levels.values()][:4] == [[1, 2, 4], [1], [2], [4]]
+    out = tmp_path / "levels"
+    over = {"output_dir": str(out), "epochs": 1, "seeds": [0, 1], "num_cases": 4, "image_size": 96,
+            "patch_sizes": [32], "device": "cpu",
+            "variants": {"levels_1_2": {"grid_sizes": [1, 2]}, "levels_1": {"grid_sizes": [1]}},
+            "train_overrides": {"patches_per_image": 4, "images_per_batch": 2, "stride": 8, "channels": [4, 8],
+                                "grid_sizes": [1, 2]}}
+    run_bundle_cli(NAME, ["levels.json"], over)
+    with open(out / "jaccard_cells.csv") as f:
+        cells = list(csv.DictReader(f))
+    assert sorted((r["variant"], r["seed"]) for r in cells) == [
+        ("levels_1", "0"), ("levels_1", "1"), ("levels_1_2", "0"), ("levels_1_2", "1")]
+    assert (out / "histogram_levels_1_p32_seed0" / "models" / "model.pt").is_file()
+    with open(out / "variant_differences.csv") as f:
+        diffs = {(d["variant"], d["metric"]): d for d in csv.DictReader(f)}
+    assert set(diffs) == {("levels_1", "mean_jaccard"), ("levels_1", "boundary_jaccard")}
+    one = [float(r["mean_jaccard"]) for r in cells if r["variant"] == "levels_1"]
+    both = [float(r["mean_jaccard"]) for r in cells if r["variant"] == "levels_1_2"]
+    assert float(diffs[("levels_1", "mean_jaccard")]["diff_mean"]) == pytest.approx(np.mean(np.subtract(one, both)))
+    # the variant's overrides reached the network: one head for grid [1], two for [1, 2]
+    state = torch.load(out / "histogram_levels_1_p32_seed0" / "models" / "model.pt", weights_only=True)
+    state2 = torch.load(out / "histogram_levels_1_2_p32_seed0" / "models" / "model.pt", weights_only=True)
+    assert len(state) < len(state2)
+
+
 def test_multi_gpu_train_torchrun_gloo(tmp_path):
     # 10 cases: 2 validation images, one per rank (MONAI's DistributedSampler needs one per process)
     overrides = {**TINY, "num_cases": 10, "output_dir": str(tmp_path / "out"), "ckpt_dir": str(tmp_path / "ckpt")}

@@ -67,6 +67,11 @@ class IPSComparison:
         overrides: bundle config overrides applied to every cell (``epochs``, ``device``...).
         save_predictions: write the test predictions (NIfTI and overlay PNG) of every cell.
         boundary_width: half width (pixels) of the boundary band of ``boundary_jaccard``.
+        variants: named ``train.json`` override sets, each run for every method, patch size and seed (an ablation,
+            e.g. ``{"levels_124": {}, "levels_1": {"grid_sizes": [1]}}``); cells are then
+            ``<method>_<variant>_p<size>_seed<k>/``, rows carry ``variant``, and ``variant_differences.{csv,md}``
+            pairs each variant with the first one on the same seeds (mean and boundary-band Jaccard). ``None``: one
+            unnamed variant, the layout above.
 
     Raises:
         ValueError: for an unknown method or empty ``methods`` / ``patch_sizes`` / ``seeds``.
@@ -76,7 +81,7 @@ class IPSComparison:
                  methods: Sequence[str] = METHODS, patch_sizes: Sequence[int] = (64,), seeds: Sequence[int] = (0,),
                  dataset_dir: str | os.PathLike | None = None, data_kwargs: Mapping[str, Any] | None = None,
                  overrides: Mapping[str, Any] | None = None, save_predictions: bool = True,
-                 boundary_width: int = 5) -> None:
+                 boundary_width: int = 5, variants: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         self.methods = [methods] if isinstance(methods, str) else list(methods)
         bad = [m for m in self.methods if m not in METHODS]
         if not self.methods or bad:
@@ -92,6 +97,9 @@ class IPSComparison:
         self.overrides = dict(overrides or {})
         self.save_predictions = save_predictions
         self.boundary_width = int(boundary_width)
+        self.variants = {str(k): dict(v or {}) for k, v in (variants or {}).items()}
+        if variants is not None and not self.variants:
+            raise ValueError("variants must name at least one override set (or be None).")
         if self.boundary_width < 1:
             raise ValueError(f"boundary_width must be >= 1, got {boundary_width!r}.")
 
@@ -103,23 +111,26 @@ class IPSComparison:
         kwargs = {"seed": seed, **self.data_kwargs}
         return resolve_datalist(self.dataset_dir, self.output_dir / f"data_seed{seed}", generate_ips_dataset, kwargs)
 
-    def run_cell(self, method: str, patch_size: int, seed: int) -> dict[str, Any]:
+    def run_cell(self, method: str, patch_size: int, seed: int, variant: str | None = None) -> dict[str, Any]:
         """Train and test one cell (or read its finished results); returns its table row."""
-        cell = self.output_dir / f"{method}_p{patch_size}_seed{seed}"
+        tag = method if variant is None else f"{method}_{variant}"
+        cell = self.output_dir / f"{tag}_p{patch_size}_seed{seed}"
         results = cell / "test_results.json"
-        common = {**self.overrides, "output_dir": str(cell), "ckpt_dir": str(cell / "models"),
+        extra = {} if variant is None else self.variants[variant]
+        common = {**self.overrides, **extra, "output_dir": str(cell), "ckpt_dir": str(cell / "models"),
                   "dataset_dir": str(self.datalist(seed)), "patch_size": patch_size, "seed": seed}
         if not results.is_file():
             run_config(self.configs(method), **common)
             run_config(self.configs(method, "evaluate.json"), **common, save_predictions=self.save_predictions)
         metrics = read_results(results)["metrics"]
-        row: dict[str, Any] = {"method": method, "patch_size": patch_size, "seed": seed,
+        row: dict[str, Any] = {"method": method, **({} if variant is None else {"variant": variant}),
+                               "patch_size": patch_size, "seed": seed,
                                "mean_jaccard": 100 * metrics["val_mean_jaccard"]}
         for c in CLASS_NAMES:
             row[f"jaccard_{c}"] = 100 * metrics[f"val_jaccard_{c}"]
         if self.save_predictions:
             row["boundary_jaccard"] = self.boundary_jaccard(cell, seed)
-        logger.info("%s p%d seed %d: mean Jaccard %.2f %%", method, patch_size, seed, row["mean_jaccard"])
+        logger.info("%s p%d seed %d: mean Jaccard %.2f %%", tag, patch_size, seed, row["mean_jaccard"])
         return row
 
     def boundary_jaccard(self, cell: Path, seed: int) -> float:
@@ -146,12 +157,14 @@ class IPSComparison:
 
     def run(self) -> list[dict[str, Any]]:
         """Run every cell and write the tables and figures; returns the per-cell rows."""
-        rows = [self.run_cell(m, p, s) for s in self.seeds for p in self.patch_sizes for m in self.methods]
+        variants: list[str | None] = list(self.variants) or [None]
+        rows = [self.run_cell(m, p, s, v) for s in self.seeds for p in self.patch_sizes for m in self.methods
+                for v in variants]
         self.write_tables(rows)
         write_study_record(self.output_dir, {"study": "ips_histogram comparison", "methods": self.methods,
                                              "patch_sizes": self.patch_sizes, "seeds": self.seeds,
                                              "dataset_dir": self.dataset_dir, "data_kwargs": self.data_kwargs,
-                                             "overrides": self.overrides})
+                                             "overrides": self.overrides, "variants": self.variants})
         return rows
 
     def write_tables(self, rows: list[dict[str, Any]]) -> None:
@@ -160,11 +173,18 @@ class IPSComparison:
             metrics.append("boundary_jaccard")
         save_results_table(rows, self.output_dir / "jaccard_cells", precision=2,
                            title="iPS colony segmentation: Jaccard (%) per cell (method, patch size, seed)")
-        summary = summary_rows(rows, ["method", "patch_size"], metrics)
+        keys = ["method", "variant", "patch_size"] if self.variants else ["method", "patch_size"]
+        summary = summary_rows(rows, keys, metrics)
         save_results_table(summary, self.output_dir / "jaccard_table", precision=2,
                            title=f"Jaccard (%) over non-ignored test pixels: mean, SD and 95 % interval over seeds "
                                  f"{self.seeds}")
-        if "histogram" in self.methods and len(self.methods) > 1:
+        if len(self.variants) > 1:
+            first = next(iter(self.variants))
+            diffs = [d for m in [x for x in ("mean_jaccard", "boundary_jaccard") if x in metrics]
+                     for d in paired_rows(rows, ["method", "patch_size"], "variant", first, m)]
+            save_results_table(diffs, self.output_dir / "variant_differences", precision=3,
+                               title=f"Jaccard (points): each variant minus '{first}' on the same seeds")
+        if "histogram" in self.methods and len(self.methods) > 1 and len(self.variants) <= 1:
             diffs = paired_rows(rows, ["patch_size"], "method", "histogram", "mean_jaccard")
             save_results_table(diffs, self.output_dir / "paired_differences", precision=3,
                                title="Mean Jaccard (points): method minus histogram on the same seeds")
@@ -173,6 +193,8 @@ class IPSComparison:
                 save_results_table(diffs, self.output_dir / "paired_differences_boundary", precision=3,
                                    title=f"Boundary-band Jaccard (points, band of {self.boundary_width} pixels): "
                                          "method minus histogram on the same seeds")
+        if self.variants:
+            return
         plot_patch_size_sweep([{**r, "mean_jaccard": r["mean_jaccard_mean"]} for r in summary],
                               self.output_dir / "patch_size_sweep.png")
         if self.save_predictions:
