@@ -39,7 +39,21 @@ __all__ = [
 ]
 
 
-class LoadLandmarkCased(MapTransform):
+class _LandmarkItemd(MapTransform):
+    """Shared constructor of the transforms that read a landmark datalist item: an image key, a landmarks key, the
+    landmark names, name or label matching, and the label key used when an item has no points file."""
+
+    def __init__(self, landmark_names: Sequence[str], keys: KeysCollection = ("image", "landmarks"),
+                 match_by_label: bool = False, label_key: str = "label") -> None:
+        super().__init__(keys)
+        if len(self.keys) != 2:
+            raise ValueError(f"keys must be (image_key, landmarks_key), got {self.keys}.")
+        self.names = list(landmark_names)
+        self.match_by_label = bool(match_by_label)
+        self.label_key = label_key
+
+
+class LoadLandmarkCased(_LandmarkItemd):
     """Read one case of a landmark datalist: the volume, its landmarks (and candidates, rater files).
 
     The landmarks come from the item's points file (``landmarks_key``: ``.fcsv``/JSON/CSV, matched to
@@ -64,15 +78,6 @@ class LoadLandmarkCased(MapTransform):
     Raises:
         ValueError: when ``keys`` does not name an image and a landmarks key.
     """
-
-    def __init__(self, landmark_names: Sequence[str], keys: KeysCollection = ("image", "landmarks"),
-                 match_by_label: bool = False, label_key: str = "label") -> None:
-        super().__init__(keys)
-        if len(self.keys) != 2:
-            raise ValueError(f"keys must be (image_key, landmarks_key), got {self.keys}.")
-        self.names = list(landmark_names)
-        self.match_by_label = bool(match_by_label)
-        self.label_key = label_key
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -162,7 +167,7 @@ def _patch_samples(data: Mapping[Hashable, Any], seed: int, kwargs: dict[str, An
     return [{"image": x[i], "label": y[i]} for i in range(len(y))]
 
 
-class LoadLandmarkImaged(MapTransform):
+class LoadLandmarkImaged(_LandmarkItemd):
     """Read one landmark image as it is on disk: the volume (no intensity change) and its landmarks in RAS mm.
 
     The brain model's counterpart of :class:`LoadLandmarkCased`: the intensities are normalised later, after the
@@ -186,15 +191,6 @@ class LoadLandmarkImaged(MapTransform):
         ValueError: when ``keys`` does not name an image and a landmarks key; at call time (naming the file) for an
             unreadable or non-3D volume, NaN voxels, unknown landmark names or labels outside the class range.
     """
-
-    def __init__(self, landmark_names: Sequence[str], keys: KeysCollection = ("image", "landmarks"),
-                 match_by_label: bool = False, label_key: str = "label") -> None:
-        super().__init__(keys)
-        if len(self.keys) != 2:
-            raise ValueError(f"keys must be (image_key, landmarks_key), got {self.keys}.")
-        self.names = list(landmark_names)
-        self.match_by_label = bool(match_by_label)
-        self.label_key = label_key
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         import torch
