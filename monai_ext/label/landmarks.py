@@ -315,6 +315,10 @@ class LandmarkLocaliser:
             "search_step": inferer.search_step,
             "refine_radius": inferer.refine_radius,
             "batch_size": inferer.batch_size,
+            "method": inferer.method,
+            "top_k": inferer.top_k,
+            "prior_sigma_mm": inferer.prior_sigma_mm,
+            "score": inferer.score,
         }
         check = None
         if meta and meta.get("feature_check"):

@@ -147,7 +147,14 @@ def test_brain_model_meta_written_by_training(brain):
     assert meta["num_classes"] == 33 and meta["class_names"][0] == "background" and len(meta["class_names"]) == 33
     assert meta["network"]["channels"] == [4, 8] and meta["network"]["hidden_features"] == 16
     assert meta["patch"] == {"patch_size": 8, "extent_mm": None}
-    assert meta["search"] == {"search_radius": 2.0, "search_step": 2.0, "refine_radius": 1.0}
+    search = dict(meta["search"])
+    selection = search.pop("prior_sigma_selection")
+    chosen = search.pop("prior_sigma_mm")
+    assert search == {"search_radius": 2.0, "search_step": 2.0, "refine_radius": 1.0, "score": "log_odds"}
+    # the position prior: chosen among brain.json's candidates by the held-out error of the validation brains
+    assert selection["candidates"] == [None, 3.0, 4.5, 6.0, 9.0, 12.0] and selection["images"] >= 1
+    errors = selection["median_error_mm"]
+    assert chosen == selection["candidates"][int(np.argmin(errors))] and all(np.isfinite(errors))
     assert meta["normalization"]["name"] == "masked_percentile" and meta["confidence_threshold"] == 0.5
     space = BrainTemplateSpace.from_dict(meta["template"])
     assert space.voxel_size == 4 and list(space.spatial_size) == meta["template"]["spatial_size"] == [31, 43, 28]

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from bundle_checks import bundle_dir, check_layout, check_metadata, run_bundle_cli, run_workflow
+from sklearn.metrics import roc_auc_score
 
 NAME = "embryo_pu"
 # 40 sequences of 4 frames of 32^2, 2 folds, 1 epoch
@@ -81,6 +83,13 @@ def test_cross_validation_study(trained, tmp_path):
     nnpu = [np.mean([float(r["auc"]) for r in rows if r["method"] == "auc_nnpu" and r["seed"] == s]) for s in "01"]
     assert float(diff["diff_mean"]) == pytest.approx(np.mean(np.subtract(nnpu, per_seed)))
     assert (tmp_path / "cv" / "roc.png").is_file() and list((tmp_path / "cv" / "figures").glob("saliency_*.png"))
+    # the AUC against the hidden viability (the PU positive class), recomputed from a cell's saved test scores
+    cell = json.loads((tmp_path / "cv" / "auc_nnpu_pi0.24_fold1_seed1" / "scores.json").read_text())["metrics"]
+    data = json.loads((tmp_path / "cv" / "data_seed1" / "synthetic_data" / "dataset.json").read_text())
+    viable = {it["sequence"]: it["viable"] for it in data["training"]}
+    truth = [viable[Path(p).name] for p in cell["test_index"]]
+    row = next(r for r in rows if (r["method"], r["fold"], r["seed"]) == ("auc_nnpu", "1", "1"))
+    assert float(row["auc_viable"]) == pytest.approx(roc_auc_score(truth, cell["test_scores"]), abs=1e-3)
 
 
 def test_multi_gpu_train_cli_gloo(trained, tmp_path):

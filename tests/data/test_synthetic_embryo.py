@@ -39,11 +39,37 @@ def test_good_embryos_expand_more():
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"quality": 1.5}, "quality"), ({"quality": 0.5, "num_frames": 1}, "num_frames"),
-    ({"quality": 0.5, "image_size": 16}, "image_size"),
+    ({"quality": 0.5, "image_size": 16}, "image_size"), ({"quality": 0.5, "abnormal_cue": 1.5}, "abnormal_cue"),
 ])
 def test_sequence_bad_args(kwargs, match):
     with pytest.raises(ValueError, match=match):
         synthesize_embryo_sequence(rng=np.random.default_rng(0), **kwargs)
+
+
+def test_abnormal_cue_adds_visible_fragments_and_zero_changes_nothing():
+    # no cue: the very same frames as without the option (no extra random draw)
+    np.testing.assert_array_equal(synthesize_embryo_sequence(0.5, np.random.default_rng(1), 3, 32),
+                                  synthesize_embryo_sequence(0.5, np.random.default_rng(1), 3, 32, abnormal_cue=0.0))
+
+    # a full cue: more bright debris inside the zona at the same quality, over paired draws
+    def bright(cue):
+        return np.array([(synthesize_embryo_sequence(0.8, np.random.default_rng(s), 2, 64, cue)[0] > 0.6).mean()
+                         for s in range(12)])
+
+    assert (bright(1.0) - bright(0.0)).mean() > 0.005
+
+
+def test_visible_abnormality_dataset(tmp_path):
+    hidden = json.loads(generate_embryo_dataset(tmp_path / "h", seed=2, num_cases=8, num_frames=2,
+                                                image_size=32).read_text())
+    seen = json.loads(generate_embryo_dataset(tmp_path / "v", seed=2, num_cases=8, num_frames=2, image_size=32,
+                                              abnormal_visibility=1.0).read_text())
+    assert hidden["abnormal_visibility"] == 0.0 and seen["abnormal_visibility"] == 1.0
+    # the outcome variables are drawn before the images: the same labels, other images for abnormal embryos
+    assert [it["label"] for it in hidden["training"]] == [it["label"] for it in seen["training"]]
+    first = next(i for i, it in enumerate(seen["training"]) if it["abnormal"])
+    name = f"sequences/seq_{first:03d}/frame_00.png"
+    assert not np.array_equal(iio.imread(tmp_path / "h" / name), iio.imread(tmp_path / "v" / name))
 
 
 def test_dataset_files_labels_and_prior(tmp_path):
@@ -84,6 +110,7 @@ def test_same_seed_same_dataset(tmp_path):
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"num_cases": 3}, "num_cases"), ({"abnormal_rate": 1.0}, "abnormal_rate"), ({"quality_slope": 0.0}, "slope"),
+    ({"abnormal_visibility": -0.1}, "abnormal_visibility"),
 ])
 def test_dataset_bad_args(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -40,6 +40,7 @@ from .model_meta import (
     MODEL_META_FORMAT,
     ModelMetaWriter,
     default_model_meta,
+    landmark_spread_mm,
     meta_priors,
     read_model_meta,
 )
@@ -85,6 +86,7 @@ __all__ = [
     "default_model_meta",
     "flag_low_confidence",
     "inference_items",
+    "landmark_spread_mm",
     "meta_priors",
     "out_of_distribution_verdict",
     "read_model_meta",

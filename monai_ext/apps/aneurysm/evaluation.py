@@ -77,17 +77,24 @@ def adaboost_auc_curve(features: np.ndarray, labels: np.ndarray, groups: np.ndar
 
 
 @torch.no_grad()
-def _probabilities(net: nn.Module, patcher: TriPlanarPatch, image: torch.Tensor, centres: np.ndarray,
-                   label: int | np.ndarray, device: torch.device, batch_size: int,
-                   memory_format: torch.memory_format = torch.contiguous_format) -> np.ndarray:
-    """Softmax probability of ``label`` (one class, or one class per centre) at tri-planar patches of ``centres``."""
-    out = []
+def _scores(net: nn.Module, patcher: TriPlanarPatch, image: torch.Tensor, centres: np.ndarray,
+            label: int | np.ndarray, device: torch.device, batch_size: int,
+            memory_format: torch.memory_format = torch.contiguous_format) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax probability of ``label`` and its log-odds ``log p / (1 - p)`` (from the logits, so that it does not
+    saturate where the probability rounds to 1) at tri-planar patches of ``centres``."""
+    probs, odds = [], []
     labels = torch.as_tensor(np.broadcast_to(np.asarray(label), (len(centres),)).copy(), dtype=torch.long)
     for i in range(0, len(centres), batch_size):
         patches = torch.as_tensor(patcher(image, centres[i : i + batch_size])).float().to(device)
-        prob = torch.softmax(net(patches.contiguous(memory_format=memory_format)).float(), 1).cpu()
-        out.append(prob.gather(1, labels[i : i + batch_size, None])[:, 0])
-    return torch.cat(out).numpy() if out else np.zeros(0)
+        logits = net(patches.contiguous(memory_format=memory_format)).float().cpu()
+        lab = labels[i : i + batch_size, None]
+        own = logits.gather(1, lab)[:, 0]
+        others = logits.scatter(1, lab, float("-inf")).logsumexp(1)
+        probs.append(torch.softmax(logits, 1).gather(1, lab)[:, 0])
+        odds.append(own - others)
+    if not probs:
+        return np.zeros(0), np.zeros(0)
+    return torch.cat(probs).numpy(), torch.cat(odds).double().numpy()
 
 
 def _cube(centre: np.ndarray, radius: float, step: float, shape: Sequence[int]) -> np.ndarray:
@@ -106,6 +113,7 @@ def _ball_offsets(radius: float, step: int) -> np.ndarray:
 
 
 _METHODS = ("coarse_to_fine", "exhaustive")
+_SCORES = ("probability", "log_odds")
 
 
 @torch.no_grad()
@@ -113,7 +121,8 @@ def localise_landmarks(net: nn.Module, image: torch.Tensor, priors: np.ndarray, 
                        device: torch.device, search_radius: float = 10.0, step: float = 2.0, patch_size: int = 32,
                        extent_mm: float | None = None, batch_size: int = 512, refine_radius: float = 3.0,
                        method: str = "coarse_to_fine", top_k: int = 2, channels_last: bool = True,
-                       prior_sigma_mm: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+                       prior_sigma_mm: float | None = None, score: str = "probability"
+                       ) -> tuple[np.ndarray, np.ndarray]:
     """Predict each landmark's voxel position by dense tri-planar classification around a prior position.
 
     ``method="coarse_to_fine"`` (default; all landmarks batched together): the classifier's probability of class
@@ -132,6 +141,11 @@ def localise_landmarks(net: nn.Module, image: torch.Tensor, priors: np.ndarray, 
     landmark's position around its search centre, which stops a distant look-alike from winning over a slightly
     weaker response near the expected position; set ``sigma`` to the spread of the landmarks around the priors
     (about 4-6 mm after affine alignment). The reported probability stays the classifier's own.
+
+    ``score="log_odds"`` ranks (and weights the final centroid) by the log-odds ``log p_k / (1 - p_k)`` computed
+    from the logits instead of the probability: a classifier trained with near misses saturates its softmax at 1 over
+    a plateau of several voxels around the landmark, where the probability no longer says which point is best but the
+    logits still do (the centroid weights are then the odds, times the prior when one is given).
 
     ``method="exhaustive"`` (the original search): every point of the *cube* of half side ``search_radius``
     (spacing ``step``), then every unit-spaced point within ``refine_radius`` of the best one; the prediction is the
@@ -155,13 +169,14 @@ def localise_landmarks(net: nn.Module, image: torch.Tensor, priors: np.ndarray, 
         channels_last: run the network on channels-last patches (faster convolutions on CPU; the network is put
             back into contiguous format afterwards).
         prior_sigma_mm: standard deviation (mm) of the Gaussian position prior; ``None``: no prior.
+        score: ``"probability"`` or ``"log_odds"``, what points are ranked and weighted by.
 
     Returns:
         ``(positions (L, 3) voxel, peak probabilities (L,))``.
 
     Raises:
-        ValueError: when ``priors`` and ``labels`` differ in length, the radii/step are not positive, ``method`` is
-            unknown, or a landmark's search region lies outside the volume.
+        ValueError: when ``priors`` and ``labels`` differ in length, the radii/step are not positive, ``method`` or
+            ``score`` is unknown, or a landmark's search region lies outside the volume.
     """
     priors = np.asarray(priors, dtype=np.float64).reshape(-1, 3)
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
@@ -174,15 +189,19 @@ def localise_landmarks(net: nn.Module, image: torch.Tensor, priors: np.ndarray, 
         raise ValueError(f"method must be one of {_METHODS}, got {method!r}.")
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}.")
+    if score not in _SCORES:
+        raise ValueError(f"score must be one of {_SCORES}, got {score!r}.")
     if prior_sigma_mm is not None and not prior_sigma_mm > 0:
         raise ValueError(f"prior_sigma_mm must be positive or None, got {prior_sigma_mm}.")
     lin = np.asarray(image.affine, dtype=np.float64)[:3, :3] if isinstance(image, MetaTensor) else np.eye(3)
 
-    def prior_weight(points: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    def rank(prob: np.ndarray, log_odds: np.ndarray, points: np.ndarray, centre: np.ndarray) -> np.ndarray:
+        """Log of the ranking score: log p (or the log-odds) plus the log of the Gaussian prior."""
+        out = np.log(np.maximum(prob, 1e-300)) if score == "probability" else np.asarray(log_odds, np.float64)
         if prior_sigma_mm is None:
-            return np.ones(len(points))
+            return out
         d2 = (((np.asarray(points, dtype=np.float64) - centre) @ lin.T) ** 2).sum(-1)
-        return np.exp(-d2 / (2.0 * prior_sigma_mm**2))
+        return out - d2 / (2.0 * prior_sigma_mm**2)
 
     net.eval()
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -191,9 +210,9 @@ def localise_landmarks(net: nn.Module, image: torch.Tensor, priors: np.ndarray, 
         patcher = TriPlanarPatch(patch_size=patch_size, extent_mm=extent_mm)
         if method == "exhaustive":
             return _localise_exhaustive(net, patcher, image, priors, labels, device, search_radius, step,
-                                        batch_size, refine_radius, fmt, prior_weight)
+                                        batch_size, refine_radius, fmt, rank)
         return _localise_coarse_to_fine(net, patcher, image, priors, labels, device, search_radius,
-                                        max(1, int(round(step))), batch_size, top_k, fmt, prior_weight)
+                                        max(1, int(round(step))), batch_size, top_k, fmt, rank)
     finally:
         net.to(memory_format=torch.contiguous_format)
 
@@ -206,30 +225,25 @@ def _outside_error(lab: int, prior: np.ndarray, shape: Sequence[int]) -> ValueEr
 def _localise_exhaustive(net: nn.Module, patcher: TriPlanarPatch, image: torch.Tensor, priors: np.ndarray,
                          labels: np.ndarray, device: torch.device, search_radius: float, step: float,
                          batch_size: int, refine_radius: float, fmt: torch.memory_format,
-                         prior_weight: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+                         rank: Callable[..., np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     shape = image.shape[1:]
     pos, peak = np.zeros_like(priors), np.zeros(len(priors))
     for i, (prior, lab) in enumerate(zip(priors, labels, strict=False)):
         coarse = _cube(np.round(prior), search_radius, step, shape)
         if len(coarse) == 0:
             raise _outside_error(int(lab), prior, shape)
-        p = _probabilities(net, patcher, image, coarse, int(lab), device, batch_size, fmt)
-        best = coarse[int(np.argmax(p * prior_weight(coarse, prior)))]
+        p, o = _scores(net, patcher, image, coarse, int(lab), device, batch_size, fmt)
+        best = coarse[int(np.argmax(rank(p, o, coarse, prior)))]
         fine = _cube(best, refine_radius, 1.0, shape)
-        q = _probabilities(net, patcher, image, fine, int(lab), device, batch_size, fmt)
-        score = q * prior_weight(fine, prior)
-        keep = score >= 0.5 * score.max()
-        w = score[keep] / max(score[keep].sum(), 1e-12)
-        pos[i] = (fine[keep] * w[:, None]).sum(0)
-        peak[i] = q[int(np.argmax(score))]
+        q, o = _scores(net, patcher, image, fine, int(lab), device, batch_size, fmt)
+        pos[i], peak[i] = _centroid(fine, rank(q, o, fine, prior), q)
     return pos, peak
 
 
 def _localise_coarse_to_fine(net: nn.Module, patcher: TriPlanarPatch, image: torch.Tensor, priors: np.ndarray,
                              labels: np.ndarray, device: torch.device, search_radius: float, step: int,
                              batch_size: int, top_k: int, fmt: torch.memory_format,
-                             prior_weight: Callable[[np.ndarray, np.ndarray], np.ndarray]
-                             ) -> tuple[np.ndarray, np.ndarray]:
+                             rank: Callable[..., np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     shape = np.asarray(image.shape[1:])
     n = len(priors)
     seen: list[dict[tuple[int, int, int], tuple[float, float]]] = [{} for _ in range(n)]
@@ -247,13 +261,14 @@ def _localise_coarse_to_fine(net: nn.Module, patcher: TriPlanarPatch, image: tor
         if not pts:
             return
         centres = np.asarray(pts, dtype=np.float64)
-        prob = _probabilities(net, patcher, image, centres, labels[np.asarray(owner)], device, batch_size, fmt)
+        prob, odds = _scores(net, patcher, image, centres, labels[np.asarray(owner)], device, batch_size, fmt)
         owners = np.asarray(owner)
-        weight = np.ones(len(centres))
+        ranked = np.zeros(len(centres))
         for i in np.unique(owners):
-            weight[owners == i] = prior_weight(centres[owners == i], priors[i])
-        for i, p, q, w in zip(owner, pts, prob, weight, strict=True):
-            seen[i][p] = (float(q) * float(w), float(q))  # (ranking score, classifier probability)
+            sel = owners == i
+            ranked[sel] = rank(prob[sel], odds[sel], centres[sel], priors[i])
+        for i, p, q, r in zip(owner, pts, prob, ranked, strict=True):
+            seen[i][p] = (float(r), float(q))  # (log ranking score, classifier probability)
 
     ball = _ball_offsets(search_radius, step)
     starts = np.round(priors).astype(np.int64)
@@ -276,9 +291,14 @@ def _localise_coarse_to_fine(net: nn.Module, patcher: TriPlanarPatch, image: tor
     pos, peak = np.zeros_like(priors), np.zeros(n)
     for i, b in enumerate(best_pts):
         nb = inside(b + cube)
-        score = np.array([seen[i][tuple(int(v) for v in p)] for p in nb])  # (score, probability) rows
-        keep = score[:, 0] >= 0.5 * score[:, 0].max()
-        w = score[keep, 0] / max(score[keep, 0].sum(), 1e-12)
-        pos[i] = (nb[keep] * w[:, None]).sum(0)
-        peak[i] = score[int(np.argmax(score[:, 0])), 1]
+        score = np.array([seen[i][tuple(int(v) for v in p)] for p in nb])  # (log score, probability) rows
+        pos[i], peak[i] = _centroid(nb, score[:, 0], score[:, 1])
     return pos, peak
+
+
+def _centroid(points: np.ndarray, log_score: np.ndarray, prob: np.ndarray) -> tuple[np.ndarray, float]:
+    """Score-weighted centroid of the points scoring at least half the best, and the probability at the best."""
+    w = np.exp(log_score - log_score.max())
+    keep = w >= 0.5
+    w = w[keep] / w[keep].sum()
+    return (points[keep] * w[:, None]).sum(0), float(prob[int(np.argmax(log_score))])

@@ -358,6 +358,8 @@ class TriPlanarPointInferer(Inferer):
         top_k: candidates refined per landmark and level (coarse-to-fine).
         prior_sigma_mm: Gaussian position prior around the search centres (mm), or ``None`` (see
             :func:`~monai_ext.apps.aneurysm.evaluation.localise_landmarks`).
+        score: ``"probability"`` or ``"log_odds"``, what the search ranks (see
+            :func:`~monai_ext.apps.aneurysm.evaluation.localise_landmarks`).
 
     Raises:
         ValueError: for an unknown ``mode``, or missing points/priors at call time.
@@ -366,14 +368,14 @@ class TriPlanarPointInferer(Inferer):
     def __init__(self, mode: str = "localise", patch_size: int = 32, extent_mm: float | None = None,
                  search_radius: float = 10.0, search_step: float = 3.0, refine_radius: float = 2.0,
                  batch_size: int = 512, method: str = "coarse_to_fine", top_k: int = 2,
-                 prior_sigma_mm: float | None = None) -> None:
+                 prior_sigma_mm: float | None = None, score: str = "probability") -> None:
         super().__init__()
         if mode not in ("classify", "localise"):
             raise ValueError(f"mode must be 'classify' or 'localise', got {mode!r}.")
         self.mode, self.patch_size, self.extent_mm = mode, int(patch_size), extent_mm
         self.search_radius, self.search_step, self.batch_size = float(search_radius), float(search_step), batch_size
         self.refine_radius, self.method, self.top_k = float(refine_radius), method, int(top_k)
-        self.prior_sigma_mm = prior_sigma_mm
+        self.prior_sigma_mm, self.score = prior_sigma_mm, score
 
     @torch.no_grad()
     def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any,
@@ -394,7 +396,8 @@ class TriPlanarPointInferer(Inferer):
             raise ValueError("mode='localise' needs priors=(L, 3) voxel positions and labels=(L,).")
         pos, peak = localise_landmarks(network, image, priors, labels, device, self.search_radius, self.search_step,
                                        self.patch_size, self.extent_mm, self.batch_size, self.refine_radius,
-                                       method=self.method, top_k=self.top_k, prior_sigma_mm=self.prior_sigma_mm)
+                                       method=self.method, top_k=self.top_k, prior_sigma_mm=self.prior_sigma_mm,
+                                       score=self.score)
         return torch.as_tensor(np.c_[pos, peak])
 
 

@@ -11,7 +11,10 @@ search priors are, and how confident a point must be. Training writes all of it 
     {"format", "model_file": "model.pt", "num_classes", "class_names" (class 0 = "background"),
      "network": {"name": "MiniVGG", "spatial_dims", "in_channels", "num_classes", "channels", "hidden_features"},
      "patch": {"patch_size", "extent_mm"},
-     "search": {"search_radius", "search_step", "refine_radius"}  (voxels of the search grid),
+     "search": {"search_radius", "search_step", "refine_radius"  (voxels of the search grid),
+                "score": "probability" | "log_odds", "prior_sigma_mm": null | float  (optional, see
+                localise_landmarks; ModelMetaWriter chooses prior_sigma_mm on the held-out brains when asked,
+                and records the choice in "prior_sigma_selection")},
      "normalization": {"name": "percentile" | "masked_percentile", ...}  (ModelIntensityNormalized),
      "template": null | BrainTemplateSpace.to_dict()  (null: the search runs on the input's own grid),
      "priors": {"space": "template" | "image", "coordinate_system": "RAS", "units": "mm", "landmarks": [...]},
@@ -26,7 +29,7 @@ import copy
 import json
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +43,7 @@ __all__ = [
     "MODEL_META_FORMAT",
     "ModelMetaWriter",
     "default_model_meta",
+    "landmark_spread_mm",
     "meta_priors",
     "read_model_meta",
 ]
@@ -145,6 +149,38 @@ def _priors_dict(points: PointSet, space: str) -> dict[str, Any]:
                           for n, k, p in zip(points.names, points.labels, points.positions, strict=True)]}
 
 
+def landmark_spread_mm(items: Iterable[Mapping[str, Any]], priors: PointSet) -> tuple[float, int]:
+    """Per-axis standard deviation (mm) of the landmarks of ``items`` around their priors: for each image
+    ``sqrt(mean |x - prior|^2 / 3)`` over its landmarks (the ``sigma`` of an isotropic Gaussian position prior),
+    then the median over images, so that an image whose alignment failed (its landmarks tens of mm off) does not
+    set the prior of every other one.
+
+    Args:
+        items: dictionaries with ``"landmarks"`` (``(N, 3)`` world mm, in the priors' space: for the brain model,
+            after the alignment into template space) and ``"landmark_labels"`` (``(N,)`` class ids); items without
+            them are skipped.
+        priors: the search priors (world mm).
+
+    Returns:
+        ``(sigma_mm, number of landmarks used)``; ``(nan, 0)`` when no landmark matches a prior.
+    """
+    where = {int(k): np.asarray(p, dtype=np.float64) for k, p in zip(priors.labels, priors.positions, strict=True)}
+    per_image, count = [], 0
+    for item in items:
+        if "landmarks" not in item or "landmark_labels" not in item:
+            continue
+        pts = np.asarray(item["landmarks"], dtype=np.float64).reshape(-1, 3)
+        d2 = [float(((p - where[int(lab)]) ** 2).sum())
+              for p, lab in zip(pts, np.asarray(item["landmark_labels"]).reshape(-1), strict=True)
+              if int(lab) in where and np.isfinite(p).all()]
+        if d2:
+            per_image.append(np.sqrt(np.mean(d2) / 3.0))
+            count += len(d2)
+    if not per_image:
+        return float("nan"), 0
+    return float(np.median(per_image)), count
+
+
 class ModelMetaWriter:
     """Ignite handler of the trainer writing ``model_meta.json`` (and the search priors) next to ``model.pt``.
 
@@ -161,6 +197,14 @@ class ModelMetaWriter:
       images after the inference preprocessing), or, without it, from a random fifth of ``feature_data``. It is
       saved as ``feature_check.json`` and named in the description. When it cannot be fitted (fewer than 10
       patches) the description says why and the out-of-distribution verdict relies on the confidence flags.
+      With ``prior_sigma_candidates`` and ``holdout_data`` items that carry their landmarks (world mm on the
+      search grid's space), the best model localises every held-out image once per candidate position prior
+      (``None`` = no prior) with the description's search settings, and the candidate with the lowest median
+      (over images) of the mean localisation error is written as ``search.prior_sigma_mm``, with every candidate's
+      error and the landmarks' spread around the priors (:func:`landmark_spread_mm`) in
+      ``search.prior_sigma_selection``: the prior is chosen on held-out data of the training distribution, never on
+      test data. (The network's log-odds are not calibrated log-likelihoods, so the physical spread alone does not
+      give the right weight of the prior; it is reported next to the choice.)
 
     Under ``torch.distributed`` only rank 0 writes.
 
@@ -173,6 +217,8 @@ class ModelMetaWriter:
         feature_data: iterable of labelled patch batches for the feature check (``None``: no check).
         holdout_data: iterable of items with a search-grid ``"image"`` for the check's threshold.
         model_path: the best model's weights (bare ``state_dict``), fitted instead of the final weights.
+        prior_sigma_candidates: position priors (mm, ``None`` for none) to choose ``search.prior_sigma_mm`` from
+            on ``holdout_data`` (see above); ``None``: no choice, the description's search settings are kept.
 
     Raises:
         ValueError: for a description missing a required key.
@@ -180,13 +226,18 @@ class ModelMetaWriter:
 
     def __init__(self, path: str | os.PathLike, meta: Mapping[str, Any], priors: Any,
                  priors_path: str | os.PathLike | None = None, feature_data: Iterable[Any] | None = None,
-                 holdout_data: Iterable[Any] | None = None, model_path: str | os.PathLike | None = None) -> None:
+                 holdout_data: Iterable[Any] | None = None, model_path: str | os.PathLike | None = None,
+                 prior_sigma_candidates: Sequence[float | None] | None = None) -> None:
         self.path = Path(path)
         self.meta = _check(json.loads(json.dumps(dict(meta), default=_json_default)), "ModelMetaWriter meta")
         self.priors_source = priors
         self.priors_path = Path(priors_path) if priors_path is not None else self.path.parent / "landmark_priors.json"
         self.feature_data, self.holdout_data = feature_data, holdout_data
         self.model_path = Path(model_path) if model_path is not None else None
+        self.prior_sigma_candidates = None if prior_sigma_candidates is None else list(prior_sigma_candidates)
+        for c in self.prior_sigma_candidates or []:
+            if c is not None and not float(c) > 0:
+                raise ValueError(f"prior_sigma_candidates must be positive numbers or None, got {c!r}.")
         self.priors: PointSet | None = None
 
     def attach(self, engine: Any) -> None:
@@ -250,8 +301,79 @@ class ModelMetaWriter:
             else:
                 check_file = "feature_check.json"
                 check.save(self.path.parent / check_file)
+        if self.prior_sigma_candidates and self.holdout_data is not None:
+            selection = self.select_prior_sigma(engine.network)
+            if selection is None:
+                logger.warning("prior_sigma_candidates: the held-out items carry no landmarks; no position prior.")
+            else:
+                self.meta["search"]["prior_sigma_mm"] = selection["chosen"]
+                self.meta["search"]["prior_sigma_selection"] = selection
+                logger.info("position prior of the search: %s (median held-out error by candidate: %s)",
+                            selection["chosen"], dict(zip(map(str, selection["candidates"]),
+                                                          selection["median_error_mm"], strict=True)))
         self._write(self.description(engine, check_file, note))
         logger.info("wrote %s (feature check: %s)", self.path, check_file or note or "none")
+
+    def _best_network(self, network: torch.nn.Module) -> torch.nn.Module:
+        net = copy.deepcopy(getattr(network, "module", network))
+        if self.model_path is not None and self.model_path.is_file():
+            net.load_state_dict(torch.load(self.model_path, map_location="cpu", weights_only=True))
+        return net.eval()
+
+    def _holdout(self) -> list[Any]:
+        if self.holdout_data is not None and not isinstance(self.holdout_data, list):
+            self.holdout_data = list(self.holdout_data)  # loaded (and aligned) once for every use
+        return self.holdout_data or []
+
+    @torch.no_grad()
+    def select_prior_sigma(self, network: torch.nn.Module) -> dict[str, Any] | None:
+        """Choose the search's position prior among ``prior_sigma_candidates`` on ``holdout_data`` (the class
+        docstring says how); ``None`` when no held-out item carries landmarks."""
+        from .evaluation import localise_landmarks
+
+        assert self.priors is not None
+        net = self._best_network(network)
+        device = next(net.parameters()).device
+        search, patch = self.meta["search"], self.meta["patch"]
+        truth_of = []
+        for item in self._holdout():
+            if "landmarks" in item and "landmark_labels" in item and "image" in item:
+                truth_of.append(item)
+        if not truth_of:
+            return None
+        candidates = list(self.prior_sigma_candidates or [])
+        errors = np.full((len(candidates), len(truth_of)), np.nan)
+        for j, item in enumerate(truth_of):
+            image = item["image"]
+            affine = np.asarray(image.affine, dtype=np.float64)
+            vox = points_to_voxels(self.priors, affine, image.shape[1:], tolerance=1e6)
+            truth = {int(k): np.asarray(p, np.float64) for k, p in zip(
+                np.asarray(item["landmark_labels"]).reshape(-1), np.asarray(item["landmarks"]).reshape(-1, 3),
+                strict=True)}
+            for i, sigma in enumerate(candidates):
+                try:
+                    pos, _ = localise_landmarks(net, image, vox, self.priors.labels, device,
+                                                float(search["search_radius"]), float(search["search_step"]),
+                                                int(patch["patch_size"]), patch.get("extent_mm"),
+                                                refine_radius=float(search.get("refine_radius", 2.0)),
+                                                prior_sigma_mm=sigma, score=search.get("score", "probability"))
+                except ValueError as e:  # a search region outside this image: it cannot score any candidate
+                    logger.warning("prior_sigma_candidates: held-out image %d skipped (%s)", j, e)
+                    break
+                world = (affine @ np.c_[pos, np.ones(len(pos))].T).T[:, :3]
+                d = [np.linalg.norm(w - truth[int(k)]) for w, k in zip(world, self.priors.labels, strict=True)
+                     if int(k) in truth]
+                errors[i, j] = float(np.mean(d)) if d else np.nan
+        used = np.isfinite(errors).all(0)
+        if not used.any():
+            return None
+        median = np.median(errors[:, used], axis=1)
+        best = int(np.argmin(median))
+        spread, _ = landmark_spread_mm(truth_of, self.priors)
+        return {"chosen": candidates[best], "candidates": candidates,
+                "median_error_mm": [round(float(v), 3) for v in median], "images": int(used.sum()),
+                "landmark_spread_mm": round(float(spread), 3),
+                "on": "held-out items of the training distribution (holdout_data)"}
 
     @torch.no_grad()
     def fit_feature_check(self, network: torch.nn.Module) -> Any:
@@ -265,11 +387,8 @@ class ModelMetaWriter:
 
         from .inference import FeatureDistributionCheck
 
-        net = copy.deepcopy(getattr(network, "module", network))
-        if self.model_path is not None and self.model_path.is_file():
-            net.load_state_dict(torch.load(self.model_path, map_location="cpu", weights_only=True))
+        net = self._best_network(network)
         device = next(net.parameters()).device
-        net.eval()
         feats, labels = [], []
         for batch in self.feature_data or []:
             x = torch.as_tensor(batch["image"]).float().to(device)
@@ -283,7 +402,7 @@ class ModelMetaWriter:
             patch = self.meta["patch"]
             patcher = TriPlanarPatch(int(patch["patch_size"]), patch.get("extent_mm"))
             held_list = []
-            for item in self.holdout_data:
+            for item in self._holdout():
                 image = item["image"]
                 vox = points_to_voxels(self.priors, np.asarray(image.affine, np.float64), image.shape[1:],
                                        tolerance=1e6)

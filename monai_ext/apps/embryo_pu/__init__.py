@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .data import FRAME_SUFFIXES, load_sequence, normalize_sequence, sequence_folds
-from .study import BASE_METHODS, EmbryoPUStudy, build_criterion, parse_method
+from .study import BASE_METHODS, EmbryoPUStudy, build_criterion, infonce_weight, parse_method
 from .training import FrameOutputs, RandFrameSubsetd, datalist_info, fold_items, labels_of
 from .transforms import LoadSequenced, SaveSequenceScored
 
@@ -21,6 +21,7 @@ __all__ = [
     "labels_of",
     "load_sequence",
     "normalize_sequence",
+    "infonce_weight",
     "parse_method",
     "sequence_folds",
 ]

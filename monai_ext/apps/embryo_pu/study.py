@@ -8,7 +8,8 @@ data set is shared by its cells, so methods are compared on the same folds (pair
 Methods (see the bundle README): ``pn`` (failures as negatives, the seed study's baseline), ``pn_weighted`` (PN with
 the positive class up-weighted to balance the classes: the fair PN baseline), ``upu`` / ``nnpu`` (du Plessis et al.
 ICML 2015; Kiryo et al. NeurIPS 2017), ``auc_pu`` / ``auc_nnpu`` (the PU pairwise AUC risk without / with the
-non-negative correction), any of them with ``+infonce`` (mutual-information metric learning on frame embeddings).
+non-negative correction), any of them with ``+infonce`` (mutual-information metric learning on frame embeddings;
+``+infonce@0.3`` sets its weight, for a sweep).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from monai_ext.visualize import frame_saliency, plot_frame_saliency, plot_roc_cu
 from .training import datalist_info, fold_items
 from .transforms import LoadSequenced
 
-__all__ = ["BASE_METHODS", "EmbryoPUStudy", "build_criterion", "parse_method"]
+__all__ = ["BASE_METHODS", "EmbryoPUStudy", "build_criterion", "infonce_weight", "parse_method"]
 
 BASE_METHODS = ("pn", "pn_weighted", "upu", "nnpu", "auc_pu", "auc_nnpu")
 METRICS = ("auc", "recall@0.5", "precision@0.5", "f1@0.5", "recall@val", "precision@val", "f1@val")
@@ -44,15 +45,43 @@ logger = logging.getLogger(__name__)
 
 
 def parse_method(name: str) -> tuple[str, bool]:
-    """Split ``"auc_nnpu+infonce"`` into ``("auc_nnpu", True)``.
+    """Split ``"auc_nnpu+infonce"`` (or ``"auc_nnpu+infonce@0.3"``, with its InfoNCE weight) into
+    ``("auc_nnpu", True)``.
 
     Raises:
-        ValueError: when the base method is not one of :data:`BASE_METHODS` or the suffix is not ``+infonce``.
+        ValueError: when the base method is not one of :data:`BASE_METHODS`, the suffix is not ``+infonce`` or
+            ``+infonce@<weight>``, or the weight is not a positive number.
     """
     base, _, suffix = str(name).partition("+")
-    if base not in BASE_METHODS or suffix not in ("", "infonce"):
-        raise ValueError(f"method must be one of {BASE_METHODS}, optionally with '+infonce', got {name!r}.")
-    return base, suffix == "infonce"
+    tag, _, weight = suffix.partition("@")
+    if base not in BASE_METHODS or tag not in ("", "infonce") or (weight and not tag):
+        raise ValueError(f"method must be one of {BASE_METHODS}, optionally with '+infonce' or '+infonce@<weight>', "
+                         f"got {name!r}.")
+    if weight:
+        infonce_weight(name, 0.0)
+    return base, tag == "infonce"
+
+
+def infonce_weight(name: str, default: float) -> float:
+    """The InfoNCE weight a method runs with: the ``@<weight>`` of ``"auc_nnpu+infonce@0.3"``, ``default`` for a
+    plain ``+infonce`` and 0 without it.
+
+    Raises:
+        ValueError: for a weight that is not a positive number.
+    """
+    _, _, suffix = str(name).partition("+")
+    if not suffix:
+        return 0.0
+    _, _, weight = suffix.partition("@")
+    if not weight:
+        return float(default)
+    try:
+        value = float(weight)
+    except ValueError as e:
+        raise ValueError(f"the InfoNCE weight of method {name!r} must be a number, got {weight!r}.") from e
+    if not value > 0:
+        raise ValueError(f"the InfoNCE weight of method {name!r} must be positive, got {value}.")
+    return value
 
 
 def build_criterion(method: str, prior: float, beta: float = 0.0, gamma: float = 1.0,
@@ -157,7 +186,8 @@ class EmbryoPUStudy:
         self.parser.update(self.overrides)
 
     def datalist(self, seed: int) -> Path:
-        kwargs = {"seed": seed, **{k: self.parser[k] for k in ("num_cases", "num_frames", "image_size")}}
+        keys = ("num_cases", "num_frames", "image_size", "abnormal_visibility")
+        kwargs = {"seed": seed, **{k: self.parser[k] for k in keys}}
         return resolve_datalist(self.dataset_dir, self.output_dir / f"data_seed{seed}", generate_embryo_dataset,
                                 kwargs)
 
@@ -169,7 +199,7 @@ class EmbryoPUStudy:
         scores_file = cell / "scores.json"
         if scores_file.is_file():
             return json.loads(scores_file.read_text())["metrics"]
-        base, infonce = parse_method(method)
+        base, _ = parse_method(method)
         datalist = self.datalist(seed)
         split = fold_items(datalist, fold, self.num_folds, self.parser["val_fraction"], seed)
         n_pos = sum(it["label"] for it in split["train"])
@@ -178,7 +208,7 @@ class EmbryoPUStudy:
                 "positive_weight": (len(split["train"]) - n_pos) / max(n_pos, 1)}
         over = {**self.overrides, "output_dir": str(cell), "ckpt_dir": str(cell / "models"), "seed": seed,
                 "fold": fold, "prior": prior, "dataset_dir": str(datalist), "loss": loss,
-                "infonce_weight": self.overrides.get("infonce_weight", 0.1) if infonce else 0.0}
+                "infonce_weight": infonce_weight(method, self.overrides.get("infonce_weight", 0.1))}
         wf = run_config(bundle_configs(self.bundle_root, "train.json"), **over)
         net = wf.network_def
         net.load_state_dict(torch.load(cell / "models" / "model.pt", map_location="cpu", weights_only=True))
@@ -203,9 +233,25 @@ class EmbryoPUStudy:
         scores_file.write_text(json.dumps(to_json_value(record), indent=2) + "\n")
         return row
 
+    def viability_auc(self, row: Mapping[str, Any]) -> float:
+        """AUC of a cell's test scores against the hidden ``viable`` flag of the synthetic data (the PU positive
+        class; live births are viable embryos without the hidden abnormality), or NaN when the datalist has no such
+        flag for every test item (real data) or the test set lacks one of the two classes."""
+        split = fold_items(self.datalist(int(row["seed"])), int(row["fold"]), self.num_folds,
+                           self.parser["val_fraction"], int(row["seed"]))
+        test = split["test"]
+        if [str(it["image"]) for it in test] != list(row["test_index"]) or any("viable" not in it for it in test):
+            return float("nan")
+        viable = np.array([int(it["viable"]) for it in test])
+        if viable.min() == viable.max():
+            return float("nan")
+        return compute_auc(np.asarray(row["test_scores"]), viable)
+
     def run(self) -> list[dict[str, Any]]:
         rows = [self.run_cell(m, p, f, s) for s in self.seeds for p in self.priors for m in self.methods
                 for f in range(self.num_folds)]
+        for r in rows:
+            r["auc_viable"] = self.viability_auc(r)
         self.write_outputs(rows)
         write_study_record(self.output_dir, {"study": "embryo_pu cross-validation", "methods": self.methods,
                                              "priors": self.priors, "seeds": self.seeds, "folds": self.num_folds,
@@ -216,19 +262,21 @@ class EmbryoPUStudy:
         info = datalist_info(self.datalist(self.seeds[0]))
         note = f"; true prior of the synthetic data: {info['prior_true']:.3f}" if "prior_true" in info else ""
         title = (f"embryo_pu: {self.num_folds}-fold CV x seeds {self.seeds}, {self.parser['epochs']} epochs{note}")
-        cols = ["method", "prior", "fold", "seed", *METRICS, "accuracy@0.5", "threshold@val", "negative_risk_fraction"]
+        metrics = [*METRICS, *(["auc_viable"] if rows and all(np.isfinite(r.get("auc_viable", np.nan))
+                                                               for r in rows) else [])]
+        cols = ["method", "prior", "fold", "seed", *metrics, "accuracy@0.5", "threshold@val", "negative_risk_fraction"]
         save_results_table(rows, self.output_dir / f"{self.table_name}_folds", columns=cols, precision=3, title=title)
         # per seed: mean over folds; the interval is over seeds (folds of one seed are not independent samples)
         per_seed = []
         for key in {(r["method"], r["prior"], r["seed"]) for r in rows}:
             sel = [r for r in rows if (r["method"], r["prior"], r["seed"]) == key]
             per_seed.append({"method": key[0], "prior": key[1], "seed": key[2],
-                             **{m: float(np.mean([r[m] for r in sel])) for m in METRICS}})
+                             **{m: float(np.mean([r[m] for r in sel])) for m in metrics}})
         per_seed.sort(key=lambda r: (self.priors.index(r["prior"]), self.methods.index(r["method"]), r["seed"]))
-        save_results_table(summary_rows(per_seed, ["method", "prior"], METRICS), self.output_dir / self.table_name,
+        save_results_table(summary_rows(per_seed, ["method", "prior"], metrics), self.output_dir / self.table_name,
                            precision=3, title=title + " (mean over folds per seed; SD and interval over seeds)")
         if self.reference in self.methods and len(self.methods) > 1 and len(self.seeds) > 1:
-            diffs = [d for m in ("auc", "f1@val", "recall@0.5")
+            diffs = [d for m in ("auc", "f1@val", "recall@0.5", *metrics[len(METRICS):])
                      for d in paired_rows(per_seed, ["prior"], "method", self.reference, m)]
             save_results_table(diffs, self.output_dir / f"{self.table_name}_vs_{self.reference}", precision=3,
                                title=f"Each method minus {self.reference}, paired on seeds (fold means)")

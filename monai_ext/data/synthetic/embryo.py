@@ -51,7 +51,7 @@ def _blob_sum(yy: np.ndarray, xx: np.ndarray, centers: np.ndarray, radii: np.nda
 
 
 def synthesize_embryo_sequence(quality: float, rng: np.random.Generator, num_frames: int = 8,
-                               image_size: int = 64) -> np.ndarray:
+                               image_size: int = 64, abnormal_cue: float = 0.0) -> np.ndarray:
     """Draw one blastocyst time-lapse sequence whose appearance is driven by ``quality``.
 
     Args:
@@ -59,13 +59,19 @@ def synthesize_embryo_sequence(quality: float, rng: np.random.Generator, num_fra
         rng: numpy random generator (the only source of randomness).
         num_frames: frames ``T``.
         image_size: frame height and width ``S``.
+        abnormal_cue: strength in [0, 1] of a visible trace of an abnormality, independent of ``quality``: extra
+            fragments, ``Poisson(12 * abnormal_cue)`` of them, on top of the quality-driven ones (0: none, and no
+            extra random draw, so sequences without a cue are the same as before the option existed).
 
     Returns:
         ``(T, S, S)`` float32 frames in [0, 1].
 
     Raises:
-        ValueError: when ``quality`` is outside [0, 1], ``num_frames < 2`` or ``image_size < 32``.
+        ValueError: when ``quality`` or ``abnormal_cue`` is outside [0, 1], ``num_frames < 2`` or
+            ``image_size < 32``.
     """
+    if not 0.0 <= float(abnormal_cue) <= 1.0:
+        raise ValueError(f"abnormal_cue must be in [0, 1], got {abnormal_cue!r}.")
     if not 0.0 <= float(quality) <= 1.0:
         raise ValueError(f"quality must be in [0, 1], got {quality!r}.")
     if int(num_frames) < 2:
@@ -100,6 +106,8 @@ def synthesize_embryo_sequence(quality: float, rng: np.random.Generator, num_fra
     icm_amp = (0.25 + 0.35 * q) * np.exp(rng.normal(0, 0.15, n_icm))
     # fragments: loose debris inside the zona, many when quality is low
     n_frag = rng.poisson(1 + 10 * (1 - q) ** 2)
+    if abnormal_cue > 0:
+        n_frag += rng.poisson(12.0 * float(abnormal_cue))
     frag_r = rng.uniform(0.1, 0.8, n_frag)
     frag_a = rng.uniform(0, 2 * np.pi, n_frag)
     frag_size = s * rng.uniform(0.012, 0.025, n_frag)
@@ -135,7 +143,7 @@ def synthesize_embryo_sequence(quality: float, rng: np.random.Generator, num_fra
 
 def generate_embryo_dataset(out_dir: str | os.PathLike, seed: int = 0, num_cases: int = 200, num_frames: int = 8,
                             image_size: int = 64, abnormal_rate: float = 0.45, quality_threshold: float = 0.565,
-                            quality_slope: float = 0.06) -> Path:
+                            quality_slope: float = 0.06, abnormal_visibility: float = 0.0) -> Path:
     """Write a seeded synthetic blastocyst time-lapse data set and its datalist.
 
     Layout: one folder of PNG frames per sequence (``sequences/seq_000/frame_00.png`` ...) and ``dataset.json``::
@@ -157,12 +165,17 @@ def generate_embryo_dataset(out_dir: str | os.PathLike, seed: int = 0, num_cases
         abnormal_rate: probability of the hidden, invisible abnormality.
         quality_threshold: quality at which an embryo is viable with probability one half.
         quality_slope: logistic scale of viability against quality.
+        abnormal_visibility: in [0, 1]; 0 (default): the abnormality leaves no visual trace, so the live-birth
+            posterior is a monotone function of the viability posterior and PN and PU rank alike; above 0, abnormal
+            embryos carry extra fragments (``synthesize_embryo_sequence(abnormal_cue=...)``), so the outcome depends
+            on appearance beyond quality and a live-birth ranking (PN) and a viability ranking (PU) can differ.
 
     Returns:
         Path of ``dataset.json``.
 
     Raises:
-        ValueError: on ``num_cases < 4``, ``abnormal_rate`` outside [0, 1) or ``quality_slope <= 0``.
+        ValueError: on ``num_cases < 4``, ``abnormal_rate`` outside [0, 1), ``quality_slope <= 0`` or
+            ``abnormal_visibility`` outside [0, 1].
 
     Example::
 
@@ -175,6 +188,8 @@ def generate_embryo_dataset(out_dir: str | os.PathLike, seed: int = 0, num_cases
         raise ValueError(f"abnormal_rate must be in [0, 1), got {abnormal_rate!r}.")
     if not float(quality_slope) > 0:
         raise ValueError(f"quality_slope must be > 0, got {quality_slope!r}.")
+    if not 0.0 <= float(abnormal_visibility) <= 1.0:
+        raise ValueError(f"abnormal_visibility must be in [0, 1], got {abnormal_visibility!r}.")
     rng = np.random.default_rng(seed)
     out = Path(out_dir)
     (out / "sequences").mkdir(parents=True, exist_ok=True)
@@ -186,7 +201,8 @@ def generate_embryo_dataset(out_dir: str | os.PathLike, seed: int = 0, num_cases
     items = []
     for i in range(num_cases):
         name = f"seq_{i:03d}"
-        frames = synthesize_embryo_sequence(float(quality[i]), rng, num_frames, image_size)
+        frames = synthesize_embryo_sequence(float(quality[i]), rng, num_frames, image_size,
+                                            float(abnormal_visibility) if abnormal[i] else 0.0)
         folder = out / "sequences" / name
         folder.mkdir(exist_ok=True)
         for t, frame in enumerate(frames):
@@ -204,7 +220,7 @@ def generate_embryo_dataset(out_dir: str | os.PathLike, seed: int = 0, num_cases
         "name": "synthetic blastocyst time-lapse (monai_ext.data.synthetic.embryo)",
         "description": "label: 1 live birth, 0 failure; viable/abnormal are hidden simulation variables",
         "seed": int(seed), "num_frames": int(num_frames), "image_size": int(image_size),
-        "abnormal_rate": float(abnormal_rate),
+        "abnormal_rate": float(abnormal_rate), "abnormal_visibility": float(abnormal_visibility),
         "live_birth_rate": float(live.mean()),
         "prior_true": float(viable[fails].mean()) if fails.any() else 0.0,
         "prior_population": ev * abnormal_rate / (1.0 - ev * (1.0 - abnormal_rate)),

@@ -26,6 +26,7 @@ from monai_ext.apps.aneurysm import (
     RollingCacheDataset,
     default_model_meta,
     inference_items,
+    landmark_spread_mm,
     meta_priors,
     normalize_intensity,
     read_model_meta,
@@ -277,6 +278,67 @@ def test_model_meta_writer_round_trip_and_feature_check(tmp_path):
     assert got["feature_check"] is None and "N >= 10" in got["feature_check_note"]
     with pytest.raises(ValueError, match="ModelMetaWriter meta: missing"):
         ModelMetaWriter(tmp_path / "x.json", {"num_classes": 3}, priors)
+
+
+def test_landmark_spread_is_the_median_per_axis_sd_over_images(tmp_path):
+    priors = PointSet(["A", "B"], [1, 2], [[0.0, 0.0, 0.0], [10.0, 0.0, 0.0]])
+    # image 1: both landmarks 3 mm off along one axis -> per-axis SD sqrt(9 / 3); image 2: 6 mm off; image 3: an
+    # alignment failure, 60 mm off; an item without landmarks is skipped
+    items = [{"landmarks": np.array([[3.0, 0, 0], [10.0, 3.0, 0]]), "landmark_labels": np.array([1, 2])},
+             {"landmarks": np.array([[0, 6.0, 0], [10.0, 0, 6.0]]), "landmark_labels": np.array([1, 2])},
+             {"landmarks": np.array([[60.0, 0, 0], [70.0, 0, 0]]), "landmark_labels": np.array([1, 2])},
+             {"image": None}]
+    sigma, n = landmark_spread_mm(items, priors)
+    assert n == 6 and sigma == pytest.approx(np.sqrt(36 / 3))  # the median image, not the pooled 60 mm outlier
+    assert landmark_spread_mm(items[:1], priors) == (pytest.approx(np.sqrt(3.0)), 2)
+    assert np.isnan(landmark_spread_mm([{"image": None}], priors)[0])
+
+
+class _BlobNet(torch.nn.Module):
+    """Landmark class k's logit grows with the centre intensity of plane 0 near k (blob k has peak k)."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(1))
+
+    def forward(self, x):
+        c = x[:, 0, 16, 16]
+        return torch.stack([torch.zeros_like(c), 5.0 - 8.0 * (c - 1).abs(), 5.0 - 8.0 * (c - 2).abs()], 1) * self.w
+
+
+def test_model_meta_writer_chooses_the_position_prior_on_held_out_images(tmp_path):
+    # two blobs per image at the true landmarks and a decoy of class 1, 6 voxels from its prior, that matches better
+    # than the true blob (peak 1 against 0.9): without a prior the decoy wins, so the held-out error is lowest with
+    # a prior
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    zz = np.stack(np.meshgrid(*[np.arange(40)] * 3, indexing="ij"), -1)
+    priors = PointSet(["A", "B"], [1, 2], [[30.0, 30.0, 30.0], [50.0, 50.0, 50.0]])  # world mm = voxels 15, 25
+    items = []
+    for shift in ([1.0, 0, 0], [0, -1.0, 0], [0, 0, 1.0]):
+        true_vox = np.array([[15.0, 15.0, 15.0], [25.0, 25.0, 25.0]]) + shift
+        vol = sum(h * np.exp(-((zz - p) ** 2).sum(-1) / 4.0) for h, p in zip((0.9, 2.0), true_vox, strict=True))
+        vol = vol + 1.0 * np.exp(-((zz - np.array([15.0, 15.0, 9.0])) ** 2).sum(-1) / 4.0)  # decoy of class 1
+        items.append({"image": MetaTensor(torch.as_tensor(vol, dtype=torch.float32)[None], affine=affine),
+                      "landmarks": true_vox * 2.0, "landmark_labels": np.array([1, 2])})
+    meta = {**default_model_meta(), "num_classes": 3, "class_names": ["background", "A", "B"],
+            "network": {"name": "MiniVGG", "num_classes": 3, "channels": [4, 8], "hidden_features": 8},
+            "search": {"search_radius": 8.0, "search_step": 2.0, "refine_radius": 2.0, "score": "log_odds"}}
+    net = _BlobNet()
+    writer = ModelMetaWriter(tmp_path / "model_meta.json", meta, priors, holdout_data=iter(items),
+                             prior_sigma_candidates=[None, 4.0])
+    writer.started(_engine(net, 0))
+    writer.completed(_engine(net))
+    search = read_model_meta(tmp_path)["search"]
+    sel = search["prior_sigma_selection"]
+    assert sel["candidates"] == [None, 4.0] and sel["images"] == 3
+    assert search["prior_sigma_mm"] == 4.0 and sel["median_error_mm"][1] < sel["median_error_mm"][0]
+    assert sel["landmark_spread_mm"] == pytest.approx(np.sqrt(4.0 / 3.0), abs=1e-3)  # 2 mm off, per axis
+    # without candidates the description's search settings are kept as they are
+    plain = ModelMetaWriter(tmp_path / "plain" / "model_meta.json", meta, priors, holdout_data=items)
+    plain.completed(_engine(net))
+    assert "prior_sigma_mm" not in read_model_meta(tmp_path / "plain")["search"]
+    with pytest.raises(ValueError, match="prior_sigma_candidates"):
+        ModelMetaWriter(tmp_path / "x.json", meta, priors, prior_sigma_candidates=[0.0])
 
 
 @pytest.mark.slow  # ITK's first import takes 10-20 s

@@ -149,6 +149,30 @@ def test_localise_coarse_to_fine_finds_wide_peaks_with_fewer_patches(offset, ste
     assert fast_net.evaluated < slow_net.evaluated
 
 
+class _SaturatedNet(nn.Module):
+    """Class 1's logit grows with the centre intensity, so its softmax rounds to exactly 1 over a wide plateau."""
+
+    def forward(self, x):
+        c = x[:, 0, 16, 16]
+        return torch.stack([torch.zeros_like(c), 200.0 * c], 1)
+
+
+@pytest.mark.parametrize("method", ["coarse_to_fine", "exhaustive"])
+def test_log_odds_score_finds_the_peak_where_the_probability_saturates(method):
+    true = np.array([[20.0, 22.0, 24.0]])
+    zz = np.stack(np.meshgrid(*[np.arange(48)] * 3, indexing="ij"), -1)
+    vol = torch.as_tensor(np.exp(-((zz - true[0]) ** 2).sum(-1) / 18.0), dtype=torch.float32)[None]
+    prior = true + np.array([3.0, -3.0, 2.0])
+    kw = {"search_radius": 8, "step": 2, "refine_radius": 2, "method": method}
+    plain, p_plain = localise_landmarks(_SaturatedNet(), vol, prior, [1], torch.device("cpu"), **kw)
+    odds, p_odds = localise_landmarks(_SaturatedNet(), vol, prior, [1], torch.device("cpu"), score="log_odds", **kw)
+    assert p_plain[0] == 1.0 and p_odds[0] == 1.0  # the reported probability is the classifier's, saturated
+    np.testing.assert_allclose(odds[0], true[0], atol=0.51)
+    assert np.linalg.norm(plain[0] - true[0]) > 1.5  # the first of many tied points, not the peak
+    with pytest.raises(ValueError, match="score must be one of"):
+        localise_landmarks(_SaturatedNet(), vol, prior, [1], torch.device("cpu"), score="logit", **kw)
+
+
 def test_localise_restores_memory_format_and_validates_method():
     vol, true = _wide_blobs()
     net = nn.Sequential(nn.Conv2d(3, 3, 3), _Probe(_CentreNet(3, width=0.02)))

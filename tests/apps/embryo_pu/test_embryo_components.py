@@ -20,6 +20,7 @@ from monai_ext.apps.embryo_pu import (
     SaveSequenceScored,
     build_criterion,
     fold_items,
+    infonce_weight,
     load_sequence,
     normalize_sequence,
     parse_method,
@@ -106,14 +107,24 @@ def test_sequence_folds_errors(kwargs, match):
 
 @pytest.mark.parametrize("name, base, infonce", [
     ("pn", "pn", False), ("auc_nnpu+infonce", "auc_nnpu", True), ("upu", "upu", False),
+    ("auc_nnpu+infonce@0.3", "auc_nnpu", True),
 ])
 def test_parse_method(name, base, infonce):
     assert parse_method(name) == (base, infonce)
 
 
-@pytest.mark.parametrize("name", ["svm", "nnpu+mi", "auc"])
-def test_parse_method_errors(name):
-    with pytest.raises(ValueError, match="method must be one of"):
+@pytest.mark.parametrize("name, weight", [("pn", 0.0), ("auc_nnpu+infonce", 0.1), ("nnpu+infonce@0.03", 0.03),
+                                          ("auc_nnpu+infonce@1", 1.0)])
+def test_infonce_weight(name, weight):
+    assert infonce_weight(name, 0.1) == weight
+
+
+@pytest.mark.parametrize("name, match", [("svm", "method must be one of"), ("nnpu+mi", "method must be one of"),
+                                         ("auc", "method must be one of"), ("nnpu+@0.3", "method must be one of"),
+                                         ("nnpu+infonce@x", "must be a number"),
+                                         ("nnpu+infonce@-1", "must be positive")])
+def test_parse_method_errors(name, match):
+    with pytest.raises(ValueError, match=match):
         parse_method(name)
 
 
