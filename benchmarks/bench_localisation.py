@@ -22,7 +22,10 @@ Weights: ``--checkpoint`` (a ``{"model": state_dict}`` file of that network, e.g
 ``--train_seconds`` on synthetic brains (an untrained network has no peaks to find and would make the agreement
 check meaningless).
 
-Run: ``python benchmarks/bench_localisation.py [--checkpoint PATH] [--threads 1] [--repeats 2]``.
+``--score log_odds`` makes both searches rank by the log-odds, as the brain model of ``brain.json`` does (the
+logits still separate the points of a plateau where the probability saturates at 1).
+
+Run: ``python benchmarks/bench_localisation.py [--checkpoint PATH] [--threads 1] [--repeats 2] [--score log_odds]``.
 """
 
 from __future__ import annotations
@@ -78,10 +81,13 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--seed", type=int, default=3)
+    p.add_argument("--score", choices=("probability", "log_odds"), default="probability",
+                   help="what both searches rank points by (log_odds: as the brain model of brain.json searches)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     print(describe_machine())
+    print(f"both searches rank points by {args.score}")
     names, sets = afids_landmarks()
     template = load_mni152_tissues(1)
     shape, affine = crop_grid(sets["groundtruth"], template)
@@ -112,7 +118,8 @@ def main() -> None:
         for name, kw in runs.items():
             counter = Counter(net)
             w0, c0 = time.perf_counter(), time.process_time()
-            pos, peak = localise_landmarks(counter, image, priors, labels, torch.device("cpu"), batch_size=512, **kw)
+            pos, peak = localise_landmarks(counter, image, priors, labels, torch.device("cpu"), batch_size=512,
+                                           score=args.score, **kw)
             wall, cpu = time.perf_counter() - w0, time.process_time() - c0
             best[name] = (min(best[name][0], wall), min(best[name][1], cpu))
             out[name], counts[name] = (pos, peak), counter.count

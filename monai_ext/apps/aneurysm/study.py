@@ -22,7 +22,7 @@ import csv
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -513,8 +513,25 @@ class LandmarkEvaluation:
                   "provenance": provenance()}
         (self.output_dir / "results.json").write_text(json.dumps(to_json_value(record), indent=2) + "\n")
         write_study_record(self.output_dir, {**self.info, "rows": self.rows, "max_cases": self.max_cases})
+        write_prior_selection(self.info.get("search"), self.output_dir)
         print(f"landmark evaluation ({len(table)} rows) written to {self.output_dir.resolve()}")
         return table
+
+
+def write_prior_selection(search: Mapping[str, Any] | None, output_dir: str | os.PathLike) -> Path | None:
+    """Write ``prior_sigma_selection.{csv,md}`` (one row per candidate position prior: its median localisation error
+    on the validation brains, and which one training chose) from a model description's ``search`` settings; nothing
+    when the model has no such choice (:class:`~monai_ext.apps.aneurysm.ModelMetaWriter`)."""
+    selection = (search or {}).get("prior_sigma_selection")
+    if not selection:
+        return None
+    rows = [{"prior_sigma_mm": "none" if c is None else c, "median_validation_error_mm": e,
+             "chosen": int(c == selection["chosen"]), "validation_images": selection["images"]}
+            for c, e in zip(selection["candidates"], selection["median_error_mm"], strict=True)]
+    path = Path(output_dir) / "prior_sigma_selection"
+    save_results_table(rows, path, precision=3, title="Position prior of the search, chosen on the validation brains "
+                                                      f"(landmark spread {selection.get('landmark_spread_mm')} mm)")
+    return path.with_suffix(".csv")
 
 
 class AneurysmSeedStudy:

@@ -362,3 +362,16 @@ def test_align_to_model_template_carries_landmarks_into_template_space():
     assert moved > 5.0 and err.mean() < 2.0  # half a voxel of the 4 mm template
     assert tuple(d["image"].shape[1:]) == space.spatial_size and tuple(d["brain_mask"].shape[1:]) == space.spatial_size
     np.testing.assert_allclose(d["image"].affine.numpy(), space.affine)
+
+
+def test_write_prior_selection_table(tmp_path):
+    import csv
+
+    from monai_ext.apps.aneurysm.study import write_prior_selection
+
+    assert write_prior_selection({"search_radius": 12.0}, tmp_path) is None  # no choice made: no table
+    search = {"prior_sigma_selection": {"chosen": 6.0, "candidates": [None, 3.0, 6.0],
+                                        "median_error_mm": [1.6, 1.7, 1.4], "images": 4, "landmark_spread_mm": 3.1}}
+    rows = list(csv.DictReader(open(write_prior_selection(search, tmp_path))))
+    assert [r["prior_sigma_mm"] for r in rows] == ["none", "3.0", "6.0"]
+    assert [r["chosen"] for r in rows] == ["0", "0", "1"] and float(rows[2]["median_validation_error_mm"]) == 1.4
