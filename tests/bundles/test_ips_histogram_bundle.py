@@ -178,6 +178,27 @@ def test_levels_ablation_pairs_each_variant_with_the_first(tmp_path):
     assert len(state) < len(state2)
 
 
+def test_plateau_config_gives_one_method_its_own_budget(tmp_path):
+    """plateau.json: per-method overrides (the FCN trains longer), recorded in study.json; a bad method is named."""
+    from monai_ext.apps.ips_histogram import IPSComparison
+
+    assert json.loads((bundle_dir(NAME) / "configs" / "plateau.json").read_text())["method_overrides"] == {
+        "fcn": {"epochs": 60}}
+    out = tmp_path / "plateau"
+    over = {"output_dir": str(out), "epochs": 1, "methods": ["histogram", "patch_classification"], "seeds": [0],
+            "num_cases": 4, "image_size": 96, "patch_sizes": [32], "device": "cpu",
+            "method_overrides": {"patch_classification": {"epochs": 2}},
+            "train_overrides": {"patches_per_image": 4, "images_per_batch": 2, "stride": 8, "channels": [4, 8]}}
+    run_bundle_cli(NAME, ["compare.json", "plateau.json"], over)
+    epochs = {m: len(list(csv.DictReader(open(out / f"{m}_p32_seed0" / "epochs.csv"))))
+              for m in ("histogram", "patch_classification")}
+    assert epochs == {"histogram": 1, "patch_classification": 2}
+    record = json.loads((out / "study.json").read_text())
+    assert record["settings"]["method_overrides"] == {"patch_classification": {"epochs": 2}}
+    with pytest.raises(ValueError, match="method_overrides names methods not compared here"):
+        IPSComparison(bundle_dir(NAME), tmp_path, methods=["histogram"], method_overrides={"fcn": {"epochs": 60}})
+
+
 def test_multi_gpu_train_torchrun_gloo(tmp_path):
     # 10 cases: 2 validation images, one per rank (MONAI's DistributedSampler needs one per process)
     overrides = {**TINY, "num_cases": 10, "output_dir": str(tmp_path / "out"), "ckpt_dir": str(tmp_path / "ckpt")}

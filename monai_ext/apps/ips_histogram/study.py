@@ -72,6 +72,9 @@ class IPSComparison:
             ``<method>_<variant>_p<size>_seed<k>/``, rows carry ``variant``, and ``variant_differences.{csv,md}``
             pairs each variant with the first one on the same seeds (mean and boundary-band Jaccard). ``None``: one
             unnamed variant, the layout above.
+        method_overrides: per-method ``train.json`` overrides applied after ``overrides`` (e.g. a longer training
+            budget for the FCN, which needs more epochs to reach its validation plateau:
+            ``{"fcn": {"epochs": 60}}``); recorded in ``study.json``.
 
     Raises:
         ValueError: for an unknown method or empty ``methods`` / ``patch_sizes`` / ``seeds``.
@@ -81,7 +84,8 @@ class IPSComparison:
                  methods: Sequence[str] = METHODS, patch_sizes: Sequence[int] = (64,), seeds: Sequence[int] = (0,),
                  dataset_dir: str | os.PathLike | None = None, data_kwargs: Mapping[str, Any] | None = None,
                  overrides: Mapping[str, Any] | None = None, save_predictions: bool = True,
-                 boundary_width: int = 5, variants: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+                 boundary_width: int = 5, variants: Mapping[str, Mapping[str, Any]] | None = None,
+                 method_overrides: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         self.methods = [methods] if isinstance(methods, str) else list(methods)
         bad = [m for m in self.methods if m not in METHODS]
         if not self.methods or bad:
@@ -98,6 +102,10 @@ class IPSComparison:
         self.save_predictions = save_predictions
         self.boundary_width = int(boundary_width)
         self.variants = {str(k): dict(v or {}) for k, v in (variants or {}).items()}
+        self.method_overrides = {str(k): dict(v or {}) for k, v in (method_overrides or {}).items()}
+        unknown = sorted(set(self.method_overrides) - set(self.methods))
+        if unknown:
+            raise ValueError(f"method_overrides names methods not compared here: {unknown} (methods: {self.methods}).")
         if variants is not None and not self.variants:
             raise ValueError("variants must name at least one override set (or be None).")
         if self.boundary_width < 1:
@@ -117,7 +125,7 @@ class IPSComparison:
         cell = self.output_dir / f"{tag}_p{patch_size}_seed{seed}"
         results = cell / "test_results.json"
         extra = {} if variant is None else self.variants[variant]
-        common = {**self.overrides, **extra, "output_dir": str(cell), "ckpt_dir": str(cell / "models"),
+        common = {**self.overrides, **self.method_overrides.get(method, {}), **extra, "output_dir": str(cell), "ckpt_dir": str(cell / "models"),
                   "dataset_dir": str(self.datalist(seed)), "patch_size": patch_size, "seed": seed}
         if not results.is_file():
             run_config(self.configs(method), **common)
@@ -164,7 +172,8 @@ class IPSComparison:
         write_study_record(self.output_dir, {"study": "ips_histogram comparison", "methods": self.methods,
                                              "patch_sizes": self.patch_sizes, "seeds": self.seeds,
                                              "dataset_dir": self.dataset_dir, "data_kwargs": self.data_kwargs,
-                                             "overrides": self.overrides, "variants": self.variants})
+                                             "overrides": self.overrides, "variants": self.variants,
+                                             "method_overrides": self.method_overrides})
         return rows
 
     def write_tables(self, rows: list[dict[str, Any]]) -> None:
