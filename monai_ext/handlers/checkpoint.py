@@ -62,7 +62,10 @@ class TrainingStateSaver:
     from inside its own handler list, which MONAI's config parser rejects as a circular reference). Attach it *after*
     the handlers that change state at ``EPOCH_COMPLETED`` (``LrScheduleHandler``, ``ValidationHandler``) so that the
     saved state includes their effect. Only rank 0 writes under ``torch.distributed``. Load it back with
-    :class:`TrainingStateLoader` (same ``load_dict``).
+    :class:`TrainingStateLoader` (same ``load_dict``). A run stopped on purpose before ``max_epochs`` (the engine's
+    ``TERMINATE`` event, e.g. MONAI's ``EarlyStopHandler``) is saved once more with ``"run_status": {"terminated":
+    True, "epoch": ...}``, so that the loader treats it as finished rather than resuming it; a killed or crashed
+    run fires no ``TERMINATE`` and stays resumable.
 
     Args:
         save_path: the checkpoint file (its folder is created).
@@ -93,11 +96,16 @@ class TrainingStateSaver:
         if self.engine_key:
             self.save_dict[self.engine_key] = engine
         engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.save_interval), self)
+        engine.add_event_handler(Events.TERMINATE, self.terminated)
 
-    def __call__(self, engine: Engine) -> None:
+    def terminated(self, engine: Engine) -> None:
+        """Save the state of a run stopped on purpose, marked so that it is not resumed."""
+        self(engine, {"terminated": True, "epoch": int(engine.state.epoch)})
+
+    def __call__(self, engine: Engine, run_status: Mapping[str, Any] | None = None) -> None:
         if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
             return
-        state = {}
+        state: dict[str, Any] = {} if run_status is None else {"run_status": dict(run_status)}
         for name, obj in self.save_dict.items():
             if isinstance(obj, (DataParallel, DistributedDataParallel)):
                 obj = obj.module
@@ -115,8 +123,8 @@ class TrainingStateLoader(CheckpointLoader):
       epoch;
     - a missing checkpoint file is not an error but a fresh start (logged), so the same config trains from scratch on
       the first run and resumes on the next;
-    - only an *unfinished* run is resumed: one whose saved engine state has ``iteration < max_epochs *
-      epoch_length``, with ``max_epochs`` of the engine now running and ``epoch_length`` of the saved run. The state
+    - only an *unfinished* run is resumed: one not stopped on purpose (:class:`TrainingStateSaver` marks a
+      ``TERMINATE``, e.g. early stopping) whose saved engine state has ``iteration < max_epochs * epoch_length``, with ``max_epochs`` of the engine now running and ``epoch_length`` of the saved run. The state
       of a finished run is not loaded (logged: a new run starts from epoch 0), so training again with the same config
       trains again: MONAI Label's ``BundleTrainTask`` runs ``train.json`` once per ``/train`` request in the same
       folder, and with MONAI's loader a second request would restore the finished epoch counter and train nothing
@@ -174,6 +182,9 @@ class TrainingStateLoader(CheckpointLoader):
         saved = checkpoint.get(self.engine_key) if isinstance(checkpoint, Mapping) else None
         if not isinstance(saved, Mapping) or "iteration" not in saved:
             return None
+        status = checkpoint.get("run_status") if isinstance(checkpoint, Mapping) else None
+        if isinstance(status, Mapping) and status.get("terminated"):
+            return f"stopped on purpose at epoch {status.get('epoch')} (e.g. early stopping)"
         epoch_length = saved.get("epoch_length") or engine.state.epoch_length
         if not epoch_length:
             return None

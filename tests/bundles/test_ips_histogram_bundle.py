@@ -61,6 +61,23 @@ def test_train_leaves_model_state_logs_and_validation(trained):
     assert state["trainer"]["iteration"] == state["trainer"]["epoch_length"]
 
 
+def test_early_stopping_stops_and_is_not_resumed(tmp_path):
+    """--early_stop_patience: MONAI's EarlyStopHandler on the validation Jaccard; a run it stopped is finished."""
+    paths = {"output_dir": str(tmp_path / "out"), "ckpt_dir": str(tmp_path / "ckpt")}
+    stop = {**TINY, "epochs": 5, "early_stop_patience": 1, "early_stop_min_delta": 1.0}  # no epoch can improve by 1
+    wf = run_workflow(NAME, ["train.json"], "train", **paths, **stop)
+    assert wf.trainer.state.epoch == 2  # the first validation sets the best score, the second one stops
+    state = torch.load(Path(paths["ckpt_dir"]) / "checkpoint.pt", weights_only=True)
+    assert state["run_status"] == {"terminated": True, "epoch": 2}
+    # the same command again starts a new run (an early-stopped run is not resumed) and stops the same way
+    wf = run_workflow(NAME, ["train.json"], "train", **paths, **stop)
+    assert wf.trainer.state.epoch == 2
+    # by default the patience is the number of epochs: nothing stops early
+    wf = run_workflow(NAME, ["train.json"], "train", **{**paths, "ckpt_dir": str(tmp_path / "c2")},
+                      **{**TINY, "epochs": 3, "early_stop_min_delta": 1.0})
+    assert wf.trainer.state.epoch == 3
+
+
 def test_evaluate_writes_results_and_predictions(trained):
     _, paths, _ = trained
     out = Path(paths["output_dir"]) / "eval"

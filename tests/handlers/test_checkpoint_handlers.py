@@ -39,8 +39,13 @@ def _run(path, max_epochs: int, resume: bool = True, engine_key: str | None = "t
     return len(steps), float(net.weight.detach()), trainer
 
 
-def _first_run(path, epochs: int, stop_after: int | None = None) -> None:
-    """A run of ``epochs`` epochs, optionally interrupted (as by a kill) after ``stop_after`` epochs."""
+class _Killed(Exception):
+    pass
+
+
+def _first_run(path, epochs: int, stop_after: int | None = None, on_purpose: bool = False) -> None:
+    """A run of ``epochs`` epochs, optionally interrupted after ``stop_after`` epochs: by a crash (an exception, as a
+    kill or Ctrl-C: no ``TERMINATE`` event) or, ``on_purpose``, by ``engine.terminate()`` (as early stopping)."""
     net = torch.nn.Linear(1, 1, bias=False)
     torch.nn.init.zeros_(net.weight)
 
@@ -50,9 +55,18 @@ def _first_run(path, epochs: int, stop_after: int | None = None) -> None:
 
     trainer = Engine(step)
     TrainingStateSaver(path, {"model": net}).attach(trainer)
+    def stop(engine):
+        if on_purpose:
+            engine.terminate()
+        else:
+            raise _Killed
+
     if stop_after is not None:
-        trainer.add_event_handler(Events.EPOCH_COMPLETED(once=stop_after), lambda e: e.terminate())
-    trainer.run(range(EPOCH_LENGTH), max_epochs=epochs)
+        trainer.add_event_handler(Events.EPOCH_COMPLETED(once=stop_after), stop)
+    try:
+        trainer.run(range(EPOCH_LENGTH), max_epochs=epochs)
+    except _Killed:
+        pass
 
 
 # (first run: epochs, interrupted after; second run: max_epochs; resumed?)
@@ -84,6 +98,18 @@ def test_resumes_only_unfinished_runs(tmp_path, epochs, stop_after, max_epochs, 
     # the new run's own state replaced the old one: a third run with the same epochs trains again from 0
     n3, weight3, _ = _run(path, max_epochs)
     assert (n3, weight3) == (max_epochs * EPOCH_LENGTH, max_epochs * EPOCH_LENGTH)
+
+
+def test_a_run_stopped_on_purpose_is_finished(tmp_path, caplog):
+    """terminate() (e.g. MONAI's EarlyStopHandler) marks the state: the next run starts over instead of resuming."""
+    path = tmp_path / "checkpoint.pt"
+    _first_run(path, 3, stop_after=1, on_purpose=True)
+    saved = torch.load(path, weights_only=True)
+    assert saved["run_status"] == {"terminated": True, "epoch": 1} and saved["trainer"]["iteration"] == EPOCH_LENGTH
+    with caplog.at_level(logging.INFO):
+        n, weight, _ = _run(path, 3)
+    assert (n, weight) == (3 * EPOCH_LENGTH, 3.0 * EPOCH_LENGTH)  # from epoch 0, nothing loaded
+    assert "stopped on purpose at epoch 1" in caplog.text
 
 
 def test_missing_file_and_resume_false_start_from_zero(tmp_path):
