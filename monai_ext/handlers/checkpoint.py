@@ -124,7 +124,8 @@ class TrainingStateLoader(CheckpointLoader):
     - a missing checkpoint file is not an error but a fresh start (logged), so the same config trains from scratch on
       the first run and resumes on the next;
     - only an *unfinished* run is resumed: one not stopped on purpose (:class:`TrainingStateSaver` marks a
-      ``TERMINATE``, e.g. early stopping) whose saved engine state has ``iteration < max_epochs * epoch_length``, with ``max_epochs`` of the engine now running and ``epoch_length`` of the saved run. The state
+      ``TERMINATE``, e.g. early stopping) whose saved engine state has ``iteration < max_epochs * epoch_length``,
+      with ``max_epochs`` of the engine now running and ``epoch_length`` of the saved run. The state
       of a finished run is not loaded (logged: a new run starts from epoch 0), so training again with the same config
       trains again: MONAI Label's ``BundleTrainTask`` runs ``train.json`` once per ``/train`` request in the same
       folder, and with MONAI's loader a second request would restore the finished epoch counter and train nothing

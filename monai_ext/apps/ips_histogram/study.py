@@ -125,8 +125,9 @@ class IPSComparison:
         cell = self.output_dir / f"{tag}_p{patch_size}_seed{seed}"
         results = cell / "test_results.json"
         extra = {} if variant is None else self.variants[variant]
-        common = {**self.overrides, **self.method_overrides.get(method, {}), **extra, "output_dir": str(cell), "ckpt_dir": str(cell / "models"),
-                  "dataset_dir": str(self.datalist(seed)), "patch_size": patch_size, "seed": seed}
+        common = {**self.overrides, **self.method_overrides.get(method, {}), **extra, "output_dir": str(cell),
+                  "ckpt_dir": str(cell / "models"), "dataset_dir": str(self.datalist(seed)), "patch_size": patch_size,
+                  "seed": seed}
         if not results.is_file():
             run_config(self.configs(method), **common)
             run_config(self.configs(method, "evaluate.json"), **common, save_predictions=self.save_predictions)
