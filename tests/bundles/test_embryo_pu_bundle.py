@@ -48,6 +48,16 @@ def test_train_with_the_pu_iteration(trained):
     assert 0.0 <= wf.evaluator.state.metrics["val_pu_auc"] <= 1.0
 
 
+def test_early_stopping_on_the_validation_pu_auc(trained, tmp_path):
+    root, _, _ = trained
+    over = {**TINY, "epochs": 4, "early_stop_patience": 1, "early_stop_min_delta": 1.0,  # no epoch improves by 1
+            "output_dir": str(tmp_path / "out"), "ckpt_dir": str(tmp_path / "ckpt"),
+            "dataset_dir": str(root / "out" / "synthetic_data")}
+    wf = run_workflow(NAME, ["train.json"], "train", **over)
+    assert wf.trainer.state.epoch == 2
+    assert torch.load(tmp_path / "ckpt" / "checkpoint.pt", weights_only=True)["run_status"]["terminated"]
+
+
 def test_evaluate_and_inference(trained, tmp_path):
     root, dirs, _ = trained
     run_workflow(NAME, ["train.json", "evaluate.json"], "train", **{**dirs, "output_dir": str(tmp_path / "eval")},
