@@ -197,7 +197,10 @@ def localise_landmarks(net: nn.Module, image: torch.Tensor, priors: np.ndarray, 
 
     def rank(prob: np.ndarray, log_odds: np.ndarray, points: np.ndarray, centre: np.ndarray) -> np.ndarray:
         """Log of the ranking score: log p (or the log-odds) plus the log of the Gaussian prior."""
-        out = np.log(np.maximum(prob, 1e-300)) if score == "probability" else np.asarray(log_odds, np.float64)
+        if score == "probability":  # float64 first: 1e-300 is 0 in float32, and log(0) warns
+            out = np.log(np.maximum(np.asarray(prob, dtype=np.float64), 1e-300))
+        else:
+            out = np.asarray(log_odds, dtype=np.float64)
         if prior_sigma_mm is None:
             return out
         d2 = (((np.asarray(points, dtype=np.float64) - centre) @ lin.T) ** 2).sum(-1)
