@@ -53,6 +53,37 @@ def test_known_affine_recovered(tpl, seed, skull, contrast):
 
 
 @pytest.mark.slow
+def test_bias_corrected_registration(tpl):
+    """A strong smooth bias field (x4 across the head) is divided out before the registration: the corrected copy is
+    flatter inside the brain, and the known affine is still recovered through it."""
+    from monai_ext.transforms.alignment import _n4_corrected
+
+    sample = _moving(tpl, 3, True)
+    image = np.asarray(sample["image"][0], dtype=np.float32)
+    zz = np.stack(np.meshgrid(*[np.linspace(-1, 1, n) for n in image.shape], indexing="ij"), -1)
+    biased = image * np.exp(np.log(2.0) * (zz[..., 0] + 0.5 * zz[..., 2]))
+    affine = np.asarray(sample["image"].affine, dtype=np.float64)
+    corrected = _n4_corrected(biased, affine, 4.0)
+    brain = np.asarray(sample["brain_mask"][0]) > 0.5
+    wm = brain & (image > np.percentile(image[brain], 75))  # bright tissue: one class, ideally one level
+
+    def spread(v):
+        return float(np.std(np.log(v[wm])))
+
+    assert spread(corrected) < 0.6 * spread(biased)
+    truth = np.linalg.inv(sample["warp"])
+    points = apply_matrix(tpl.affine, np.argwhere(tpl.mask))
+
+    def error(bias_correction):
+        found = register_affine(_fixed(tpl), biased[None], moving_affine=affine, fixed_mask=tpl.mask,
+                                bias_correction=bias_correction, **FAST)
+        return np.linalg.norm(apply_matrix(found, points) - apply_matrix(truth, points), axis=1).mean()
+
+    corrected_error, raw_error = error(True), error(False)
+    assert corrected_error < min(raw_error, 4.0)  # better than without, and within one 4 mm voxel (2.05 vs 2.86)
+
+
+@pytest.mark.slow
 def test_align_to_template_maps_points_back_and_normalises_without_the_skull(tpl):
     fixed = _fixed(tpl)
     mask = MetaTensor(torch.as_tensor(tpl.mask[None].astype(np.float32)), affine=torch.as_tensor(tpl.affine))

@@ -121,9 +121,12 @@ class BrainTemplateSpace:
 
     def aligner(self, keys: Any = "image", **kwargs: Any) -> Any:
         """An :class:`~monai_ext.transforms.AlignToTemplated` onto the search grid (``kwargs``: its arguments, e.g.
-        :func:`~monai_ext.transforms.register_affine` settings)."""
+        :func:`~monai_ext.transforms.register_affine` settings). The input is registered through a bias-corrected
+        copy (``bias_correction=True`` unless given): heads cut to a small box with a strong bias field diverged
+        without it (bundle README, "Known limitations of the alignment")."""
         from monai_ext.transforms import AlignToTemplated
 
+        kwargs.setdefault("bias_correction", True)
         reg = self.registration_template
         size, affine = self.grid
         return AlignToTemplated(keys, template=reg.image("t1"), template_mask=reg.mask, brain_mask=self.brain_mask(),
