@@ -329,16 +329,15 @@ class ModelMetaWriter:
     def select_prior_sigma(self, network: torch.nn.Module) -> dict[str, Any] | None:
         """Choose the search's position prior among ``prior_sigma_candidates`` on ``holdout_data`` (the class
         docstring says how); ``None`` when no held-out item carries landmarks."""
+        from monai_ext.transforms import apply_matrix
+
         from .evaluation import localise_landmarks
 
         assert self.priors is not None
         net = self._best_network(network)
         device = next(net.parameters()).device
         search, patch = self.meta["search"], self.meta["patch"]
-        truth_of = []
-        for item in self._holdout():
-            if "landmarks" in item and "landmark_labels" in item and "image" in item:
-                truth_of.append(item)
+        truth_of = [it for it in self._holdout() if {"image", "landmarks", "landmark_labels"} <= set(it)]
         if not truth_of:
             return None
         candidates = list(self.prior_sigma_candidates or [])
@@ -360,7 +359,7 @@ class ModelMetaWriter:
                 except ValueError as e:  # a search region outside this image: it cannot score any candidate
                     logger.warning("prior_sigma_candidates: held-out image %d skipped (%s)", j, e)
                     break
-                world = (affine @ np.c_[pos, np.ones(len(pos))].T).T[:, :3]
+                world = apply_matrix(affine, pos)
                 d = [np.linalg.norm(w - truth[int(k)]) for w, k in zip(world, self.priors.labels, strict=True)
                      if int(k) in truth]
                 errors[i, j] = float(np.mean(d)) if d else np.nan
