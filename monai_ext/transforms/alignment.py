@@ -303,7 +303,9 @@ class AlignToTemplated(MapTransform):
     (``spatial_size`` / ``output_affine``, template world; default: the template's grid), trilinear, 0 outside. The
     fixed-to-input matrix is written to ``data[matrix_key]`` (``4x4``, template RAS to input RAS) and into the
     image's meta (``"template_to_image"``; the original affine is kept under ``"original_affine"``); with
-    ``brain_mask`` given, its resampling on the output grid (uint8) is written to ``data[mask_key]``. Points found on
+    ``brain_mask`` given, its resampling on the output grid, restricted to the voxels that lie inside the input's
+    field of view (:meth:`field_of_view`), is written to ``data[mask_key]`` (uint8): statistics taken inside it (e.g.
+    :class:`~monai_ext.transforms.MaskedPercentileNormalize`) never count the zero padding of a cut field of view. Points found on
     the output grid (world mm) go back to the input with ``apply_matrix(data[matrix_key], points)``.
 
     Args:
@@ -338,11 +340,12 @@ class AlignToTemplated(MapTransform):
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
-        matrix = None
+        matrix, first = None, None
         for key in self.key_iterator(d):
             img = d[key]
             affine = np.asarray(img.affine, np.float64) if isinstance(img, MetaTensor) else np.eye(4)
             if matrix is None:
+                first = (img, affine)
                 matrix, self.last_info = register_affine(self.template, img, fixed_mask=self.template_mask,
                                                          moving_affine=affine, return_info=True, **self.kwargs)
             out = resample_to_grid(img, affine, matrix, self.spatial_size, self.output_affine)
@@ -354,9 +357,22 @@ class AlignToTemplated(MapTransform):
             d[self.matrix_key] = matrix
             if self.brain_mask is not None:
                 m_aff = np.asarray(self.brain_mask.affine, np.float64)
-                m = resample_to_grid(self.brain_mask, m_aff, np.eye(4), self.spatial_size, self.output_affine)
-                d[self.mask_key] = MetaTensor((m > 0.5).to(torch.uint8), affine=torch.as_tensor(self.output_affine))
+                m = resample_to_grid(self.brain_mask, m_aff, np.eye(4), self.spatial_size, self.output_affine) > 0.5
+                m &= self.field_of_view(*first, matrix)
+                d[self.mask_key] = MetaTensor(m.to(torch.uint8), affine=torch.as_tensor(self.output_affine))
         return d
+
+
+    def field_of_view(self, img: NdarrayOrTensor, affine: np.ndarray, matrix: np.ndarray) -> torch.Tensor:
+        """``(1, X', Y', Z')`` bool: output voxels whose trilinear sample lies wholly inside the input's grid.
+
+        Args:
+            img: the input ``(C, X, Y, Z)`` volume (only its shape is used).
+            affine: its voxel-to-world affine.
+            matrix: template world to input world.
+        """
+        ones = torch.ones((1, *img.shape[-3:]), dtype=torch.float32)
+        return resample_to_grid(ones, affine, matrix, self.spatial_size, self.output_affine) > 0.999
 
 
 AlignToTemplateD = AlignToTemplateDict = AlignToTemplated

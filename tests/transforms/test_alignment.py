@@ -15,6 +15,7 @@ from monai_ext.transforms import (
     MaskedPercentileNormalized,
     apply_matrix,
     register_affine,
+    resample_to_grid,
     rotation_angle_deg,
 )
 
@@ -115,3 +116,27 @@ def test_register_errors(tpl, kwargs, match):
         register_affine(_fixed(tpl), _fixed(tpl), **kwargs)
     with pytest.raises(ValueError, match="single-channel 3D"):
         register_affine(_fixed(tpl), np.zeros((2, 4, 4, 4)))
+
+
+@pytest.mark.slow
+def test_cut_field_of_view_leaves_the_normalisation_unchanged(tpl):
+    """A head cut to part of the brain: the written mask holds only voxels inside the input's field of view, so the
+    zero padding outside it never enters the percentiles, and the brain that is seen keeps its normalised values
+    (with the padding counted, the median difference was 0.38 here)."""
+    fixed = _fixed(tpl)
+    mask = MetaTensor(torch.as_tensor(tpl.mask[None].astype(np.float32)), affine=torch.as_tensor(tpl.affine))
+    align = AlignToTemplated("image", template=fixed, template_mask=tpl.mask, brain_mask=mask, **FAST)
+    norm = MaskedPercentileNormalized("image", mask_key="brain_mask", erode_mm=4.0)
+    image = _moving(tpl, 4, False, "t2")["image"]  # T2-like: CSF bright, so zero padding would move the low end
+    lo = int(np.argwhere(np.asarray(image[0]) > 0)[:, 2].min())
+    top = lo + (image.shape[3] - lo) * 3 // 5  # keep the lower 60 % of the head's extent along z
+    cut = MetaTensor(image[:, :, :, :top].clone(), affine=image.affine)
+    whole, part = norm(align({"image": image})), norm(align({"image": cut}))
+    fov = align.field_of_view(cut, np.asarray(cut.affine, np.float64), part["template_to_image"])[0].numpy()
+    brain = resample_to_grid(mask, tpl.affine, np.eye(4), tpl.shape, tpl.affine)[0].numpy() > 0.5
+    assert 0.1 < (brain & ~fov).sum() / brain.sum() < 0.7  # a real cut through the brain
+    written = np.asarray(part["brain_mask"][0]) > 0
+    assert not (written & ~fov).any() and (written == (brain & fov)).mean() > 0.99
+    inner = ndimage.distance_transform_edt(written, sampling=tpl.spacing) > 8.0
+    diff = np.abs(np.asarray(part["image"][0])[inner] - np.asarray(whole["image"][0])[inner])
+    assert np.median(diff) < 0.05
