@@ -120,3 +120,33 @@ def test_generate_dataset(tmp_path):
     assert set(np.unique(mask)) <= {0.0, 1.0}
     with pytest.raises(ValueError, match="num_train"):
         generate_synthetic_brain_dataset(tmp_path, num_train=0)
+
+
+def test_field_of_view_cut(tpl):
+    """A cut field of view: zero outside an axis-aligned box that keeps every landmark at least the lower margin
+    inside it, in the image and the brain mask; the rest of the brain is the brain of the same seed without a cut."""
+    names, sets = afids_landmarks()
+    shape, affine = crop_grid(sets["groundtruth"], tpl, margin_mm=40.0)
+    plain = _gen(tpl, spatial_size=shape, output_affine=affine)
+    cut = _gen(tpl, spatial_size=shape, output_affine=affine,
+               field_of_view={"prob": 1.0, "face_prob": 1.0, "margin_mm": (8.0, 16.0)})
+    a, b = plain.synthesize(3), cut.synthesize(3)
+    np.testing.assert_array_equal(a["landmarks"], b["landmarks"])
+    image, mask = np.asarray(b["image"][0]), np.asarray(b["brain_mask"][0])
+    seen = np.argwhere(image != 0)
+    lo, hi = seen.min(0), seen.max(0)
+    vox = apply_matrix(np.linalg.inv(affine), b["landmarks"])
+    assert (vox.min(0) - lo >= 8.0 / 4 - 1).all() and (hi - vox.max(0) >= 8.0 / 4 - 1).all()
+    assert (vox.min(0) - lo <= 16.0 / 4 + 1).all() and (hi - vox.max(0) <= 16.0 / 4 + 1).all()
+    box = np.zeros(shape, bool)
+    box[lo[0]:hi[0] + 1, lo[1]:hi[1] + 1, lo[2]:hi[2] + 1] = True
+    assert box.sum() < 0.8 * box.size  # a real cut of this 40 mm margin grid
+    assert not mask[~box].any() and not image[~box].any()
+    np.testing.assert_array_equal(image[box], np.asarray(a["image"][0])[box])
+    np.testing.assert_array_equal(mask[box], np.asarray(a["brain_mask"][0])[box])
+    never = _gen(tpl, field_of_view={"prob": 0.0, "face_prob": 1.0, "margin_mm": (8.0, 16.0)}).synthesize(3)
+    np.testing.assert_array_equal(never["image"], _gen(tpl).synthesize(3)["image"])
+    for bad in ({"prob": 1.0}, {"prob": 2.0, "face_prob": 1.0, "margin_mm": (1, 2)},
+                {"prob": 1.0, "face_prob": 1.0, "margin_mm": (5, 2)}):
+        with pytest.raises(ValueError, match="field_of_view"):
+            _gen(tpl, field_of_view=bad)

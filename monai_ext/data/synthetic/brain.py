@@ -18,6 +18,9 @@ of any contrast and resolution without retraining", Medical Image Analysis 86, 2
 4. **Acquisition** (:func:`default_artefacts`, MONAI transforms): bias field, blur and lower resolution, Rician
    noise, gamma; a skull-less brain is then stripped (zero outside its mask, as a skull-stripping tool would leave
    it) and every image gets a random global gain (scanner units).
+5. **Field of view** (optional, ``field_of_view``): with a given probability the brain is seen through a smaller
+   box (faces moved in to a few mm beyond the outermost landmark), zero outside, as a scan cut short looks once
+   aligned to the template.
 
 :class:`SynthesizeBraind` is a deterministic function of ``data["seed"]``, so a MONAI ``CacheDataset`` caches the
 brains (fixed set) and a plain ``Dataset`` with new seeds every epoch gives fresh ones.
@@ -206,6 +209,22 @@ def crop_grid(points: np.ndarray, template: BrainTemplate, margin_mm: float = 24
     return tuple(int(v) for v in hi - lo), affine  # type: ignore[return-value]
 
 
+def _field_of_view_spec(spec: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """Checked ``field_of_view`` argument of :class:`SynthesizeBraind`."""
+    if spec is None:
+        return None
+    keys = {"prob", "face_prob", "margin_mm"}
+    if not isinstance(spec, Mapping) or set(spec) != keys:
+        raise ValueError(f"field_of_view must be None or a mapping with exactly the keys {sorted(keys)}, got {spec!r}.")
+    out = {"prob": float(spec["prob"]), "face_prob": float(spec["face_prob"]),
+           "margin_mm": tuple(float(m) for m in spec["margin_mm"])}
+    if not (0 <= out["prob"] <= 1 and 0 <= out["face_prob"] <= 1):
+        raise ValueError(f"field_of_view prob and face_prob must lie in [0, 1], got {spec!r}.")
+    if len(out["margin_mm"]) != 2 or not 0 <= out["margin_mm"][0] <= out["margin_mm"][1]:
+        raise ValueError(f"field_of_view margin_mm must be a range 0 <= low <= high (mm), got {spec!r}.")
+    return out
+
+
 def default_artefacts(bias: float = 0.3, blur: float = 1.0, low_res_prob: float = 0.25, noise: float = 0.04,
                       gamma: tuple[float, float] = (0.7, 1.5)) -> Compose:
     """Acquisition artefacts applied after the warp (MONAI transforms, each drawn from its own ``R``).
@@ -248,10 +267,18 @@ class SynthesizeBraind(MapTransform):
             measured on a real brain of another subject in issue 16, 4.1 mm).
         artefacts: transform applied to the warped image (default :func:`default_artefacts`; ``None`` for none).
         gain: range of the log-uniform global gain.
+        field_of_view: ``None`` (the whole output grid is seen), or ``{"prob", "face_prob", "margin_mm"}``: with
+            probability ``prob`` the brain is seen through a smaller field of view, each of the six faces of the
+            output grid independently (probability ``face_prob``) moved in to a plane ``U(margin_mm)`` mm beyond the
+            outermost landmark on that side; image and ``brain_mask`` are zero outside, as a scan cut short
+            (e.g. above the vertex or below the cerebellum) looks once aligned to the template, where the padding
+            is zero and the mask is restricted to the field of view
+            (:class:`~monai_ext.transforms.AlignToTemplated`). The cut is drawn after everything else, so the
+            brains of a seed are otherwise those without it.
 
     Raises:
-        ValueError: when ``landmark_sets`` has no ``"groundtruth"`` or only one of ``spatial_size`` /
-            ``output_affine`` is given.
+        ValueError: when ``landmark_sets`` has no ``"groundtruth"``, only one of ``spatial_size`` /
+            ``output_affine`` is given, or ``field_of_view`` is malformed.
     """
 
     def __init__(
@@ -265,6 +292,7 @@ class SynthesizeBraind(MapTransform):
         warp: Mapping[str, Any] | None = None,
         artefacts: Callable[[torch.Tensor], torch.Tensor] | str | None = "default",
         gain: tuple[float, float] = (1.0, 1000.0),
+        field_of_view: Mapping[str, Any] | None = None,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
@@ -296,6 +324,29 @@ class SynthesizeBraind(MapTransform):
         if gain[0] <= 0 or gain[0] > gain[1]:
             raise ValueError(f"gain must be a range 0 < low <= high, got {gain}.")
         self.gain = gain
+        self.field_of_view = _field_of_view_spec(field_of_view)
+
+    def _cut(self, rng: np.random.RandomState, landmarks: np.ndarray) -> torch.Tensor | None:
+        """``(1, X, Y, Z)`` bool field of view drawn from ``rng`` (``None``: the whole grid)."""
+        if self.field_of_view is None:
+            return None
+        spec = self.field_of_view
+        use, faces = rng.uniform() < spec["prob"], rng.uniform(size=6) < spec["face_prob"]
+        margins = rng.uniform(*spec["margin_mm"], size=6)
+        if not use or not faces.any():
+            return None
+        inv = np.linalg.inv(self.output_affine)
+        vox = apply_matrix(inv, landmarks[np.isfinite(landmarks).all(1)])
+        step = np.sqrt((self.output_affine[:3, :3] ** 2).sum(0))
+        keep = torch.ones((1, *self.spatial_size), dtype=torch.bool)
+        for axis in range(3):
+            n = self.spatial_size[axis]
+            idx = torch.arange(n, dtype=torch.float64).reshape([-1 if a == axis else 1 for a in range(3)])
+            if faces[2 * axis]:
+                keep[0] &= idx >= vox[:, axis].min() - margins[2 * axis] / step[axis]
+            if faces[2 * axis + 1]:
+                keep[0] &= idx <= vox[:, axis].max() + margins[2 * axis + 1] / step[axis]
+        return keep
 
     def synthesize(self, seed: int) -> dict[str, Any]:
         """The brain of ``seed`` (see the class docstring for the keys)."""
@@ -322,6 +373,9 @@ class SynthesizeBraind(MapTransform):
         gain = float(np.exp(rng.uniform(np.log(self.gain[0]), np.log(self.gain[1]))))
         img = MetaTensor(torch.as_tensor(img.as_tensor() if isinstance(img, MetaTensor) else img).float() * gain,
                          affine=torch.as_tensor(self.output_affine))
+        fov = self._cut(rng, np.asarray(d["landmarks"], dtype=np.float64))
+        if fov is not None:
+            img, brain = img * fov, brain * fov
         return {
             "image": img,
             "brain_mask": MetaTensor(brain.as_tensor(), affine=torch.as_tensor(self.output_affine)),
