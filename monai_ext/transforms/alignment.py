@@ -305,8 +305,8 @@ class AlignToTemplated(MapTransform):
     image's meta (``"template_to_image"``; the original affine is kept under ``"original_affine"``); with
     ``brain_mask`` given, its resampling on the output grid, restricted to the voxels that lie inside the input's
     field of view (:meth:`field_of_view`), is written to ``data[mask_key]`` (uint8): statistics taken inside it (e.g.
-    :class:`~monai_ext.transforms.MaskedPercentileNormalize`) never count the zero padding of a cut field of view. Points found on
-    the output grid (world mm) go back to the input with ``apply_matrix(data[matrix_key], points)``.
+    :class:`~monai_ext.transforms.MaskedPercentileNormalize`) never count the zero padding of a cut field of view.
+    Points found on the output grid (world mm) go back to the input with ``apply_matrix(data[matrix_key], points)``.
 
     Args:
         keys: image keys (the first is registered; the others share its matrix).
