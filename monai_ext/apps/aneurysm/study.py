@@ -351,6 +351,9 @@ class LandmarkEvaluation:
       raters' mean point, datalist key ``raters_key``), the scale of "as good as a human";
     - ``top1``: fiducial top-1, the network's class at the true landmark (on the search grid) is that landmark;
     - ``within_2x_rater``: fraction of landmarks found within twice the rater spread;
+    - 95 % Student-t intervals over the row's images (each image its mean over the landmarks): ``model_mm_ci_*``,
+      the paired difference ``model_minus_baseline_mm`` with ``model_minus_baseline_ci_*`` (the model beats the
+      baseline when the whole interval is below 0), and ``model_over_rater_ci_*`` (per-image ratios);
     - ``mean_probability``, ``low_confidence_fraction`` and ``ood_flagged`` (images the inference judged out of
       distribution), seconds per image;
     - ``unprocessed``: images the model's preprocessing could not take (e.g. an alignment that failed), reported
@@ -475,6 +478,7 @@ class LandmarkEvaluation:
                        model_over_rater=float(np.nanmean(e) / np.nanmean(s)) if spread else float("nan"),
                        top1=float(np.nanmean(top1)),
                        within_2x_rater=float(np.nanmean(e <= 2 * s)) if spread else float("nan"))
+            row.update(_image_intervals(e, np.asarray(base), s if spread else None))
         row.update(mean_probability=float(p.mean()) if p.size else float("nan"),
                    low_confidence_fraction=float((p < inf.confidence_threshold).mean()) if p.size else float("nan"),
                    ood_flagged=int(sum(flagged)),
@@ -493,8 +497,10 @@ class LandmarkEvaluation:
             if arrays:
                 per_landmark[spec["name"]] = arrays
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        columns = ["row", "section", "images", "unprocessed", "model_mm", "model_median_mm", "baseline_mm",
-                   "inter_rater_mm", "model_over_rater", "top1", "within_2x_rater", "mean_probability",
+        columns = ["row", "section", "images", "unprocessed", "model_mm", "model_mm_ci_low", "model_mm_ci_high",
+                   "model_median_mm", "baseline_mm", "model_minus_baseline_mm", "model_minus_baseline_ci_low",
+                   "model_minus_baseline_ci_high", "inter_rater_mm", "model_over_rater", "model_over_rater_ci_low",
+                   "model_over_rater_ci_high", "top1", "within_2x_rater", "mean_probability",
                    "low_confidence_fraction", "ood_flagged", "seconds_per_image"]
         full = [{c: r.get(c, float("nan")) for c in columns} for r in table]
         save_results_table(full, self.output_dir / "localisation_by_row", columns=columns, precision=3,
@@ -516,6 +522,26 @@ class LandmarkEvaluation:
         write_prior_selection(self.info.get("search"), self.output_dir)
         print(f"landmark evaluation ({len(table)} rows) written to {self.output_dir.resolve()}")
         return table
+
+
+def _image_intervals(err: np.ndarray, base: np.ndarray, spread: np.ndarray | None) -> dict[str, float]:
+    """95 % Student-t intervals over the images of a row (each image one sample: its mean over the landmarks).
+
+    ``model_mm_ci_*``: the model's mean error; ``model_minus_baseline_*``: the paired difference model - baseline
+    (below 0: the model beats the baseline); ``model_over_rater_ci_*``: the per-image ratio of the model's error to
+    the rater spread (whose mean is close to, not equal to, the row's ``model_over_rater``, a ratio of means). NaN
+    with one image.
+    """
+    from monai_ext.utils.stats import paired_difference, summarise
+
+    model, baseline = np.nanmean(err, 1), np.nanmean(base, 1)
+    m, d = summarise(model), paired_difference(model, baseline)
+    out = {"model_mm_ci_low": m["ci_low"], "model_mm_ci_high": m["ci_high"], "model_minus_baseline_mm": d["mean"],
+           "model_minus_baseline_ci_low": d["ci_low"], "model_minus_baseline_ci_high": d["ci_high"]}
+    ratio = summarise(model / np.nanmean(spread, 1)) if spread is not None else None
+    out.update(model_over_rater_ci_low=ratio["ci_low"] if ratio else float("nan"),
+               model_over_rater_ci_high=ratio["ci_high"] if ratio else float("nan"))
+    return out
 
 
 def write_prior_selection(search: Mapping[str, Any] | None, output_dir: str | os.PathLike) -> Path | None:

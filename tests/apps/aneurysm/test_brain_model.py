@@ -375,3 +375,27 @@ def test_write_prior_selection_table(tmp_path):
     rows = list(csv.DictReader(open(write_prior_selection(search, tmp_path))))
     assert [r["prior_sigma_mm"] for r in rows] == ["none", "3.0", "6.0"]
     assert [r["chosen"] for r in rows] == ["0", "0", "1"] and float(rows[2]["median_validation_error_mm"]) == 1.4
+
+
+def test_image_intervals_of_an_evaluation_row():
+    """Each image is one sample (its mean over the landmarks): the paired model - baseline interval is that of the
+    per-image differences, against scipy's t distribution."""
+    from scipy import stats
+
+    from monai_ext.apps.aneurysm.study import _image_intervals
+
+    err = np.array([[1.0, 3.0], [2.0, 2.0], [1.5, 2.5], [np.nan, 4.0]])  # 4 images x 2 landmarks
+    base = err + np.array([[2.0], [3.0], [1.0], [2.5]])
+    spread = np.full_like(err, 2.0)
+    got = _image_intervals(err, base, spread)
+    d = -np.array([2.0, 3.0, 1.0, 2.5])
+    half = stats.t.ppf(0.975, 3) * d.std(ddof=1) / 2.0
+    assert got["model_minus_baseline_mm"] == pytest.approx(d.mean())
+    assert got["model_minus_baseline_ci_low"] == pytest.approx(d.mean() - half)
+    assert got["model_minus_baseline_ci_high"] == pytest.approx(d.mean() + half)
+    assert got["model_minus_baseline_ci_high"] < 0  # the model beats the baseline on every image here
+    model = np.array([2.0, 2.0, 2.0, 4.0])
+    assert (got["model_mm_ci_low"] + got["model_mm_ci_high"]) / 2 == pytest.approx(model.mean())
+    assert (got["model_over_rater_ci_low"] + got["model_over_rater_ci_high"]) / 2 == pytest.approx(model.mean() / 2)
+    one = _image_intervals(err[:1], base[:1], None)
+    assert np.isnan(one["model_mm_ci_low"]) and np.isnan(one["model_over_rater_ci_high"])
