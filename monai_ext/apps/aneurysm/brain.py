@@ -123,7 +123,7 @@ class BrainTemplateSpace:
         """An :class:`~monai_ext.transforms.AlignToTemplated` onto the search grid (``kwargs``: its arguments, e.g.
         :func:`~monai_ext.transforms.register_affine` settings). The input is registered through a bias-corrected
         copy (``bias_correction=True`` unless given): heads cut to a small box with a strong bias field diverged
-        without it (bundle README, "Known limitations of the alignment")."""
+        without it (bundle README, "Alignment and its limits")."""
         from monai_ext.transforms import AlignToTemplated
 
         kwargs.setdefault("bias_correction", True)

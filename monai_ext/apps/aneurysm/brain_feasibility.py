@@ -65,7 +65,6 @@ from monai_ext.transforms import (
     MaskedPercentileNormalize,
     TriPlanarPatch,
     apply_matrix,
-    resample_to_grid,
 )
 from monai_ext.utils import load_checkpoint, save_checkpoint
 
@@ -199,7 +198,7 @@ def _rater_spread(raters: np.ndarray) -> np.ndarray:
 
 @torch.no_grad()
 def evaluate_row(net: nn.Module, generator: SynthesizeBraind, seeds: Sequence[int], align: AlignToTemplated,
-                 crop_mask: MetaTensor, priors_world: np.ndarray, labels: np.ndarray, inferer: TriPlanarPointInferer,
+                 priors_world: np.ndarray, labels: np.ndarray, inferer: TriPlanarPointInferer,
                  check: FeatureDistributionCheck, prior_sigma_mm: float = 5.0) -> dict[str, Any]:
     """Model, baseline and rater errors (mm) plus top-1 for the brains of ``seeds`` through the inference path
     (``model_prior_mm``: the same search ranked with a Gaussian position prior of ``prior_sigma_mm``)."""
@@ -217,7 +216,7 @@ def evaluate_row(net: nn.Module, generator: SynthesizeBraind, seeds: Sequence[in
         d = align({"image": sample["image"]})
         times["align"].append(time.perf_counter() - t0)
         matrix = d["template_to_image"]
-        image = normalizer(d["image"], crop_mask)
+        image = normalizer(d["image"], d["brain_mask"])  # the template's brain within the input's field of view
         grid_affine = np.asarray(d["image"].affine, dtype=np.float64)
         inv_grid = np.linalg.inv(grid_affine)
         t0 = time.perf_counter()
@@ -354,7 +353,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     mask_1mm = template.mask_image()
     align = AlignToTemplated("image", template=reg.image("t1"), template_mask=reg.mask, brain_mask=mask_1mm,
                              spatial_size=shape, output_affine=affine)
-    crop_mask = (resample_to_grid(mask_1mm, template.affine, np.eye(4), shape, affine) > 0.5).float()
     inferer = TriPlanarPointInferer("localise", search_radius=args.search_radius, search_step=args.search_step)
     whole = (template.shape, template.affine)
     displaced_affine = np.diag([1.2, 1.2, 1.5, 1.0])
@@ -368,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                artefacts=spec.get("artefacts", "default"))
         group = spec.get("seed_group", i)  # the two (c) rows share their brains: only the skull differs
         seeds = [10_000_000 + 1000 * group + k for k in range(args.eval_brains)]
-        rows[row] = evaluate_row(net, gen, seeds, align, crop_mask, priors_world, labels, inferer, check,
+        rows[row] = evaluate_row(net, gen, seeds, align, priors_world, labels, inferer, check,
                                  args.prior_sigma_mm)
         logger.info("%s: %s", row, rows[row])
     vessels = _vessel_check(net, check, out, labels, inferer, args.seed) if args.vessel_check else None
