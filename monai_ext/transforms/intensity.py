@@ -9,7 +9,7 @@ depend on the field of view.
   skull.
 * :class:`MaskedPercentileNormalize` maps intensity percentiles computed *inside a mask* (e.g. the brain mask of the
   template after alignment, eroded) to a fixed range. Whole-image percentiles move with everything outside the brain
-  (a skull, a neck, a larger field of view); statistics restricted to the (eroded) brain do not.
+  (a skull, a neck, a larger field of view, padding); statistics restricted to the (eroded) brain do not.
 """
 
 from __future__ import annotations
@@ -360,8 +360,11 @@ class MaskedPercentileNormalize(Transform):
 
     The statistics come only from voxels inside ``mask`` at least ``erode_mm`` mm from its border, so anything
     outside the mask (skull, scalp, neck, background, padding) does not move the normalised values: give the brain
-    mask of the template after alignment (:class:`~monai_ext.transforms.alignment.AlignToTemplated` writes it) and
-    the normalisation is the same with or without skull and for any field of view. The erosion absorbs a few mm of
+    mask of the template after alignment (:class:`~monai_ext.transforms.alignment.AlignToTemplated` writes it,
+    restricted to the input's field of view) and the normalisation is the same with or without skull, neck or
+    padding. A field of view that cuts through the brain itself still moves it a little: the percentiles then come
+    from the part of the brain that was scanned, whose tissue mix differs (much less than when the padding was
+    counted; bundle ``aneurysm`` README, "Field of view"). The erosion absorbs a few mm of
     misalignment between the mask and the brain. Without a mask, :func:`foreground_mask` is used: invariant to
     background and padding, but not to a skull. Values are not clipped.
 
