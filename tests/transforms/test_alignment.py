@@ -3,6 +3,8 @@ points map back to the input, and normalisation after alignment does not see the
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -51,6 +53,36 @@ def test_known_affine_recovered(tpl, seed, skull, contrast):
     err = np.linalg.norm(apply_matrix(found, brain) - apply_matrix(truth, brain), axis=1)
     assert err.mean() < 1.0
     assert rotation_angle_deg(found @ sample["warp"]) < 1.0
+
+
+@pytest.mark.slow
+def test_initial_matrix_is_the_start(tpl):
+    """``initial``: with no optimiser step the result is its closest similarity (rotation from the polar
+    decomposition, isotropic scale det^(1/3), the fixed centre of mass mapped where ``initial`` maps it); started
+    from a point 4 mm and 4 degrees off the truth, the registration still recovers the truth."""
+    from scipy.spatial.transform import Rotation
+
+    from monai_ext.transforms.alignment import _centre_of_mass
+
+    fixed = _fixed(tpl)
+    start = np.eye(4)
+    start[:3, :3] = Rotation.from_euler("xyz", [12.0, -7.0, 20.0], degrees=True).as_matrix() @ np.diag([1.1, 1.0, 0.9])
+    start[:3, 3] = [6.0, -3.0, 2.0]
+    still = register_affine(fixed, fixed, fixed_mask=tpl.mask, transform="similarity", initial=start,
+                            shrink_factors=(1,), smoothing_mm=(0.0,), iterations=(0,))
+    u, _, vt = np.linalg.svd(start[:3, :3])
+    np.testing.assert_allclose(still[:3, :3], np.cbrt(np.linalg.det(start[:3, :3])) * u @ vt, atol=1e-6)
+    centre = _centre_of_mass(np.asarray(fixed[0]), np.asarray(tpl.affine), tpl.mask)
+    np.testing.assert_allclose(apply_matrix(still, centre), apply_matrix(start, centre), atol=1e-4)
+
+    sample = _moving(tpl, 0, False)
+    truth = np.linalg.inv(sample["warp"])
+    nudge = np.eye(4)
+    nudge[:3, :3] = Rotation.from_euler("z", 4.0, degrees=True).as_matrix()
+    nudge[:3, 3] = [4.0, 0.0, 0.0]
+    found = register_affine(fixed, sample["image"], fixed_mask=tpl.mask, initial=truth @ nudge, **FAST)
+    brain = apply_matrix(tpl.affine, np.argwhere(tpl.mask))
+    assert np.linalg.norm(apply_matrix(found, brain) - apply_matrix(truth, brain), axis=1).mean() < 1.0
 
 
 @pytest.mark.slow
@@ -109,7 +141,9 @@ def test_align_to_template_maps_points_back_and_normalises_without_the_skull(tpl
     "kwargs, match",
     [({"transform": "rigid"}, "transform must be"), ({"sampling": 0.0}, "sampling must be"),
      ({"shrink_factors": (2, 1), "smoothing_mm": (1.0,), "iterations": (10, 10)}, "one value per level"),
-     ({"fixed_mask": np.ones((3, 3, 3))}, "fixed_mask has shape")],
+     ({"fixed_mask": np.ones((3, 3, 3))}, "fixed_mask has shape"), ({"initial": np.eye(3)}, "initial must be"),
+     ({"initial": np.diag([1.0, 1.0, -1.0, 1.0])}, "initial must be"),
+     ({"initial": np.full((4, 4), np.nan)}, "initial must be")],
 )
 def test_register_errors(tpl, kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -140,3 +174,46 @@ def test_cut_field_of_view_leaves_the_normalisation_unchanged(tpl):
     inner = ndimage.distance_transform_edt(written, sampling=tpl.spacing) > 8.0
     diff = np.abs(np.asarray(part["image"][0])[inner] - np.asarray(whole["image"][0])[inner])
     assert np.median(diff) < 0.05
+
+
+@pytest.mark.slow
+def test_second_start_for_a_head_cut_off_centre(tpl):
+    """A head cut off-centre (its centre of mass far from the field-of-view centre) is registered from the centres of
+    mass and from the field-of-view centre; the kept result is the best metric among the starts that keep enough of
+    the template inside the scan, and it recovers the known affine. A head near its grid's centre gets one start."""
+    fixed = _fixed(tpl)
+    sample = _moving(tpl, 5, True)
+    truth = np.linalg.inv(sample["warp"])
+    image = sample["image"]
+    padded = MetaTensor(torch.nn.functional.pad(image, (0, 0, 0, 0, 0, 24)), affine=image.affine)  # +96 mm along x
+    brain = apply_matrix(tpl.affine, np.argwhere(tpl.mask))
+
+    align = AlignToTemplated("image", template=fixed, template_mask=tpl.mask, **FAST)
+    out = align({"image": padded})
+    found, record = out["template_to_image"], out["template_alignment"]
+    assert record == align.last_info and json.loads(json.dumps(record)) == record  # written, JSON-ready
+    starts = record["starts"]
+    assert [s["start"] for s in starts] == ["centre_of_mass", "field_of_view_centre"]
+    eligible = [s for s in starts if s["overlap"] >= align.min_overlap]
+    assert eligible and align.last_info["metric"] == min(s["metric"] for s in eligible)
+    assert np.linalg.norm(apply_matrix(found, brain) - apply_matrix(truth, brain), axis=1).mean() < 1.5
+
+    from monai_ext.transforms.alignment import _centre_of_mass
+    from monai_ext.transforms.intensity import foreground_mask
+
+    vol = np.asarray(image[0])
+    off = np.linalg.norm(_centre_of_mass(vol, np.asarray(image.affine), foreground_mask(vol))
+                         - apply_matrix(np.asarray(image.affine), (np.array(vol.shape) - 1) / 2))
+    align({"image": image})  # the unpadded head: a second start only if it is displaced by more than the tolerance
+    assert len(align.last_info["starts"]) == 1 + int(off > align.start_tolerance_mm)
+    single = AlignToTemplated("image", template=fixed, template_mask=tpl.mask, start_tolerance_mm=None, **FAST)
+    single({"image": padded})
+    assert len(single.last_info["starts"]) == 1
+
+
+@pytest.mark.parametrize("kwargs, match", [({"start_tolerance_mm": -1.0}, "start_tolerance_mm"),
+                                           ({"min_overlap": 1.5}, "min_overlap"),
+                                           ({"initial": np.eye(4)}, "chooses its own starts")])
+def test_align_to_template_errors(tpl, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        AlignToTemplated("image", template=_fixed(tpl), **kwargs)

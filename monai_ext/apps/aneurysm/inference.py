@@ -502,7 +502,9 @@ class AneurysmInference:
     aligned the image to the template (:class:`~monai_ext.apps.aneurysm.AlignToModelTemplated` /
     :class:`~monai_ext.transforms.AlignToTemplated`: ``data["template_to_image"]`` and the MetaTensor's
     ``original_affine``), the search runs on the template grid and the points are mapped back to the input; the
-    template-space points are kept as ``"template_position"``. Points below ``confidence_threshold`` and an image
+    template-space points are kept as ``"template_position"``, and the alignment's record (the start kept, its
+    mutual-information metric, the fraction of the template inside the scan, every start tried) as ``"alignment"``.
+    Points below ``confidence_threshold`` and an image
     judged out of distribution are logged as warnings. :meth:`run` prints where the files went.
 
     Args:
@@ -687,6 +689,8 @@ class AneurysmInference:
             feature_verdict = self.ood.assess(self._features(image, vox[inside]))
         verdict = out_of_distribution_verdict(low, self.max_low_fraction, feature_verdict)
         content["out_of_distribution"] = verdict
+        if d.get("template_alignment") is not None:  # AlignToTemplated's record: the start kept, its metric, ...
+            content["alignment"] = d["template_alignment"]
         content["model"] = self._model_info()
         if verdict["flagged"]:
             logger.warning("%s: the image looks unlike the model's training data (%s); treat every point as "

@@ -109,7 +109,8 @@ def test_localisation_output_maps_back_and_flags(model):
     def preprocessing(d):  # stands for AlignToTemplated: image on the template grid plus the map to the input
         img = MetaTensor(torch.rand(1, 28, 28, 28, generator=torch.Generator().manual_seed(0)),
                          affine=torch.eye(4), meta={"original_affine": torch.as_tensor(original)})
-        return {"image": img, "template_to_image": shift}
+        return {"image": img, "template_to_image": shift, "template_alignment": {"start": "centre_of_mass",
+                                                                                 "metric": -0.3, "overlap": 1.0}}
 
     inferer = TriPlanarPointInferer("localise", patch_size=8, search_radius=2, search_step=2)
     check = FeatureDistributionCheck().fit(np.random.default_rng(0).normal(size=(60, 8)), np.repeat([1, 2, 3], 20))
@@ -120,6 +121,7 @@ def test_localisation_output_maps_back_and_flags(model):
     [path] = run.run()
     content = json.loads(path.read_text())
     assert content["confidence_threshold"] == 0.9
+    assert content["alignment"] == {"start": "centre_of_mass", "metric": -0.3, "overlap": 1.0}
     lms = content["landmarks"]
     template = np.array([lm["template_position"] for lm in lms])
     # within the search radius of the priors, plus at most one coarse step of refinement beyond it
