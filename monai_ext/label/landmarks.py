@@ -396,7 +396,9 @@ class LandmarkLocaliser:
             ``{"coordinate_system": "RAS", "units": "mm", "landmarks": [{"name", "label", "position" (RAS mm),
             "voxel" (0-based voxel coordinates of the input grid), "probability", "low_confidence"}],
             "confidence_threshold", "num_low_confidence", "out_of_distribution": {"flagged", "reasons",
-            "low_confidence_fraction", ...}, "template_aligned"}``.
+            "low_confidence_fraction", ...}, "template_aligned"}``, plus ``"alignment"`` (the start kept, its
+            metric, the fraction of the template inside the scan, every start tried:
+            :class:`~monai_ext.transforms.AlignToTemplated`) when the image was aligned to the model's template.
 
         Raises:
             InvalidInferInput: for a bad search option, or priors whose search cubes all miss the volume (a volume
@@ -485,4 +487,5 @@ class LandmarkLocaliser:
             "num_low_confidence": int(low.sum()),
             "out_of_distribution": verdict,
             "template_aligned": matrix is not None,
+            **({"alignment": d["template_alignment"]} if d.get("template_alignment") is not None else {}),
         }
