@@ -104,8 +104,8 @@ def out_of_distribution_verdict(low_confidence: Sequence[bool] | np.ndarray, max
         reasons.append(f"{100 * frac:.0f}% of the landmarks are below the confidence threshold")
     if feature_verdict is not None and feature_verdict.get("out_of_distribution"):
         reasons.append(f"{100 * feature_verdict['fraction_above']:.0f}% of the search centres have features beyond "
-                       f"the training threshold (median Mahalanobis distance {feature_verdict['median_distance']:.1f}"
-                       f" > {feature_verdict['threshold']:.1f})")
+                       f"the training threshold (Mahalanobis distance > {feature_verdict['threshold']:.1f}; median "
+                       f"{feature_verdict['median_distance']:.1f})")
     return {"flagged": bool(reasons), "low_confidence_fraction": frac, "max_low_fraction": max_low_fraction,
             "reasons": reasons, "feature_check": feature_verdict}
 

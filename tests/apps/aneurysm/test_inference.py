@@ -165,3 +165,12 @@ def test_out_of_distribution_verdict(low, feature, flagged, n_reasons):
     assert v["low_confidence_fraction"] == pytest.approx(np.mean(low))
     with pytest.raises(ValueError, match="max_low_fraction"):
         out_of_distribution_verdict(low, 0.0)
+
+
+def test_feature_reason_states_the_threshold_and_median_as_they_are():
+    """Half of the centres beyond the threshold flags the image even when the median is just below it: the reason
+    must not claim the median exceeds the threshold (it read "median 13.9 > 14.1" before)."""
+    feature = {"out_of_distribution": True, "fraction_above": 0.5, "median_distance": 13.9, "threshold": 14.1}
+    [reason] = out_of_distribution_verdict([False] * 4, 0.5, feature)["reasons"]
+    assert reason == ("50% of the search centres have features beyond the training threshold (Mahalanobis distance "
+                      "> 14.1; median 13.9)")
