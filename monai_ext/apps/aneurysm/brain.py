@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -189,7 +189,7 @@ def _grid(voxel_size: int, margin_mm: float) -> tuple[tuple[int, int, int], np.n
 
 
 def generate_brain_test_dataset(out_dir: str | os.PathLike, seed: int = 0, num_test: int = 3,
-                                voxel_size: int = 1) -> Path:
+                                voxel_size: int = 1, oblique: bool = True) -> Path:
     """Write the brain model's extra test sets (``brain_evaluate.json``), besides those of
     :func:`~monai_ext.data.synthetic.brain.generate_synthetic_brain_dataset`.
 
@@ -205,6 +205,10 @@ def generate_brain_test_dataset(out_dir: str | os.PathLike, seed: int = 0, num_t
     - ``test_t2_whole`` / ``test_pd_whole``: the same brains in the held-out T2-like and PD-like contrasts,
       skull-stripped, whole-head grid (the generator's ``test_t2`` / ``test_pd`` are cut to the fiducials' box,
       where less of the brain guides the alignment).
+    - ``test_t1_skull_oblique`` (``oblique``): the ``test_t1_skull_whole`` brains stored as a scanner in native space
+      would store them: resampled (trilinear) onto an oblique grid rotated by up to 30 degrees about each axis, with
+      anisotropic ``(1.0, 1.2, 1.5) * voxel_size`` mm voxels, covering the whole original field of view. The
+      physical image is the same (up to the interpolation's blur), so the fiducials and raters files are shared.
 
     The fiducials and the four AFIDs raters are moved with each image. Seeds ``1_000_003 * seed + 400_000 + i`` and
     ``+ 500_000 + i`` (disjoint from the generator's and from ``brain.json``'s training seeds).
@@ -258,14 +262,56 @@ def generate_brain_test_dataset(out_dir: str | os.PathLike, seed: int = 0, num_t
             items.append({"image": f"images/{name}.nii.gz", "landmarks": f"landmarks/{name}.json", "raters": files,
                           "skull": bool(sample["skull"]), "contrast": sample["contrast"]})
         sections[section] = items
+    if oblique:
+        rng = np.random.default_rng(1_000_003 * int(seed) + 600_000)
+        sections["test_t1_skull_oblique"] = []
+        for item in sections["test_t1_skull_whole"]:
+            img = nib.load(out / item["image"])
+            vol, affine = oblique_resample(np.asarray(img.dataobj, np.float32), np.asarray(img.affine, np.float64),
+                                           rng.uniform(-30.0, 30.0, 3), np.array([1.0, 1.2, 1.5]) * voxel_size)
+            name = Path(item["image"]).name.replace("_skull_whole_", "_skull_oblique_")
+            nib.save(nib.Nifti1Image(vol, affine), out / "images" / name)
+            sections["test_t1_skull_oblique"].append({**item, "image": f"images/{name}"})
     datalist = {"name": "brain_model_extra_test_sets",
                 "description": "MNI152 (nilearn) with its own T1 intensities under subject-like deformations, and "
-                "synthetic T1 brains on the whole-head grid with and without skull; AFIDs fiducials and raters "
+                "synthetic T1 brains on the whole-head grid with and without skull (the latter also on an oblique "
+                "anisotropic grid); AFIDs fiducials and raters "
                 "(CC-BY-4.0, Lau et al. 2019, Taha et al. 2023) moved with the image.",
                 "landmark_names": list(names), **sections, "test": sections["test_template_t1"]}
     path = out / "dataset.json"
     path.write_text(json.dumps(datalist, indent=1))
     return path
+
+
+def oblique_resample(volume: np.ndarray, affine: np.ndarray, rotation_deg: Sequence[float],
+                     spacing: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """The same world image on an oblique grid: axes rotated by ``rotation_deg`` (x, y, z Euler angles) from the
+    input's, voxels of ``spacing`` mm, the grid large enough to hold the input's whole field of view (0 outside it;
+    trilinear interpolation).
+
+    Returns:
+        ``(volume, affine)``: float32 ``(X', Y', Z')`` and its ``4x4`` voxel-to-world affine.
+    """
+    from scipy import ndimage
+    from scipy.spatial.transform import Rotation
+
+    from monai_ext.transforms import apply_matrix
+
+    axes = Rotation.from_euler("xyz", np.asarray(rotation_deg, np.float64), degrees=True).as_matrix()
+    src_axes = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)
+    new = np.eye(4)
+    new[:3, :3] = src_axes @ axes @ np.diag(np.asarray(spacing, np.float64))
+    corners = np.array([[i, j, k] for i in (-0.5, volume.shape[0] - 0.5) for j in (-0.5, volume.shape[1] - 0.5)
+                        for k in (-0.5, volume.shape[2] - 0.5)])
+    world = apply_matrix(affine, corners)
+    local = world @ np.linalg.inv(new[:3, :3]).T  # corner coordinates in the new voxel frame (origin at 0)
+    lo, hi = local.min(0), local.max(0)
+    shape = np.ceil(hi - lo).astype(int)
+    new[:3, 3] = new[:3, :3] @ (lo + 0.5)
+    to_src = np.linalg.inv(affine) @ new
+    out = ndimage.affine_transform(volume, to_src[:3, :3], to_src[:3, 3], output_shape=tuple(int(v) for v in shape),
+                                   order=1, cval=0.0)
+    return out.astype(np.float32), new
 
 
 def brain_test_datalist(output_dir: str | os.PathLike, seed: int = 0, num_test: int = 3, voxel_size: int = 1) -> Path:
@@ -274,5 +320,5 @@ def brain_test_datalist(output_dir: str | os.PathLike, seed: int = 0, num_test: 
     from monai_ext.data import resolve_datalist
 
     return resolve_datalist(None, output_dir, generate_brain_test_dataset,
-                            {"seed": int(seed), "num_test": int(num_test), "voxel_size": int(voxel_size)},
-                            folder_name="brain_test_data")
+                            {"seed": int(seed), "num_test": int(num_test), "voxel_size": int(voxel_size),
+                             "oblique": True}, folder_name="brain_test_data")

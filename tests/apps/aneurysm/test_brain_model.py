@@ -399,3 +399,27 @@ def test_image_intervals_of_an_evaluation_row():
     assert (got["model_over_rater_ci_low"] + got["model_over_rater_ci_high"]) / 2 == pytest.approx(model.mean() / 2)
     one = _image_intervals(err[:1], base[:1], None)
     assert np.isnan(one["model_mm_ci_low"]) and np.isnan(one["model_over_rater_ci_high"])
+
+
+def test_oblique_resample_keeps_the_world_image():
+    """The oblique copy of the evaluation's (d) row: the grid is rotated and anisotropic, holds the whole field of
+    view, and a small bright blob stays at its world position."""
+    from scipy.spatial.transform import Rotation
+
+    from monai_ext.apps.aneurysm.brain import oblique_resample
+    from monai_ext.transforms import apply_matrix
+
+    vol = np.zeros((40, 50, 30), np.float32)
+    vol[24:27, 14:17, 9:12] = 1.0  # centre voxel (25, 15, 10)
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    affine[:3, 3] = [-40.0, -50.0, -30.0]
+    out, new = oblique_resample(vol, affine, [25.0, -15.0, 10.0], [2.0, 2.4, 3.0])
+    np.testing.assert_allclose(np.linalg.norm(new[:3, :3], axis=0), [2.0, 2.4, 3.0])
+    axes = new[:3, :3] / np.linalg.norm(new[:3, :3], axis=0)
+    assert Rotation.from_matrix(axes).magnitude() > np.deg2rad(10.0)  # really oblique
+    centre = apply_matrix(new, np.argwhere(out > 0.5 * out.max()).mean(0))
+    np.testing.assert_allclose(centre, apply_matrix(affine, np.array([25.0, 15.0, 10.0])), atol=1.5)
+    corners = np.array([[i, j, k] for i in (0, 39) for j in (0, 49) for k in (0, 29)], dtype=np.float64)
+    inside = apply_matrix(np.linalg.inv(new), apply_matrix(affine, corners))
+    assert ((inside > -0.5) & (inside < np.array(out.shape) - 0.5)).all()  # the whole field of view is kept
+    assert abs(out.sum() * np.prod([2.0, 2.4, 3.0]) - vol.sum() * 8.0) < 0.15 * vol.sum() * 8.0  # same volume
