@@ -318,7 +318,7 @@ def test_brain_evaluate_writes_the_evidence_table(brain, tmp_path):
         rows = list(csv.DictReader(f))
     assert [r["section"] for r in rows] == ["test", "test_template_t1", "test_t2_whole", "test_pd_whole", "test_t2",
                                             "test_pd", "test_t1_whole", "test_t1_skull_whole", "test_t1",
-                                            "test_t1_skull", "test_displaced", "test"]
+                                            "test_t1_skull", "test_displaced", "test_t1_skull_oblique", "test"]
     for r in rows[:-1]:  # at 4 mm ITK may fail to align a brain: reported as unprocessed (and OOD), not scored
         assert r["images"] == "1" and r["unprocessed"] in ("0", "1")
         if r["unprocessed"] == "0":
@@ -326,7 +326,7 @@ def test_brain_evaluate_writes_the_evidence_table(brain, tmp_path):
             assert 0 <= float(r["top1"]) <= 1
         else:
             assert r["model_mm"] == "nan" and r["ood_flagged"] == "1"
-    assert sum(r["unprocessed"] == "0" for r in rows[:-1]) >= 7
+    assert sum(r["unprocessed"] == "0" for r in rows[:-1]) >= 8
     assert rows[-1]["model_mm"] == "nan" and int(rows[-1]["ood_flagged"]) <= int(rows[-1]["images"])
     record = json.loads((tmp_path / "brain_evaluation" / "results.json").read_text())
     assert record["provenance"]["cpu"] and record["info"]["model"]["template"].startswith("MNI152")
