@@ -206,9 +206,13 @@ def test_second_start_for_a_head_cut_off_centre(tpl):
                          - apply_matrix(np.asarray(image.affine), (np.array(vol.shape) - 1) / 2))
     align({"image": image})  # the unpadded head: a second start only if it is displaced by more than the tolerance
     assert len(align.last_info["starts"]) == 1 + int(off > align.start_tolerance_mm)
-    single = AlignToTemplated("image", template=fixed, template_mask=tpl.mask, start_tolerance_mm=None, **FAST)
-    single({"image": padded})
-    assert len(single.last_info["starts"]) == 1
+    single = AlignToTemplated("image", template=fixed, template_mask=tpl.mask, start_tolerance_mm=None,
+                              bias_correction=True, **FAST)
+    got = single({"image": padded})["template_to_image"]
+    assert len(single.last_info["starts"]) == 1 and single.last_info["preparation_seconds"] > 0
+    # the input prepared once (block mean, N4) for all starts: the same matrix as register_affine's own preparation
+    direct = register_affine(fixed, padded, fixed_mask=tpl.mask, bias_correction=True, **FAST)
+    np.testing.assert_array_equal(got, direct)
 
 
 @pytest.mark.parametrize("kwargs, match", [({"start_tolerance_mm": -1.0}, "start_tolerance_mm"),
