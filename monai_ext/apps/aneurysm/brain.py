@@ -314,11 +314,12 @@ def oblique_resample(volume: np.ndarray, affine: np.ndarray, rotation_deg: Seque
     return out.astype(np.float32), new
 
 
-def brain_test_datalist(output_dir: str | os.PathLike, seed: int = 0, num_test: int = 3, voxel_size: int = 1) -> Path:
+def brain_test_datalist(output_dir: str | os.PathLike, seed: int = 0, num_test: int = 3, voxel_size: int = 1,
+                        oblique: bool = True) -> Path:
     """:func:`generate_brain_test_dataset` under ``<output_dir>/brain_test_data``, written once
-    (:func:`~monai_ext.data.resolve_datalist`)."""
+    (:func:`~monai_ext.data.resolve_datalist`; a folder written with other arguments is written again)."""
     from monai_ext.data import resolve_datalist
 
     return resolve_datalist(None, output_dir, generate_brain_test_dataset,
                             {"seed": int(seed), "num_test": int(num_test), "voxel_size": int(voxel_size),
-                             "oblique": True}, folder_name="brain_test_data")
+                             "oblique": bool(oblique)}, folder_name="brain_test_data")
