@@ -25,7 +25,13 @@ check meaningless).
 ``--score log_odds`` makes both searches rank by the log-odds, as the brain model of ``brain.json`` does (the
 logits still separate the points of a plateau where the probability saturates at 1).
 
-Run: ``python benchmarks/bench_localisation.py [--checkpoint PATH] [--threads 1] [--repeats 2] [--score log_odds]``.
+``--mirror`` adds a third run: the coarse-to-fine search with mirror averaging (every point also scored as its
+left-right mirror for the mirrored fiducial, ``mirror_labels``), which the brain model uses when its validation
+brains chose it; it evaluates the network twice per point. It prints its time, error and the ratio old / it; the
+agreement check stays the one between old and new.
+
+Run: ``python benchmarks/bench_localisation.py [--checkpoint PATH] [--threads 1] [--repeats 2] [--score log_odds]
+[--mirror]``.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ import torch
 import torch.nn as nn
 from _machine import describe_machine, load_line  # benchmarks/_machine.py (the script's own folder is on sys.path)
 
-from monai_ext.apps.aneurysm.evaluation import localise_landmarks
+from monai_ext.apps.aneurysm.evaluation import left_right_mirror_labels, localise_landmarks
 from monai_ext.data.synthetic.brain import SynthesizeBraind, afids_landmarks, crop_grid, load_mni152_tissues
 from monai_ext.networks.nets import MiniVGG
 from monai_ext.transforms import MaskedPercentileNormalize, apply_matrix
@@ -76,13 +82,15 @@ def quick_train(net: nn.Module, seconds: float) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--checkpoint", default=None)
+    p.add_argument("--checkpoint", default=None,
+                   help="weights of the 33-class MiniVGG: a {'model': state_dict} file or a bare state_dict (model.pt)")
     p.add_argument("--train_seconds", type=float, default=180.0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--seed", type=int, default=3)
     p.add_argument("--score", choices=("probability", "log_odds"), default="probability",
                    help="what both searches rank points by (log_odds: as the brain model of brain.json searches)")
+    p.add_argument("--mirror", action="store_true", help="also time the new search with mirror averaging")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -94,7 +102,8 @@ def main() -> None:
     net = MiniVGG(spatial_dims=2, in_channels=3, num_classes=len(names) + 1, channels=(16, 32, 64),
                   hidden_features=128)
     if args.checkpoint:
-        net.load_state_dict(load_checkpoint(args.checkpoint)["model"])
+        state = load_checkpoint(args.checkpoint)
+        net.load_state_dict(state["model"] if "model" in state else state)
         print(f"weights: {args.checkpoint}")
     else:
         print(f"weights: none given, training for {args.train_seconds:.0f} s on synthetic T1 brains first")
@@ -112,6 +121,8 @@ def main() -> None:
     print(f"volume {tuple(image.shape[1:])} at 1 mm, {len(labels)} landmarks, prior error "
           f"{np.linalg.norm(priors - truth, axis=1).mean():.2f} mm")
     runs = {"old (exhaustive)": OLD, "new (coarse-to-fine)": NEW}
+    if args.mirror:
+        runs["new + mirror averaging"] = {**NEW, "mirror_labels": left_right_mirror_labels(["background", *names])}
     best = {k: (float("inf"), float("inf")) for k in runs}
     out, counts = {}, {}
     for _ in range(args.repeats):
@@ -126,13 +137,18 @@ def main() -> None:
     for name in runs:
         pos, _ = out[name]
         err = np.linalg.norm(pos - truth, axis=1)
-        print(f"{name:22s} wall {best[name][0]:7.2f} s  cpu {best[name][1]:7.2f} s  patches {counts[name]:6d}  "
+        print(f"{name:24s} wall {best[name][0]:7.2f} s  cpu {best[name][1]:7.2f} s  patches {counts[name]:6d}  "
               f"error vs truth mean {err.mean():.2f} mm, median {np.median(err):.2f} mm")
     (old_pos, old_peak), (new_pos, new_peak) = out["old (exhaustive)"], out["new (coarse-to-fine)"]
     gap = np.linalg.norm(old_pos - new_pos, axis=1)
     print(f"ratio old/new: wall {best['old (exhaustive)'][0] / best['new (coarse-to-fine)'][0]:.1f}x, cpu "
           f"{best['old (exhaustive)'][1] / best['new (coarse-to-fine)'][1]:.1f}x, patches "
           f"{counts['old (exhaustive)'] / counts['new (coarse-to-fine)']:.1f}x")
+    if args.mirror:
+        m = "new + mirror averaging"
+        print(f"ratio old/({m}): wall {best['old (exhaustive)'][0] / best[m][0]:.1f}x, cpu "
+              f"{best['old (exhaustive)'][1] / best[m][1]:.1f}x; new/({m}): wall "
+              f"{best['new (coarse-to-fine)'][0] / best[m][0]:.2f}x")
     err_old = np.linalg.norm(old_pos - truth, axis=1).mean()
     err_new = np.linalg.norm(new_pos - truth, axis=1).mean()
     not_worse = new_peak >= old_peak - 0.02

@@ -319,6 +319,7 @@ class LandmarkLocaliser:
             "top_k": inferer.top_k,
             "prior_sigma_mm": inferer.prior_sigma_mm,
             "score": inferer.score,
+            "mirror_labels": inferer.mirror_labels,
         }
         check = None
         if meta and meta.get("feature_check"):

@@ -150,7 +150,14 @@ def test_brain_model_meta_written_by_training(brain):
     search = dict(meta["search"])
     selection = search.pop("prior_sigma_selection")
     chosen = search.pop("prior_sigma_mm")
+    mirror, mirror_labels = search.pop("mirror_selection"), search.pop("mirror_labels")
     assert search == {"search_radius": 2.0, "search_step": 2.0, "refine_radius": 1.0, "score": "log_odds"}
+    # mirror averaging: tried at the chosen prior on the same brains, kept only when its median error is lower
+    from monai_ext.apps.aneurysm import left_right_mirror_labels
+
+    assert mirror["candidates"] == [False, True] and mirror["prior_sigma_mm"] == chosen
+    assert mirror["chosen"] == (mirror["median_error_mm"][1] < mirror["median_error_mm"][0])
+    assert mirror_labels == (left_right_mirror_labels(meta["class_names"]) if mirror["chosen"] else None)
     # the position prior: chosen among brain.json's candidates by the held-out error of the validation brains
     assert selection["candidates"] == [None, 3.0, 4.5, 6.0, 9.0, 12.0] and selection["images"] >= 1
     errors = selection["median_error_mm"]

@@ -17,7 +17,7 @@ from .data import (
     sample_case_patches,
     sample_landmark_patches,
 )
-from .evaluation import adaboost_auc_curve, confusion_matrix, localise_landmarks
+from .evaluation import adaboost_auc_curve, confusion_matrix, left_right_mirror_labels, localise_landmarks
 from .inference import (
     CONFIDENCE_THRESHOLD,
     IMAGE_EXTENSIONS,
@@ -119,6 +119,7 @@ __all__ = [
     "load_case",
     "load_cases",
     "load_natural_images",
+    "left_right_mirror_labels",
     "localise_landmarks",
     "normalize_intensity",
     "points_to_voxels",

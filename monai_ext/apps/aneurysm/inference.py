@@ -360,6 +360,9 @@ class TriPlanarPointInferer(Inferer):
             :func:`~monai_ext.apps.aneurysm.evaluation.localise_landmarks`).
         score: ``"probability"`` or ``"log_odds"``, what the search ranks (see
             :func:`~monai_ext.apps.aneurysm.evaluation.localise_landmarks`).
+        mirror_labels: left-right class map for mirror averaging of the search, or ``None`` (see
+            :func:`~monai_ext.apps.aneurysm.evaluation.localise_landmarks`; the brain model's description stores it
+            as ``search.mirror_labels`` when its held-out data chose it).
 
     Raises:
         ValueError: for an unknown ``mode``, or missing points/priors at call time.
@@ -368,7 +371,8 @@ class TriPlanarPointInferer(Inferer):
     def __init__(self, mode: str = "localise", patch_size: int = 32, extent_mm: float | None = None,
                  search_radius: float = 10.0, search_step: float = 3.0, refine_radius: float = 2.0,
                  batch_size: int = 512, method: str = "coarse_to_fine", top_k: int = 2,
-                 prior_sigma_mm: float | None = None, score: str = "probability") -> None:
+                 prior_sigma_mm: float | None = None, score: str = "probability",
+                 mirror_labels: Sequence[int] | None = None) -> None:
         super().__init__()
         if mode not in ("classify", "localise"):
             raise ValueError(f"mode must be 'classify' or 'localise', got {mode!r}.")
@@ -376,6 +380,7 @@ class TriPlanarPointInferer(Inferer):
         self.search_radius, self.search_step, self.batch_size = float(search_radius), float(search_step), batch_size
         self.refine_radius, self.method, self.top_k = float(refine_radius), method, int(top_k)
         self.prior_sigma_mm, self.score = prior_sigma_mm, score
+        self.mirror_labels = None if mirror_labels is None else [int(v) for v in mirror_labels]
 
     @torch.no_grad()
     def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any,
@@ -397,7 +402,7 @@ class TriPlanarPointInferer(Inferer):
         pos, peak = localise_landmarks(network, image, priors, labels, device, self.search_radius, self.search_step,
                                        self.patch_size, self.extent_mm, self.batch_size, self.refine_radius,
                                        method=self.method, top_k=self.top_k, prior_sigma_mm=self.prior_sigma_mm,
-                                       score=self.score)
+                                       score=self.score, mirror_labels=self.mirror_labels)
         return torch.as_tensor(np.c_[pos, peak])
 
 

@@ -14,7 +14,8 @@ search priors are, and how confident a point must be. Training writes all of it 
      "search": {"search_radius", "search_step", "refine_radius"  (voxels of the search grid),
                 "score": "probability" | "log_odds", "prior_sigma_mm": null | float  (optional, see
                 localise_landmarks; ModelMetaWriter chooses prior_sigma_mm on the held-out brains when asked,
-                and records the choice in "prior_sigma_selection")},
+                and records the choice in "prior_sigma_selection"), "mirror_labels": null | [int]  (optional:
+                mirror averaging of the search, chosen on the same held-out brains, "mirror_selection")},
      "normalization": {"name": "percentile" | "masked_percentile", ...}  (ModelIntensityNormalized),
      "template": null | BrainTemplateSpace.to_dict()  (null: the search runs on the input's own grid),
      "priors": {"space": "template" | "image", "coordinate_system": "RAS", "units": "mm", "landmarks": [...]},
@@ -204,7 +205,10 @@ class ModelMetaWriter:
       error and the landmarks' spread around the priors (:func:`landmark_spread_mm`) in
       ``search.prior_sigma_selection``: the prior is chosen on held-out data of the training distribution, never on
       test data. (The network's log-odds are not calibrated log-likelihoods, so the physical spread alone does not
-      give the right weight of the prior; it is reported next to the choice.)
+      give the right weight of the prior; it is reported next to the choice.) With ``mirror_labels`` as well, the
+      held-out images are localised once more at the chosen prior with mirror averaging
+      (:func:`~monai_ext.apps.aneurysm.localise_landmarks`), and ``search.mirror_labels`` is set to the map when
+      that lowers the median error (``null`` otherwise); both errors are in ``search.mirror_selection``.
 
     Under ``torch.distributed`` only rank 0 writes.
 
@@ -219,6 +223,10 @@ class ModelMetaWriter:
         model_path: the best model's weights (bare ``state_dict``), fitted instead of the final weights.
         prior_sigma_candidates: position priors (mm, ``None`` for none) to choose ``search.prior_sigma_mm`` from
             on ``holdout_data`` (see above); ``None``: no choice, the description's search settings are kept.
+        mirror_labels: left-right class map (:func:`~monai_ext.apps.aneurysm.left_right_mirror_labels`) whose
+            mirror averaging is tried on ``holdout_data`` after the prior is chosen (needs
+            ``prior_sigma_candidates``); only for a search grid whose voxel axis 0 is the left-right axis of a
+            symmetric space (the brain template); ``None``: not tried.
 
     Raises:
         ValueError: for a description missing a required key.
@@ -227,7 +235,8 @@ class ModelMetaWriter:
     def __init__(self, path: str | os.PathLike, meta: Mapping[str, Any], priors: Any,
                  priors_path: str | os.PathLike | None = None, feature_data: Iterable[Any] | None = None,
                  holdout_data: Iterable[Any] | None = None, model_path: str | os.PathLike | None = None,
-                 prior_sigma_candidates: Sequence[float | None] | None = None) -> None:
+                 prior_sigma_candidates: Sequence[float | None] | None = None,
+                 mirror_labels: Sequence[int] | None = None) -> None:
         self.path = Path(path)
         self.meta = _check(json.loads(json.dumps(dict(meta), default=_json_default)), "ModelMetaWriter meta")
         self.priors_source = priors
@@ -238,6 +247,10 @@ class ModelMetaWriter:
         for c in self.prior_sigma_candidates or []:
             if c is not None and not float(c) > 0:
                 raise ValueError(f"prior_sigma_candidates must be positive numbers or None, got {c!r}.")
+        self.mirror_labels = None if mirror_labels is None else [int(v) for v in mirror_labels]
+        if self.mirror_labels is not None and len(self.mirror_labels) != int(self.meta["num_classes"]):
+            raise ValueError(f"mirror_labels has {len(self.mirror_labels)} entries, the model "
+                             f"{self.meta['num_classes']} classes.")
         self.priors: PointSet | None = None
 
     def attach(self, engine: Any) -> None:
@@ -311,6 +324,13 @@ class ModelMetaWriter:
                 logger.info("position prior of the search: %s (median held-out error by candidate: %s)",
                             selection["chosen"], dict(zip(map(str, selection["candidates"]),
                                                           selection["median_error_mm"], strict=True)))
+                if self.mirror_labels is not None:
+                    mirror = self.select_mirror(engine.network)
+                    if mirror is not None:
+                        self.meta["search"]["mirror_labels"] = self.mirror_labels if mirror["chosen"] else None
+                        self.meta["search"]["mirror_selection"] = mirror
+                        logger.info("mirror averaging of the search: %s (median held-out error without / with: %s)",
+                                    mirror["chosen"], mirror["median_error_mm"])
         self._write(self.description(engine, check_file, note))
         logger.info("wrote %s (feature check: %s)", self.path, check_file or note or "none")
 
@@ -325,23 +345,21 @@ class ModelMetaWriter:
             self.holdout_data = list(self.holdout_data)  # loaded (and aligned) once for every use
         return self.holdout_data or []
 
-    @torch.no_grad()
-    def select_prior_sigma(self, network: torch.nn.Module) -> dict[str, Any] | None:
-        """Choose the search's position prior among ``prior_sigma_candidates`` on ``holdout_data`` (the class
-        docstring says how); ``None`` when no held-out item carries landmarks."""
+    def _holdout_errors(self, net: torch.nn.Module, settings: Sequence[dict[str, Any]]) -> np.ndarray | None:
+        """``(len(settings), images)`` mean localisation errors (mm) of the held-out items that carry landmarks,
+        one row per set of :func:`localise_landmarks` keyword arguments (over the description's search settings);
+        an image whose search region leaves the volume is NaN. ``None`` when no item carries landmarks."""
         from monai_ext.transforms import apply_matrix
 
         from .evaluation import localise_landmarks
 
         assert self.priors is not None
-        net = self._best_network(network)
         device = next(net.parameters()).device
         search, patch = self.meta["search"], self.meta["patch"]
         truth_of = [it for it in self._holdout() if {"image", "landmarks", "landmark_labels"} <= set(it)]
         if not truth_of:
             return None
-        candidates = list(self.prior_sigma_candidates or [])
-        errors = np.full((len(candidates), len(truth_of)), np.nan)
+        errors = np.full((len(settings), len(truth_of)), np.nan)
         for j, item in enumerate(truth_of):
             image = item["image"]
             affine = np.asarray(image.affine, dtype=np.float64)
@@ -349,29 +367,61 @@ class ModelMetaWriter:
             truth = {int(k): np.asarray(p, np.float64) for k, p in zip(
                 np.asarray(item["landmark_labels"]).reshape(-1), np.asarray(item["landmarks"]).reshape(-1, 3),
                 strict=True)}
-            for i, sigma in enumerate(candidates):
+            for i, extra in enumerate(settings):
+                kwargs = {"refine_radius": float(search.get("refine_radius", 2.0)),
+                          "prior_sigma_mm": search.get("prior_sigma_mm"), "score": search.get("score", "probability"),
+                          "mirror_labels": search.get("mirror_labels"), **extra}
                 try:
                     pos, _ = localise_landmarks(net, image, vox, self.priors.labels, device,
                                                 float(search["search_radius"]), float(search["search_step"]),
-                                                int(patch["patch_size"]), patch.get("extent_mm"),
-                                                refine_radius=float(search.get("refine_radius", 2.0)),
-                                                prior_sigma_mm=sigma, score=search.get("score", "probability"))
-                except ValueError as e:  # a search region outside this image: it cannot score any candidate
-                    logger.warning("prior_sigma_candidates: held-out image %d skipped (%s)", j, e)
+                                                int(patch["patch_size"]), patch.get("extent_mm"), **kwargs)
+                except ValueError as e:  # a search region outside this image: it cannot score any setting
+                    logger.warning("held-out image %d skipped (%s)", j, e)
                     break
                 world = apply_matrix(affine, pos)
                 d = [np.linalg.norm(w - truth[int(k)]) for w, k in zip(world, self.priors.labels, strict=True)
                      if int(k) in truth]
                 errors[i, j] = float(np.mean(d)) if d else np.nan
+        return errors
+
+    @torch.no_grad()
+    def select_prior_sigma(self, network: torch.nn.Module) -> dict[str, Any] | None:
+        """Choose the search's position prior among ``prior_sigma_candidates`` on ``holdout_data`` (the class
+        docstring says how); ``None`` when no held-out item carries landmarks."""
+        assert self.priors is not None
+        candidates = list(self.prior_sigma_candidates or [])
+        errors = self._holdout_errors(self._best_network(network), [{"prior_sigma_mm": c, "mirror_labels": None}
+                                                                      for c in candidates])
+        if errors is None:
+            return None
         used = np.isfinite(errors).all(0)
         if not used.any():
             return None
         median = np.median(errors[:, used], axis=1)
         best = int(np.argmin(median))
-        spread, _ = landmark_spread_mm(truth_of, self.priors)
+        spread, _ = landmark_spread_mm(
+            [it for it in self._holdout() if {"image", "landmarks", "landmark_labels"} <= set(it)], self.priors)
         return {"chosen": candidates[best], "candidates": candidates,
                 "median_error_mm": [round(float(v), 3) for v in median], "images": int(used.sum()),
                 "landmark_spread_mm": round(float(spread), 3),
+                "on": "held-out items of the training distribution (holdout_data)"}
+
+    @torch.no_grad()
+    def select_mirror(self, network: torch.nn.Module) -> dict[str, Any] | None:
+        """Whether mirror averaging (``mirror_labels``) lowers the median held-out error at the description's
+        position prior; ``None`` when no held-out item carries landmarks or none could be searched."""
+        errors = self._holdout_errors(self._best_network(network),
+                                      [{"mirror_labels": None}, {"mirror_labels": self.mirror_labels}])
+        if errors is None:
+            return None
+        used = np.isfinite(errors).all(0)
+        if not used.any():
+            return None
+        median = np.median(errors[:, used], axis=1)
+        return {"chosen": bool(median[1] < median[0]), "candidates": [False, True],
+                "median_error_mm": [round(float(v), 3) for v in median],
+                "mean_error_mm": [round(float(v), 3) for v in errors[:, used].mean(1)], "images": int(used.sum()),
+                "prior_sigma_mm": self.meta["search"].get("prior_sigma_mm"),
                 "on": "held-out items of the training distribution (holdout_data)"}
 
     @torch.no_grad()

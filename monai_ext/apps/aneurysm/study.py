@@ -547,7 +547,19 @@ def _image_intervals(err: np.ndarray, base: np.ndarray, spread: np.ndarray | Non
 def write_prior_selection(search: Mapping[str, Any] | None, output_dir: str | os.PathLike) -> Path | None:
     """Write ``prior_sigma_selection.{csv,md}`` (one row per candidate position prior: its median localisation error
     on the validation brains, and which one training chose) from a model description's ``search`` settings; nothing
-    when the model has no such choice (:class:`~monai_ext.apps.aneurysm.ModelMetaWriter`)."""
+    when the model has no such choice (:class:`~monai_ext.apps.aneurysm.ModelMetaWriter`). With the mirror averaging
+    choice (``search.mirror_selection``) also ``mirror_selection.{csv,md}``: its median and mean validation error
+    without and with, and which one training kept."""
+    mirror = (search or {}).get("mirror_selection")
+    if mirror:
+        rows = [{"mirror_averaging": "with" if c else "without", "median_validation_error_mm": med,
+                 "mean_validation_error_mm": mean, "chosen": int(c == mirror["chosen"]),
+                 "validation_images": mirror["images"]}
+                for c, med, mean in zip(mirror["candidates"], mirror["median_error_mm"], mirror["mean_error_mm"],
+                                        strict=True)]
+        save_results_table(rows, Path(output_dir) / "mirror_selection", precision=3,
+                           title="Mirror averaging of the search, chosen on the validation brains (position prior "
+                                 f"{mirror.get('prior_sigma_mm')} mm)")
     selection = (search or {}).get("prior_sigma_selection")
     if not selection:
         return None

@@ -341,6 +341,51 @@ def test_model_meta_writer_chooses_the_position_prior_on_held_out_images(tmp_pat
         ModelMetaWriter(tmp_path / "x.json", meta, priors, prior_sigma_candidates=[0.0])
 
 
+
+def test_model_meta_writer_keeps_mirror_averaging_only_when_it_lowers_the_held_out_error(tmp_path):
+    """The writer localises the held-out images without and with mirror averaging at the chosen prior, records
+    both errors (the same as direct searches give) and stores the class map only when its median error is lower."""
+    from monai_ext.apps.aneurysm import localise_landmarks
+
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    zz = np.stack(np.meshgrid(*[np.arange(40)] * 3, indexing="ij"), -1)
+    priors = PointSet(["A", "B"], [1, 2], [[30.0, 30.0, 30.0], [50.0, 50.0, 50.0]])
+    mirror = [0, 2, 1]  # A and B as a left-right pair
+    meta = {**default_model_meta(), "num_classes": 3, "class_names": ["background", "A", "B"],
+            "network": {"name": "MiniVGG", "num_classes": 3, "channels": [4, 8], "hidden_features": 8},
+            "search": {"search_radius": 6.0, "search_step": 2.0, "refine_radius": 2.0, "score": "log_odds"}}
+    net = _BlobNet()
+    vols = []
+    for shift in ([1.0, 0, 0], [0, -1.0, 0], [0, 0, 1.0]):
+        true_vox = np.array([[15.0, 15.0, 15.0], [25.0, 25.0, 25.0]]) + shift
+        vol = sum(h * np.exp(-((zz - p) ** 2).sum(-1) / 4.0) for h, p in zip((1.0, 2.0), true_vox, strict=True))
+        vols.append((MetaTensor(torch.as_tensor(vol, dtype=torch.float32)[None], affine=affine), true_vox))
+    vox = np.array([[15.0, 15.0, 15.0], [25.0, 25.0, 25.0]])
+    kw = {"search_radius": 6.0, "step": 2.0, "refine_radius": 2.0, "score": "log_odds", "prior_sigma_mm": 4.0}
+
+    def direct(image, m):
+        return localise_landmarks(net, image, vox, [1, 2], torch.device("cpu"), **kw, mirror_labels=m)[0] * 2.0
+
+    for truth_from, expect in (("blobs", False), ("mirror search", True)):
+        items = [{"image": img, "landmark_labels": np.array([1, 2]),
+                  "landmarks": true_vox * 2.0 if truth_from == "blobs" else direct(img, mirror)}
+                 for img, true_vox in vols]
+        plain_err = [np.linalg.norm(direct(it["image"], None) - it["landmarks"], axis=1).mean() for it in items]
+        mirror_err = [np.linalg.norm(direct(it["image"], mirror) - it["landmarks"], axis=1).mean() for it in items]
+        out = tmp_path / truth_from.replace(" ", "_")
+        writer = ModelMetaWriter(out / "model_meta.json", meta, priors, holdout_data=items,
+                                 prior_sigma_candidates=[4.0], mirror_labels=mirror)
+        writer.started(_engine(net, 0))
+        writer.completed(_engine(net))
+        search = read_model_meta(out)["search"]
+        sel = search["mirror_selection"]
+        assert sel["candidates"] == [False, True] and sel["images"] == 3 and sel["prior_sigma_mm"] == 4.0
+        np.testing.assert_allclose(sel["median_error_mm"], [np.median(plain_err), np.median(mirror_err)], atol=1e-3)
+        assert sel["chosen"] is expect, sel
+        assert search["mirror_labels"] == (mirror if expect else None)
+    with pytest.raises(ValueError, match="mirror_labels has 2 entries"):
+        ModelMetaWriter(tmp_path / "x.json", meta, priors, mirror_labels=[0, 1])
+
 @pytest.mark.slow  # ITK's first import takes 10-20 s
 def test_align_to_model_template_carries_landmarks_into_template_space():
     """A brain displaced by a known affine (no elastic part): after the alignment its landmarks, carried into
@@ -375,6 +420,13 @@ def test_write_prior_selection_table(tmp_path):
     rows = list(csv.DictReader(open(write_prior_selection(search, tmp_path))))
     assert [r["prior_sigma_mm"] for r in rows] == ["none", "3.0", "6.0"]
     assert [r["chosen"] for r in rows] == ["0", "0", "1"] and float(rows[2]["median_validation_error_mm"]) == 1.4
+    assert not (tmp_path / "mirror_selection.csv").exists()
+    search["mirror_selection"] = {"chosen": True, "candidates": [False, True], "median_error_mm": [1.4, 1.2],
+                                  "mean_error_mm": [1.5, 1.3], "images": 4, "prior_sigma_mm": 6.0}
+    write_prior_selection(search, tmp_path)
+    rows = list(csv.DictReader(open(tmp_path / "mirror_selection.csv")))
+    assert [(r["mirror_averaging"], r["chosen"], r["median_validation_error_mm"]) for r in rows] == [
+        ("without", "0", "1.4"), ("with", "1", "1.2")]
 
 
 def test_image_intervals_of_an_evaluation_row():

@@ -214,3 +214,88 @@ def test_position_prior_prefers_the_nearer_of_two_look_alikes(method):
     assert peak[0] > 0.9  # the classifier's own probability, not the prior-weighted score
     with pytest.raises(ValueError, match="prior_sigma_mm"):
         localise_landmarks(_CentreNet(3), vol, prior[None], [1], torch.device("cpu"), prior_sigma_mm=0.0)
+
+
+# -- mirror averaging (left-right test-time augmentation) --------------------------------------------------------
+
+@pytest.mark.parametrize("patch_size, extent_mm", [(32, None), (9, None), (16, 20.0), (7, 12.0)])
+def test_mirrored_patches_are_those_of_the_flipped_volume(patch_size, extent_mm):
+    """The mirror patch read from the volume equals the patch of the volume flipped along axis 0, at the mirrored
+    centre (even and odd patch sizes, voxel and mm sampling on an anisotropic grid, integer and fractional centres)."""
+    from monai.data import MetaTensor
+
+    from monai_ext.apps.aneurysm.evaluation import _mirrored_patches
+    from monai_ext.transforms import TriPlanarPatch
+
+    g = torch.Generator().manual_seed(0)
+    affine = torch.diag(torch.tensor([1.2, 0.9, 1.5, 1.0], dtype=torch.float64))
+    vol = MetaTensor(torch.rand(2, 40, 44, 36, generator=g), affine=affine)
+    flipped = MetaTensor(vol.as_tensor().flip(1), affine=affine)
+    centres = np.array([[20.0, 22.0, 18.0], [13.0, 30.0, 11.0], [24.3, 17.6, 20.2]])
+    mirrored = centres.copy()
+    mirrored[:, 0] = 40 - 1 - centres[:, 0]
+    patcher = TriPlanarPatch(patch_size, extent_mm)
+    got = _mirrored_patches(patcher, vol, centres)
+    want = torch.as_tensor(patcher(flipped, mirrored))
+    assert got.shape == want.shape == (3, 6, patch_size, patch_size)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    # and it is not the plain patch (the check can fail)
+    assert (got - torch.as_tensor(patcher(vol, centres))).abs().max() > 0.1
+
+
+def _random_net(num_classes=4):
+    from monai_ext.networks.nets import MiniVGG
+
+    torch.manual_seed(0)
+    return MiniVGG(spatial_dims=2, in_channels=3, num_classes=num_classes, channels=(4, 8), hidden_features=16).eval()
+
+
+@pytest.mark.parametrize("method", ["coarse_to_fine", "exhaustive"])
+def test_mirror_averaging_is_left_right_equivariant(method):
+    """With mirror averaging the search on the flipped volume finds, for the mirrored class, the mirror of what it
+    finds on the volume with the same probability (the score is exactly symmetric); without it a generic network's
+    probabilities differ."""
+    net = _random_net()
+    vol = torch.as_tensor(np.random.default_rng(1).normal(size=(1, 40, 40, 40)), dtype=torch.float32)
+    vol = torch.nn.functional.avg_pool3d(vol[None], 5, 1, 2)[0]  # smooth: the scores vary slowly
+    flipped = vol.flip(1)
+    mirror = [0, 2, 1, 3]  # classes 1 and 2 are a left-right pair, 3 is on the midline
+    priors, labels = np.array([[14.0, 20.0, 19.0], [25.0, 18.0, 22.0], [19.0, 21.0, 20.0]]), np.array([1, 2, 3])
+    mirrored_priors = priors.copy()
+    mirrored_priors[:, 0] = 39 - priors[:, 0]
+    kw = {"search_radius": 5, "step": 2, "refine_radius": 2, "method": method, "score": "log_odds",
+          "prior_sigma_mm": 4.0}
+    results = {}
+    for name, m in (("plain", None), ("mirror", mirror)):
+        a, pa = localise_landmarks(net, vol, priors, labels, torch.device("cpu"), mirror_labels=m, **kw)
+        b, pb = localise_landmarks(net, flipped, mirrored_priors, [mirror[k] for k in labels], torch.device("cpu"),
+                                   mirror_labels=m, **kw)
+        b[:, 0] = 39 - b[:, 0]
+        results[name] = (np.abs(a - b).max(), np.abs(pa - pb).max())
+    assert results["mirror"][0] < 1e-4 and results["mirror"][1] < 1e-5, results
+    assert results["plain"][1] > 0.01, results  # the scores of a generic network are not symmetric
+
+
+def test_left_right_mirror_labels_of_the_afids():
+    from monai_ext.apps.aneurysm.afids import afids_names
+    from monai_ext.apps.aneurysm.evaluation import left_right_mirror_labels
+
+    names = ["background", *afids_names()]
+    m = np.asarray(left_right_mirror_labels(names))
+    assert (m[m] == np.arange(len(names))).all()
+    pairs = {(names[i], names[j]) for i, j in enumerate(m) if i < j}
+    assert len(pairs) == 11 and ("RMB", "LMB") in pairs and ("ROSF", "LOSF") in pairs
+    assert all(a[0] == "R" and b == "L" + a[1:] for a, b in pairs)
+    for midline in ("background", "AC", "PC", "GENU", "PG"):
+        assert m[names.index(midline)] == names.index(midline)
+
+
+def test_mirror_labels_errors():
+    vol = torch.zeros(1, 24, 24, 24)
+    prior = np.full((1, 3), 12.0)
+    with pytest.raises(ValueError, match="own inverse"):
+        localise_landmarks(_random_net(), vol, prior, [1], torch.device("cpu"), mirror_labels=[0, 2, 3, 1])
+    with pytest.raises(ValueError, match="own inverse"):
+        localise_landmarks(_random_net(), vol, prior, [1], torch.device("cpu"), mirror_labels=[0, 1, 2, 7])
+    with pytest.raises(ValueError, match="covers classes 0..1"):
+        localise_landmarks(_random_net(), vol, prior, [3], torch.device("cpu"), mirror_labels=[0, 1])
