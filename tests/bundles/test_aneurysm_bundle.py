@@ -11,7 +11,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from bundle_checks import bundle_dir, check_layout, check_metadata, run_bundle_cli, run_workflow
+from bundle_checks import bundle_dir, check_layout, check_metadata, config_paths, run_bundle_cli, run_workflow
 
 NAME = "aneurysm"
 # 6 cases of 32^3 (4 train / 1 val / 1 test), 1 epoch, few samples
@@ -221,6 +221,10 @@ def test_brain_inference_cli_on_an_image_path(brain, tmp_path):
     assert f"written to {tmp_path / 'inference'}" in proc.stdout  # the output location is printed
     result = json.loads((tmp_path / "inference" / "test_displaced_000_localise.json").read_text())
     assert len(result["landmarks"]) == 32 and result["model"]["template"].startswith("MNI152")
+    search = json.loads((out / "models" / "model_meta.json").read_text())["search"]
+    assert result["model"]["search"] == {"radius": 2.0, "step": 2.0, "score": "log_odds",
+                                         "prior_sigma_mm": search["prior_sigma_mm"],
+                                         "mirror_averaging": search["mirror_labels"] is not None}
     affine = nib.load(image).affine
     probs = np.array([p["probability"] for p in result["landmarks"]])
     for p in result["landmarks"]:  # points in the input's RAS mm, voxel indices of the input's grid
@@ -232,6 +236,29 @@ def test_brain_inference_cli_on_an_image_path(brain, tmp_path):
         verdict["feature_check"] and verdict["feature_check"]["out_of_distribution"]))
     fcsv = read_points(tmp_path / "inference" / "test_displaced_000_localise.fcsv")
     np.testing.assert_allclose(fcsv.positions, [p["position"] for p in result["landmarks"]], atol=1e-3)
+
+
+def test_inference_config_takes_the_mirror_averaging_of_the_model_description(brain, tmp_path):
+    """inference.json's inferer searches with the description's ``search.mirror_labels`` (and without when it is
+    null), whatever training chose for the tiny model."""
+    import shutil
+
+    from monai.bundle import ConfigParser
+
+    from monai_ext.apps.aneurysm import left_right_mirror_labels
+
+    out, _, _ = brain
+    for mirror in (True, False):
+        ckpt = tmp_path / f"mirror_{mirror}"
+        shutil.copytree(out / "models", ckpt)
+        meta = json.loads((ckpt / "model_meta.json").read_text())
+        meta["search"]["mirror_labels"] = left_right_mirror_labels(meta["class_names"]) if mirror else None
+        (ckpt / "model_meta.json").write_text(json.dumps(meta))
+        parser = ConfigParser()
+        parser.read_config(config_paths(NAME, ["inference.json"]))
+        parser["ckpt_dir"], parser["output_dir"] = str(ckpt), str(tmp_path)
+        inferer = parser.get_parsed_content("inferer")
+        assert inferer.mirror_labels == meta["search"]["mirror_labels"]
 
 
 def test_brain_inference_image_folder_and_model_meta_errors(brain, tmp_path):

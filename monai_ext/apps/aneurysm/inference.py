@@ -631,7 +631,10 @@ class AneurysmInference:
     def _model_info(self) -> dict[str, Any]:
         return {"checkpoint": str(self.ckpt_path),
                 **({"model_meta": self.meta["_path"]} if self.meta is not None else {}),
-                "template": (self.meta or {}).get("template", {}) and (self.meta or {})["template"].get("name")}
+                "template": (self.meta or {}).get("template", {}) and (self.meta or {})["template"].get("name"),
+                "search": {"radius": self.inferer.search_radius, "step": self.inferer.search_step,
+                           "score": self.inferer.score, "prior_sigma_mm": self.inferer.prior_sigma_mm,
+                           "mirror_averaging": self.inferer.mirror_labels is not None}}
 
     def process(self, item: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """Preprocess and run one item; returns ``(content, details)``: the JSON content written for it, and
