@@ -348,7 +348,8 @@ class ModelMetaWriter:
     def _holdout_errors(self, net: torch.nn.Module, settings: Sequence[dict[str, Any]]) -> np.ndarray | None:
         """``(len(settings), images)`` mean localisation errors (mm) of the held-out items that carry landmarks,
         one row per set of :func:`localise_landmarks` keyword arguments (over the description's search settings);
-        an image whose search region leaves the volume is NaN. ``None`` when no item carries landmarks."""
+        an image whose search region leaves the volume, or that has no error for some setting, is left out. ``None``
+        when no image is left."""
         from monai_ext.transforms import apply_matrix
 
         from .evaluation import localise_landmarks
@@ -382,7 +383,8 @@ class ModelMetaWriter:
                 d = [np.linalg.norm(w - truth[int(k)]) for w, k in zip(world, self.priors.labels, strict=True)
                      if int(k) in truth]
                 errors[i, j] = float(np.mean(d)) if d else np.nan
-        return errors
+        used = np.isfinite(errors).all(0)
+        return errors[:, used] if used.any() else None
 
     @torch.no_grad()
     def select_prior_sigma(self, network: torch.nn.Module) -> dict[str, Any] | None:
@@ -394,15 +396,12 @@ class ModelMetaWriter:
                                                                       for c in candidates])
         if errors is None:
             return None
-        used = np.isfinite(errors).all(0)
-        if not used.any():
-            return None
-        median = np.median(errors[:, used], axis=1)
+        median = np.median(errors, axis=1)
         best = int(np.argmin(median))
         spread, _ = landmark_spread_mm(
             [it for it in self._holdout() if {"image", "landmarks", "landmark_labels"} <= set(it)], self.priors)
         return {"chosen": candidates[best], "candidates": candidates,
-                "median_error_mm": [round(float(v), 3) for v in median], "images": int(used.sum()),
+                "median_error_mm": [round(float(v), 3) for v in median], "images": int(errors.shape[1]),
                 "landmark_spread_mm": round(float(spread), 3),
                 "on": "held-out items of the training distribution (holdout_data)"}
 
@@ -414,13 +413,10 @@ class ModelMetaWriter:
                                       [{"mirror_labels": None}, {"mirror_labels": self.mirror_labels}])
         if errors is None:
             return None
-        used = np.isfinite(errors).all(0)
-        if not used.any():
-            return None
-        median = np.median(errors[:, used], axis=1)
+        median = np.median(errors, axis=1)
         return {"chosen": bool(median[1] < median[0]), "candidates": [False, True],
                 "median_error_mm": [round(float(v), 3) for v in median],
-                "mean_error_mm": [round(float(v), 3) for v in errors[:, used].mean(1)], "images": int(used.sum()),
+                "mean_error_mm": [round(float(v), 3) for v in errors.mean(1)], "images": int(errors.shape[1]),
                 "prior_sigma_mm": self.meta["search"].get("prior_sigma_mm"),
                 "on": "held-out items of the training distribution (holdout_data)"}
 
