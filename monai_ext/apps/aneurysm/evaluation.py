@@ -76,7 +76,6 @@ def adaboost_auc_curve(features: np.ndarray, labels: np.ndarray, groups: np.ndar
     return curves
 
 
-@torch.no_grad()
 def _mirrored_patches(patcher: TriPlanarPatch, image: torch.Tensor, centres: np.ndarray) -> torch.Tensor:
     """The tri-planar patches that the left-right mirror of ``image`` (flipped along voxel axis 0) gives at the
     mirrored ``centres``, read from ``image`` itself: plane 0 (orthogonal to axis 0) is unchanged, planes 1 and 2
@@ -94,6 +93,7 @@ def _mirrored_patches(patcher: TriPlanarPatch, image: torch.Tensor, centres: np.
     return torch.cat([same[:, :c], moved[:, c:].flip(-2)], 1)
 
 
+@torch.no_grad()
 def _scores(net: nn.Module, patcher: TriPlanarPatch, image: torch.Tensor, centres: np.ndarray,
             label: int | np.ndarray, device: torch.device, batch_size: int,
             memory_format: torch.memory_format = torch.contiguous_format,
@@ -210,8 +210,9 @@ def localise_landmarks(net: nn.Module, image: torch.Tensor, priors: np.ndarray, 
     on mirror averaging, a test-time augmentation: every point is scored by the mean of the classifier's output for
     its patch and for the mirror image of that patch (what the volume flipped along voxel axis 0 shows at the
     mirrored point) under the mirrored class, so a right fiducial is also looked for as the left one of the mirrored
-    brain. Only meaningful when voxel axis 0 is the left-right axis of a left-right symmetric space (the brain
-    model's search grid: RAS axes of the symmetric MNI152 2009a template); it doubles the network evaluations.
+    brain (test-time augmentation as in Wang et al., Neurocomputing 2019). Only meaningful when voxel axis 0 is the
+    left-right axis of a left-right symmetric space (the brain model's search grid: RAS axes of the symmetric MNI152
+    2009a template); it doubles the network evaluations.
     :class:`~monai_ext.apps.aneurysm.ModelMetaWriter` decides per model on its held-out data and records both errors
     (``search.mirror_selection``; the aneurysm bundle README shows the brain model's).
 
