@@ -156,7 +156,8 @@ def test_brain_model_meta_written_by_training(brain):
     from monai_ext.apps.aneurysm import left_right_mirror_labels
 
     assert mirror["candidates"] == [False, True] and mirror["prior_sigma_mm"] == chosen
-    assert mirror["chosen"] == (mirror["median_error_mm"][1] < mirror["median_error_mm"][0])
+    without, with_mirror = mirror["median_error_mm"]  # rounded to 3 decimals: a tie there may go either way
+    assert mirror["chosen"] == (with_mirror < without) or abs(with_mirror - without) <= 1e-3, mirror
     assert mirror_labels == (left_right_mirror_labels(meta["class_names"]) if mirror["chosen"] else None)
     # the position prior: chosen among brain.json's candidates by the held-out error of the validation brains
     assert selection["candidates"] == [None, 3.0, 4.5, 6.0, 9.0, 12.0] and selection["images"] >= 1
