@@ -37,8 +37,7 @@ REQUIRED_FILES = (
 # running at exit, checked 6 Dec 2026 with torch 2.13: the threads of a group used by DDP outlive
 # destroy_process_group and deleting the DDP module, those of a group used only by collectives do not), and a
 # worker thread that touches Python while the interpreter finalises aborts the process (pytorch/pytorch#190489; the
-# atexit fix pytorch/pytorch#179291 was abandoned). Seen in 2 of about 12 CI runs on a loaded 2-core machine, never
-# in 24 local runs.
+# atexit fix pytorch/pytorch#179291 was abandoned). Seen in 2 of about 12 clean-clone `bash .ci/run` runs.
 GLOO_EXIT_RACE = "terminate called without an active exception"
 REQUIRED_TOP_LEVEL_IDS = ("bundle_root", "dataset_dir", "output_dir", "ckpt_dir", "device", "epochs", "seed")
 
