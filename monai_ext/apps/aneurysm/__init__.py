@@ -17,7 +17,13 @@ from .data import (
     sample_case_patches,
     sample_landmark_patches,
 )
-from .evaluation import adaboost_auc_curve, confusion_matrix, left_right_mirror_labels, localise_landmarks
+from .evaluation import (
+    adaboost_auc_curve,
+    confusion_matrix,
+    left_right_mirror_labels,
+    localise_landmarks,
+    search_batch_size,
+)
 from .inference import (
     CONFIDENCE_THRESHOLD,
     IMAGE_EXTENSIONS,
@@ -129,6 +135,7 @@ __all__ = [
     "sample_case_patches",
     "sample_landmark_patches",
     "sample_natural_patches",
+    "search_batch_size",
     "fit_classifier",
     "load_weights",
     "write_summary",

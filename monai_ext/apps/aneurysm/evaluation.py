@@ -13,6 +13,7 @@ from sklearn.ensemble import AdaBoostClassifier
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold
 
+from monai_ext.networks.utils import fuse_batchnorm as _fuse_batchnorm
 from monai_ext.transforms import TriPlanarPatch
 
 __all__ = ["confusion_matrix", "adaboost_auc_curve", "left_right_mirror_labels", "localise_landmarks"]
@@ -76,11 +77,18 @@ def adaboost_auc_curve(features: np.ndarray, labels: np.ndarray, groups: np.ndar
     return curves
 
 
-def _mirrored_patches(patcher: TriPlanarPatch, image: torch.Tensor, centres: np.ndarray) -> torch.Tensor:
+def _plain(x: torch.Tensor) -> torch.Tensor:
+    """``x`` as a plain tensor: a network run on a ``MetaTensor`` carries its metadata through every layer."""
+    return x.as_tensor() if isinstance(x, MetaTensor) else torch.as_tensor(x)
+
+
+def _mirrored_patches(patcher: TriPlanarPatch, image: torch.Tensor, centres: np.ndarray,
+                      patches: torch.Tensor | None = None) -> torch.Tensor:
     """The tri-planar patches that the left-right mirror of ``image`` (flipped along voxel axis 0) gives at the
     mirrored ``centres``, read from ``image`` itself: plane 0 (orthogonal to axis 0) is unchanged, planes 1 and 2
     (whose rows run along axis 0) are flipped along their rows. With an even ``patch_size`` the centre sits at row
-    ``p // 2``, one sample past the middle, so their window is first moved by one in-plane step along axis 0."""
+    ``p // 2``, one sample past the middle, so their window is first moved by one in-plane step along axis 0.
+    ``patches``: the patches of ``centres`` when already read (not read again)."""
     p, c = patcher.patch_size, int(image.shape[0])
     step = 1.0
     if patcher.extent_mm is not None:
@@ -88,8 +96,8 @@ def _mirrored_patches(patcher: TriPlanarPatch, image: torch.Tensor, centres: np.
             image, MetaTensor) else 1.0
         step = float(patcher.extent_mm) / p / spacing
     shift = np.array([(2 * (p // 2) - p + 1) * step, 0.0, 0.0])
-    same = torch.as_tensor(patcher(image, centres))
-    moved = torch.as_tensor(patcher(image, centres + shift)) if shift[0] else same
+    same = _plain(patcher(image, centres)) if patches is None else patches
+    moved = _plain(patcher(image, centres + shift)) if shift[0] else same
     return torch.cat([same[:, :c], moved[:, c:].flip(-2)], 1)
 
 
@@ -104,14 +112,16 @@ def _scores(net: nn.Module, patcher: TriPlanarPatch, image: torch.Tensor, centre
     mirrored class."""
     probs, odds = [], []
     labels = torch.as_tensor(np.broadcast_to(np.asarray(label), (len(centres),)).copy(), dtype=torch.long)
-    views = [(lambda c: torch.as_tensor(patcher(image, c)), labels)]
-    if mirror is not None:
-        views.append((lambda c: _mirrored_patches(patcher, image, c), torch.as_tensor(mirror)[labels]))
+    mirrored = None if mirror is None else torch.as_tensor(mirror)[labels]
     for i in range(0, len(centres), batch_size):
+        chunk = centres[i : i + batch_size]
+        patches = _plain(patcher(image, chunk))
+        views = [(patches, labels)]
+        if mirrored is not None:
+            views.append((_mirrored_patches(patcher, image, chunk, patches), mirrored))
         prob, odd = 0.0, 0.0
-        for read, lab_all in views:
-            patches = read(centres[i : i + batch_size]).float().to(device)
-            logits = net(patches.contiguous(memory_format=memory_format)).float().cpu()
+        for x, lab_all in views:
+            logits = net(x.float().to(device).contiguous(memory_format=memory_format)).float().cpu()
             lab = lab_all[i : i + batch_size, None]
             own = logits.gather(1, lab)[:, 0]
             others = logits.scatter(1, lab, float("-inf")).logsumexp(1)
@@ -175,13 +185,35 @@ _METHODS = ("coarse_to_fine", "exhaustive")
 _SCORES = ("probability", "log_odds")
 
 
+#: patches per forward pass on a CPU: the tri-planar classifier's activations for 128 patches stay in the cache;
+#: 512 (the previous default, kept for other devices) ran about 1.4x slower per patch on a 2-core Xeon
+CPU_SEARCH_BATCH = 128
+#: patches per forward pass on other devices (GPUs: larger batches keep them busy)
+DEVICE_SEARCH_BATCH = 512
+
+
+def search_batch_size(device: torch.device | str, batch_size: int | None = None) -> int:
+    """Patches per forward pass of the landmark search: ``batch_size`` when given (a positive integer), else
+    :data:`CPU_SEARCH_BATCH` on a CPU and :data:`DEVICE_SEARCH_BATCH` on other devices.
+
+    Raises:
+        ValueError: when ``batch_size`` is given and is not a positive integer.
+    """
+    if batch_size is None:
+        return CPU_SEARCH_BATCH if torch.device(device).type == "cpu" else DEVICE_SEARCH_BATCH
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}.")
+    return int(batch_size)
+
+
 @torch.no_grad()
 def localise_landmarks(net: nn.Module, image: torch.Tensor, priors: np.ndarray, labels: Sequence[int],
                        device: torch.device, search_radius: float = 10.0, step: float = 2.0, patch_size: int = 32,
-                       extent_mm: float | None = None, batch_size: int = 512, refine_radius: float = 3.0,
+                       extent_mm: float | None = None, batch_size: int | None = None, refine_radius: float = 3.0,
                        method: str = "coarse_to_fine", top_k: int = 2, channels_last: bool = True,
                        prior_sigma_mm: float | None = None, score: str = "probability",
-                       mirror_labels: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                       mirror_labels: Sequence[int] | None = None,
+                       fuse_batchnorm: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Predict each landmark's voxel position by dense tri-planar classification around a prior position.
 
     ``method="coarse_to_fine"`` (default; all landmarks batched together): the classifier's probability of class
@@ -231,7 +263,7 @@ def localise_landmarks(net: nn.Module, image: torch.Tensor, priors: np.ndarray, 
         step: coarse grid spacing (voxels; rounded to an integer >= 1 for coarse-to-fine).
         patch_size: plane side.
         extent_mm: physical plane side (as in training).
-        batch_size: patches per forward pass.
+        batch_size: patches per forward pass; ``None``: :func:`search_batch_size` of ``device``.
         refine_radius: half side of the unit-step refinement cube of the exhaustive search (voxels).
         method: ``"coarse_to_fine"`` or ``"exhaustive"``.
         top_k: points refined per landmark and level (coarse-to-fine).
@@ -241,6 +273,9 @@ def localise_landmarks(net: nn.Module, image: torch.Tensor, priors: np.ndarray, 
         score: ``"probability"`` or ``"log_odds"``, what points are ranked and weighted by.
         mirror_labels: left-right class map (a list indexed by class id, its own inverse) for mirror averaging, or
             ``None``.
+        fuse_batchnorm: search with a copy of ``net`` whose batch normalisations are folded into the preceding
+            convolutions (:func:`~monai_ext.networks.utils.fuse_batchnorm`: same outputs up to float rounding, about
+            a third less time on a CPU); ``net`` itself is not changed. ``False``: use ``net`` as it is.
 
     Returns:
         ``(positions (L, 3) voxel, peak probabilities (L,))``.
@@ -266,6 +301,7 @@ def localise_landmarks(net: nn.Module, image: torch.Tensor, priors: np.ndarray, 
     if prior_sigma_mm is not None and not prior_sigma_mm > 0:
         raise ValueError(f"prior_sigma_mm must be positive or None, got {prior_sigma_mm}.")
     mirror = _check_mirror(mirror_labels, labels)
+    batch_size = search_batch_size(device, batch_size)
     lin = np.asarray(image.affine, dtype=np.float64)[:3, :3] if isinstance(image, MetaTensor) else np.eye(3)
 
     def rank(prob: np.ndarray, log_odds: np.ndarray, points: np.ndarray, centre: np.ndarray) -> np.ndarray:
@@ -280,6 +316,8 @@ def localise_landmarks(net: nn.Module, image: torch.Tensor, priors: np.ndarray, 
         return out - d2 / (2.0 * prior_sigma_mm**2)
 
     net.eval()
+    if fuse_batchnorm:
+        net = _fuse_batchnorm(net)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     net.to(memory_format=fmt)
     try:

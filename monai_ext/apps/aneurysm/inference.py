@@ -32,7 +32,7 @@ from monai_ext.transforms import TriPlanarPatch
 from monai_ext.transforms.spatial import apply_matrix
 from monai_ext.utils import default_device, load_checkpoint
 
-from .evaluation import localise_landmarks
+from .evaluation import localise_landmarks, search_batch_size
 from .landmarks import PointSet, points_to_voxels, read_points, write_points_fcsv, write_points_json
 
 __all__ = [
@@ -353,7 +353,8 @@ class TriPlanarPointInferer(Inferer):
         search_radius: localisation search radius (voxels; half side of the cube for ``method="exhaustive"``).
         search_step: coarse localisation grid step (voxels).
         refine_radius: half side of the unit-step refinement cube of the exhaustive search (voxels).
-        batch_size: patches per forward pass.
+        batch_size: patches per forward pass; ``None``: 128 on a CPU, 512 on other devices
+            (:func:`~monai_ext.apps.aneurysm.evaluation.search_batch_size`).
         method: ``"coarse_to_fine"`` (batched over landmarks) or ``"exhaustive"`` (the original search).
         top_k: candidates refined per landmark and level (coarse-to-fine).
         prior_sigma_mm: Gaussian position prior around the search centres (mm), or ``None`` (see
@@ -370,13 +371,15 @@ class TriPlanarPointInferer(Inferer):
 
     def __init__(self, mode: str = "localise", patch_size: int = 32, extent_mm: float | None = None,
                  search_radius: float = 10.0, search_step: float = 3.0, refine_radius: float = 2.0,
-                 batch_size: int = 512, method: str = "coarse_to_fine", top_k: int = 2,
+                 batch_size: int | None = None, method: str = "coarse_to_fine", top_k: int = 2,
                  prior_sigma_mm: float | None = None, score: str = "probability",
                  mirror_labels: Sequence[int] | None = None) -> None:
         super().__init__()
         if mode not in ("classify", "localise"):
             raise ValueError(f"mode must be 'classify' or 'localise', got {mode!r}.")
         self.mode, self.patch_size, self.extent_mm = mode, int(patch_size), extent_mm
+        if batch_size is not None:
+            search_batch_size("cpu", batch_size)  # a bad value fails here, not at the first image
         self.search_radius, self.search_step, self.batch_size = float(search_radius), float(search_step), batch_size
         self.refine_radius, self.method, self.top_k = float(refine_radius), method, int(top_k)
         self.prior_sigma_mm, self.score = prior_sigma_mm, score
@@ -392,9 +395,9 @@ class TriPlanarPointInferer(Inferer):
             if points is None or len(points) == 0:
                 raise ValueError("mode='classify' needs points=(N, 3) voxel coordinates.")
             patcher = TriPlanarPatch(self.patch_size, self.extent_mm)
-            out = []
-            for i in range(0, len(points), self.batch_size):
-                x = torch.as_tensor(patcher(image, np.asarray(points)[i : i + self.batch_size])).float().to(device)
+            out, batch = [], search_batch_size(device, self.batch_size)
+            for i in range(0, len(points), batch):
+                x = torch.as_tensor(patcher(image, np.asarray(points)[i : i + batch])).float().to(device)
                 out.append(torch.softmax(network(x).float(), 1).cpu())
             return torch.cat(out)
         if priors is None or labels is None:

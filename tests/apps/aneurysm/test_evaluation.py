@@ -299,3 +299,46 @@ def test_mirror_labels_errors():
         localise_landmarks(_random_net(), vol, prior, [1], torch.device("cpu"), mirror_labels=[0, 1, 2, 7])
     with pytest.raises(ValueError, match="covers classes 0..1"):
         localise_landmarks(_random_net(), vol, prior, [3], torch.device("cpu"), mirror_labels=[0, 1])
+
+
+# -- inference speed settings: folded batch norm, batch size ------------------------------------------------------
+
+@pytest.mark.parametrize("method", ["coarse_to_fine", "exhaustive"])
+def test_folded_batchnorm_and_batch_size_leave_the_search_unchanged(method):
+    """The search with the batch-norm-folded copy (default) and any batch size returns what the network as given
+    returns with one batch; the caller's network is not modified."""
+    net = _random_net()
+    g = torch.Generator().manual_seed(5)
+    for m in net.modules():  # running statistics far from the identity, as after training
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g))
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.3)
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    vol = torch.as_tensor(np.random.default_rng(2).normal(size=(1, 40, 40, 40)), dtype=torch.float32)
+    vol = torch.nn.functional.avg_pool3d(vol[None], 5, 1, 2)[0]
+    priors, labels = np.array([[14.0, 20.0, 19.0], [25.0, 18.0, 22.0]]), np.array([1, 2])
+    kw = {"search_radius": 5, "step": 2, "refine_radius": 2, "method": method, "score": "log_odds",
+          "mirror_labels": [0, 2, 1, 3]}
+    ref, p_ref = localise_landmarks(net, vol, priors, labels, torch.device("cpu"), fuse_batchnorm=False,
+                                    batch_size=100_000, **kw)
+    for fuse, batch in ((True, None), (True, 7), (False, 7)):
+        pos, p = localise_landmarks(net, vol, priors, labels, torch.device("cpu"), fuse_batchnorm=fuse,
+                                    batch_size=batch, **kw)
+        np.testing.assert_allclose(pos, ref, atol=1e-4)
+        np.testing.assert_allclose(p, p_ref, atol=1e-5)
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in net.modules()) > 0
+    assert all(torch.equal(v, state[k]) for k, v in net.state_dict().items())
+
+
+def test_search_batch_size():
+    from monai_ext.apps.aneurysm.evaluation import search_batch_size
+
+    assert search_batch_size("cpu") == 128 and search_batch_size(torch.device("cpu"), None) == 128
+    assert search_batch_size(torch.device("cuda", 0)) == 512  # constructing the device needs no GPU
+    assert search_batch_size("cpu", 33) == 33
+    for bad in (0, -4, 2.5, True, "64", "abc"):
+        with pytest.raises(ValueError, match="batch_size"):
+            search_batch_size("cpu", bad)
+    with pytest.raises(ValueError, match="batch_size"):
+        localise_landmarks(_random_net(), torch.zeros(1, 24, 24, 24), np.full((1, 3), 12.0), [1],
+                           torch.device("cpu"), batch_size=0)

@@ -142,6 +142,24 @@ def test_localisation_output_maps_back_and_flags(model):
     np.testing.assert_allclose(fcsv.positions, position, atol=1e-3)
 
 
+def test_point_inferer_batch_size():
+    """``batch_size=None`` picks the device's default; the classify mode gives the same probabilities with any
+    batch size; a bad value fails when the inferer is built, naming it."""
+    from monai_ext.networks.nets import MiniVGG
+
+    torch.manual_seed(0)
+    net = MiniVGG(spatial_dims=2, in_channels=3, num_classes=3, channels=(4, 8), hidden_features=8).eval()
+    image = torch.rand(1, 20, 20, 20, generator=torch.Generator().manual_seed(1))
+    points = np.array([[10.0, 10.0, 10.0], [8.0, 12.0, 9.0], [11.0, 7.0, 13.0]])
+    want = TriPlanarPointInferer("classify", patch_size=8)(image, net, points=points)
+    got = TriPlanarPointInferer("classify", patch_size=8, batch_size=2)(image, net, points=points)
+    assert want.shape == (3, 3)
+    torch.testing.assert_close(got, want)
+    for bad in (0, 1.5):
+        with pytest.raises(ValueError, match="batch_size"):
+            TriPlanarPointInferer("localise", batch_size=bad)
+
+
 def test_inference_rejects_bad_threshold(model):
     net, _, tmp_path = model
     with pytest.raises(ValueError, match="confidence_threshold"):
