@@ -353,7 +353,8 @@ def test_brain_evaluate_writes_the_evidence_table(brain, tmp_path):
         rows = list(csv.DictReader(f))
     assert [r["section"] for r in rows] == ["test", "test_template_t1", "test_t2_whole", "test_pd_whole", "test_t2",
                                             "test_pd", "test_t1_whole", "test_t1_skull_whole", "test_t1",
-                                            "test_t1_skull", "test_displaced", "test_t1_skull_oblique", "test"]
+                                            "test_t1_skull", "test_displaced", "test_t1_skull_oblique",
+                                            "test_t1_skull_neck", "test"]
     for r in rows[:-1]:  # at 4 mm ITK may fail to align a brain: reported as unprocessed (and OOD), not scored
         assert r["images"] == "1" and r["unprocessed"] in ("0", "1")
         if r["unprocessed"] == "0":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .afids import afids_names, generate_afids_mni152_dataset, load_afids, load_mni152
-from .brain import BrainTemplateSpace
+from .brain import NECK_T1_RELATIVE, BrainTemplateSpace, add_synthetic_neck
 from .data import (
     Case,
     RollingCacheDataset,
@@ -77,6 +77,7 @@ __all__ = [
     "AlignToModelTemplated",
     "BrainTemplateSpace",
     "CONFIDENCE_THRESHOLD",
+    "NECK_T1_RELATIVE",
     "FeatureDistributionCheck",
     "IMAGE_EXTENSIONS",
     "LandmarkEvaluation",
@@ -118,6 +119,7 @@ __all__ = [
     "NATURAL_IMAGE_NAMES",
     "PointSet",
     "adaboost_auc_curve",
+    "add_synthetic_neck",
     "candidate_patches",
     "confusion_matrix",
     "label_volume_landmarks",

@@ -33,7 +33,8 @@ from monai.data import MetaTensor
 
 from .landmarks import PointSet, write_points_json
 
-__all__ = ["BrainTemplateSpace", "TEMPLATE_NAME", "brain_test_datalist", "generate_brain_test_dataset"]
+__all__ = ["BrainTemplateSpace", "NECK_T1_RELATIVE", "TEMPLATE_NAME", "add_synthetic_neck", "brain_test_datalist",
+           "generate_brain_test_dataset"]
 
 #: the template of :func:`~monai_ext.data.synthetic.brain.load_mni152_tissues` (nilearn, offline)
 TEMPLATE_NAME = "MNI152 2009a symmetric (nilearn)"
@@ -189,7 +190,7 @@ def _grid(voxel_size: int, margin_mm: float) -> tuple[tuple[int, int, int], np.n
 
 
 def generate_brain_test_dataset(out_dir: str | os.PathLike, seed: int = 0, num_test: int = 3,
-                                voxel_size: int = 1, oblique: bool = True) -> Path:
+                                voxel_size: int = 1, oblique: bool = True, neck: bool = True) -> Path:
     """Write the brain model's extra test sets (``brain_evaluate.json``), besides those of
     :func:`~monai_ext.data.synthetic.brain.generate_synthetic_brain_dataset`.
 
@@ -209,6 +210,10 @@ def generate_brain_test_dataset(out_dir: str | os.PathLike, seed: int = 0, num_t
       would store them: resampled (trilinear) onto an oblique grid rotated by up to 30 degrees about each axis, with
       anisotropic ``(1.0, 1.2, 1.5) * voxel_size`` mm voxels, covering the whole original field of view. The
       physical image is the same (up to the interpolation's blur), so the fiducials and raters files are shared.
+    - ``test_t1_skull_neck`` (``neck``): the ``test_t1_skull_whole`` heads with a synthetic neck below them
+      (:func:`add_synthetic_neck`: the field of view 80 mm longer downwards, as in a sagittal head scan): the
+      extra tissue moves the centre of mass and the field-of-view centre that the alignment starts from. The head
+      keeps its voxels and world position, so the fiducials and raters files are shared.
 
     The fiducials and the four AFIDs raters are moved with each image. Seeds ``1_000_003 * seed + 400_000 + i`` and
     ``+ 500_000 + i`` (disjoint from the generator's and from ``brain.json``'s training seeds).
@@ -272,10 +277,19 @@ def generate_brain_test_dataset(out_dir: str | os.PathLike, seed: int = 0, num_t
             name = Path(item["image"]).name.replace("_skull_whole_", "_skull_oblique_")
             nib.save(nib.Nifti1Image(vol, affine), out / "images" / name)
             sections["test_t1_skull_oblique"].append({**item, "image": f"images/{name}"})
+    if neck:
+        sections["test_t1_skull_neck"] = []
+        for i, item in enumerate(sections["test_t1_skull_whole"]):
+            img = nib.load(out / item["image"])
+            vol, affine = add_synthetic_neck(np.asarray(img.dataobj, np.float32), np.asarray(img.affine, np.float64),
+                                             seed=1_000_003 * int(seed) + 700_000 + i)
+            name = Path(item["image"]).name.replace("_skull_whole_", "_skull_neck_")
+            nib.save(nib.Nifti1Image(vol, affine), out / "images" / name)
+            sections["test_t1_skull_neck"].append({**item, "image": f"images/{name}"})
     datalist = {"name": "brain_model_extra_test_sets",
                 "description": "MNI152 (nilearn) with its own T1 intensities under subject-like deformations, and "
                 "synthetic T1 brains on the whole-head grid with and without skull (the latter also on an oblique "
-                "anisotropic grid); AFIDs fiducials and raters "
+                "anisotropic grid and with a synthetic neck); AFIDs fiducials and raters "
                 "(CC-BY-4.0, Lau et al. 2019, Taha et al. 2023) moved with the image.",
                 "landmark_names": list(names), **sections, "test": sections["test_template_t1"]}
     path = out / "dataset.json"
@@ -314,12 +328,95 @@ def oblique_resample(volume: np.ndarray, affine: np.ndarray, rotation_deg: Seque
     return out.astype(np.float32), new
 
 
+#: T1-weighted intensities of the neck's tissues relative to subcutaneous fat (the brightest tissue of a T1 head;
+#: ratios of the generator's T1 means: muscle about grey matter, cord about white matter, CSF, vertebral marrow)
+NECK_T1_RELATIVE = {"fat": 1.0, "muscle": 0.45, "cord": 0.65, "csf": 0.2, "marrow": 0.75, "air": 0.0}
+
+
+def add_synthetic_neck(volume: np.ndarray, affine: np.ndarray, length_mm: float = 80.0, seed: int = 0,
+                       relative: Mapping[str, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A T1-weighted head volume with a synthetic neck added below it: the grid is extended by ``length_mm``
+    downwards (towards -S) and the new slices hold an elliptic neck (semi-axes 50-60 mm) under the head's centre:
+    a subcutaneous fat ring 5-8 mm thick around muscle, a vertebral body, the spinal canal (CSF) with the cord, and
+    the airway, drifting forwards or backwards by up to 10 mm along its length, with a 1 mm blur and noise of the
+    image's background level. Intensities are ``relative`` (default :data:`NECK_T1_RELATIVE`) times the head's
+    fat level (its 99.5th percentile). The head's voxels and world positions are unchanged.
+
+    It is a test condition for the alignment, not an anatomical model: a real scan's field of view often reaches
+    well below the head, which moves the centre of mass and the field-of-view centre the registration starts from.
+
+    Args:
+        volume: ``(X, Y, Z)`` head volume.
+        affine: its voxel-to-world (RAS mm) affine; the third voxel axis must point superior (an axis-aligned grid
+            such as the template's whole-head grid).
+        length_mm: how far the neck reaches below the grid.
+        seed: seed of the neck's shape, drift and noise.
+        relative: tissue intensities relative to the fat level (keys of :data:`NECK_T1_RELATIVE`).
+
+    Returns:
+        ``(volume, affine)``: float32 ``(X, Y, Z + n)`` and the affine of the extended grid.
+
+    Raises:
+        ValueError: when the grid's third axis does not point superior, ``length_mm`` is not positive, or the
+            volume has no head.
+    """
+    from scipy import ndimage
+
+    vol = np.asarray(volume, dtype=np.float32)
+    affine = np.asarray(affine, dtype=np.float64)
+    lin = affine[:3, :3]
+    spacing = np.linalg.norm(lin, axis=0)
+    if vol.ndim != 3 or not (abs(lin[2, 2]) > 0.99 * spacing[2] and lin[2, 2] > 0):
+        raise ValueError(f"add_synthetic_neck needs an (X, Y, Z) volume whose third voxel axis points superior, got "
+                         f"shape {vol.shape} and affine columns {lin.T.round(3).tolist()}.")
+    if not length_mm > 0:
+        raise ValueError(f"length_mm must be positive, got {length_mm}.")
+    rel = {**NECK_T1_RELATIVE, **(relative or {})}
+    head = vol > 0.1 * float(np.percentile(vol, 99.5))
+    if not head.any():
+        raise ValueError("add_synthetic_neck: the volume has no head (nothing above a tenth of its 99.5th percentile).")
+    fat = float(np.percentile(vol[head], 99.5))
+    rng = np.random.default_rng(int(seed))
+    n = int(round(float(length_mm) / spacing[2]))
+    shift = np.eye(4)
+    shift[2, 3] = -n
+    new_affine = affine @ shift
+    # the neck's axis: under the head's centre in x, under its lower half's centre in y (the brainstem's side)
+    idx = np.argwhere(head)
+    low = idx[idx[:, 2] <= np.percentile(idx[:, 2], 30)]
+    centre = np.array([idx[:, 0].mean(), low[:, 1].mean()])
+    a, b = rng.uniform(50.0, 60.0, 2) / spacing[:2]
+    ring = rng.uniform(5.0, 8.0) / spacing[0]
+    drift = rng.uniform(-10.0, 10.0) / spacing[1]
+    x = np.arange(vol.shape[0])[:, None] - centre[0]
+    y = np.arange(vol.shape[1])[None, :] - centre[1]
+    mm = spacing[0]
+    neck = np.zeros(vol.shape[:2] + (n,), dtype=np.float32)
+    for k in range(n):
+        t = (n - k) / n  # 1 at the bottom slice, near 0 where the neck meets the head
+        yk = y - drift * t
+        r = np.sqrt((x / a) ** 2 + (yk / b) ** 2)
+        inside, core = r <= 1.0, r <= 1.0 - ring / max(a, b)
+        sl = np.where(inside, rel["fat"], 0.0)
+        sl = np.where(core, rel["muscle"], sl)
+
+        # discs along the midline: vertebral body, spinal canal (CSF) with the cord, airway (y offset mm, radius mm)
+        for cy_mm, radius_mm, tissue in ((-5.0, 9.0, "marrow"), (-22.0, 7.0, "csf"), (-22.0, 4.0, "cord"),
+                                         (22.0, 7.0, "air")):
+            sl = np.where((x * mm) ** 2 + (yk * mm - cy_mm) ** 2 <= radius_mm**2, rel[tissue], sl)
+        neck[:, :, k] = sl * fat
+    neck = ndimage.gaussian_filter(neck, 1.0 / spacing, mode="nearest")
+    corner = vol[: max(vol.shape[0] // 10, 1), : max(vol.shape[1] // 10, 1), -max(vol.shape[2] // 10, 1):]
+    neck = neck + rng.normal(0.0, float(corner.std()), neck.shape).astype(np.float32) + float(corner.mean())
+    return np.concatenate([np.clip(neck, 0.0, None).astype(np.float32), vol], axis=2), new_affine
+
+
 def brain_test_datalist(output_dir: str | os.PathLike, seed: int = 0, num_test: int = 3, voxel_size: int = 1,
-                        oblique: bool = True) -> Path:
+                        oblique: bool = True, neck: bool = True) -> Path:
     """:func:`generate_brain_test_dataset` under ``<output_dir>/brain_test_data``, written once
     (:func:`~monai_ext.data.resolve_datalist`; a folder written with other arguments is written again)."""
     from monai_ext.data import resolve_datalist
 
     return resolve_datalist(None, output_dir, generate_brain_test_dataset,
                             {"seed": int(seed), "num_test": int(num_test), "voxel_size": int(voxel_size),
-                             "oblique": bool(oblique)}, folder_name="brain_test_data")
+                             "oblique": bool(oblique), "neck": bool(neck)}, folder_name="brain_test_data")

@@ -475,3 +475,55 @@ def test_oblique_resample_keeps_the_world_image():
     inside = apply_matrix(np.linalg.inv(new), apply_matrix(affine, corners))
     assert ((inside > -0.5) & (inside < np.array(out.shape) - 0.5)).all()  # the whole field of view is kept
     assert abs(out.sum() * np.prod([2.0, 2.4, 3.0]) - vol.sum() * 8.0) < 0.15 * vol.sum() * 8.0  # same volume
+
+
+def _ellipsoid_head(spacing=2.0):
+    """A bright-rimmed ellipsoid on an axis-aligned RAS grid whose lowest slices cut the head (as the template's
+    whole-head grid does), with a faint noisy background."""
+    shape = (60, 70, 50)
+    affine = np.diag([spacing, spacing, spacing, 1.0])
+    affine[:3, 3] = [-59.0, -80.0, -30.0]
+    idx = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1).astype(float)
+    r = np.sqrt((((idx - [30, 35, 20]) / [24, 30, 28]) ** 2).sum(-1))
+    vol = np.where(r <= 1, 0.7, 0.0) + np.where((r > 0.9) & (r <= 1), 0.6, 0.0)  # rim (scalp fat) 1.3
+    vol = vol + np.random.default_rng(0).normal(0.01, 0.005, shape)
+    return vol.astype(np.float32), affine
+
+
+def test_synthetic_neck_extends_the_grid_below_the_head():
+    from monai_ext.apps.aneurysm import NECK_T1_RELATIVE, add_synthetic_neck
+    from monai_ext.transforms import apply_matrix
+
+    vol, affine = _ellipsoid_head()
+    out, out_affine = add_synthetic_neck(vol, affine, length_mm=60.0, seed=1)
+    n = 30  # 60 mm at 2 mm
+    assert out.shape == vol.shape[:2] + (vol.shape[2] + n,) and out.dtype == np.float32
+    np.testing.assert_array_equal(out[:, :, n:], vol)  # the head's voxels are untouched
+    np.testing.assert_allclose(apply_matrix(out_affine, np.array([[3.0, 4.0, n + 5.0]])),
+                               apply_matrix(affine, np.array([[3.0, 4.0, 5.0]])))  # ... and stay where they were
+    neck = out[:, :, : n - 3]
+    fat = float(np.percentile(vol[vol > 0.1 * np.percentile(vol, 99.5)], 99.5))
+    body = neck > 0.1 * fat
+    assert 0.15 < body.mean() < 0.8  # an elliptic cross-section, not the whole slice
+    values = neck[body]
+    assert abs(np.median(values) - NECK_T1_RELATIVE["muscle"] * fat) < 0.1 * fat  # mostly muscle
+    assert np.percentile(values, 99) > 0.85 * fat  # the fat ring
+    assert abs(float(out[:3, :3, :3].mean()) - 0.01) < 0.005  # background at the image's level
+    again, _ = add_synthetic_neck(vol, affine, length_mm=60.0, seed=1)
+    np.testing.assert_array_equal(again, out)  # seeded
+    other, _ = add_synthetic_neck(vol, affine, length_mm=60.0, seed=2)
+    assert not np.array_equal(other, out)
+
+
+def test_synthetic_neck_errors():
+    from monai_ext.apps.aneurysm import add_synthetic_neck
+
+    vol, affine = _ellipsoid_head()
+    flipped = affine.copy()
+    flipped[2, 2] = -2.0  # third axis pointing inferior
+    with pytest.raises(ValueError, match="points superior"):
+        add_synthetic_neck(vol, flipped)
+    with pytest.raises(ValueError, match="length_mm"):
+        add_synthetic_neck(vol, affine, length_mm=0.0)
+    with pytest.raises(ValueError, match="no head"):
+        add_synthetic_neck(np.zeros_like(vol), affine)
