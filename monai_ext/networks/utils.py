@@ -3,8 +3,9 @@
 :func:`fuse_batchnorm` folds every batch normalisation that directly follows a convolution into that convolution's
 weights and bias (Ioffe and Szegedy, ICML 2015: at inference a batch normalisation is a fixed per-channel affine
 map, ``y = gamma * (x - mean) / sqrt(var + eps) + beta``, so ``bn(conv(x))`` is one convolution with rescaled
-weights). The network then computes the same function with one pass over its feature maps fewer per block; on a
-CPU the landmark classifier of the aneurysm study runs about a third faster (``benchmarks/bench_localisation.py``).
+weights). The network then computes the same function with one pass over its feature maps fewer per block; it is
+one of the changes that made the aneurysm study's landmark search faster on a CPU (``docs/results.md``, landmark
+localisation speed, ``benchmarks/bench_localisation.py``).
 """
 
 from __future__ import annotations

@@ -374,6 +374,12 @@ class AlignToTemplated(MapTransform):
     experiment, 2026-12-06) the second start rescued 1 of the 3 heads with skull cut to the AFIDs fiducials' box
     that the first one misaligned by more than 30 mm, and never made an alignment worse by more than 0.01 mm; the
     aneurysm bundle's brain evaluation shows the effect on each row (``brain_evaluation_one_start``).
+    A third start serves scans whose field of view reaches well below the head (neck, shoulders), which pull both
+    the centre of mass and the field-of-view centre down: when the input's foreground extends more than
+    ``head_height_mm`` below its highest point (world superior, +S), the template's centre of mass is also put at
+    the centre of mass of the foreground within ``head_height_mm`` of that top, the part a head occupies (the idea
+    of FSL's ``robustfov``, which crops 170 mm below the top of the head; Jenkinson et al., NeuroImage 2012). It is
+    computed on the registration's prepared copy of the input.
     The input is brought to the registration grid (block means, smoothing) and bias-corrected once for all starts.
     ``data[info_key]`` (and ``last_info``) records the kept start, its metric, overlap, iterations and seconds,
     the seconds of that preparation (``"preparation_seconds"``), and every start tried (``"starts"``).
@@ -393,12 +399,14 @@ class AlignToTemplated(MapTransform):
             the second start is tried (``None``: never; ``0``: always).
         min_overlap: fraction of the template mask that must map inside the input's grid for a start's result to be
             preferred on its metric.
+        head_height_mm: extent (mm, along world superior) of the head below its top used by the third start, which
+            is tried when the input's foreground extends further down (``None``: never).
         kwargs: :func:`register_affine` arguments (``transform``, ``shrink_factors``, ``sampling``, ...).
 
     Raises:
         ValueError: when only one of ``spatial_size`` / ``output_affine`` is given, a negative
-            ``start_tolerance_mm``, a ``min_overlap`` outside ``[0, 1]``, or ``initial`` in ``kwargs`` (the starts
-            are this transform's).
+            ``start_tolerance_mm``, a ``min_overlap`` outside ``[0, 1]``, a ``head_height_mm`` that is not positive,
+            or ``initial`` in ``kwargs`` (the starts are this transform's).
     """
 
     def __init__(self, keys: KeysCollection, template: MetaTensor, template_mask: NdarrayOrTensor | None = None,
@@ -406,7 +414,7 @@ class AlignToTemplated(MapTransform):
                  output_affine: np.ndarray | None = None, mask_key: str = "brain_mask",
                  matrix_key: str = "template_to_image", allow_missing_keys: bool = False,
                  info_key: str | None = "template_alignment", start_tolerance_mm: float | None = 10.0,
-                 min_overlap: float = 0.5, **kwargs: Any) -> None:
+                 min_overlap: float = 0.5, head_height_mm: float | None = 170.0, **kwargs: Any) -> None:
         super().__init__(keys, allow_missing_keys)
         if (spatial_size is None) != (output_affine is None):
             raise ValueError("give both spatial_size and output_affine, or neither.")
@@ -414,8 +422,11 @@ class AlignToTemplated(MapTransform):
             raise ValueError(f"start_tolerance_mm must be >= 0 or None, got {start_tolerance_mm}.")
         if not 0.0 <= min_overlap <= 1.0:
             raise ValueError(f"min_overlap must be in [0, 1], got {min_overlap}.")
+        if head_height_mm is not None and not head_height_mm > 0:
+            raise ValueError(f"head_height_mm must be positive or None, got {head_height_mm}.")
         if "initial" in kwargs:
             raise ValueError("AlignToTemplated chooses its own starts: do not pass 'initial'.")
+        self.head_height_mm = None if head_height_mm is None else float(head_height_mm)
         self.start_tolerance_mm, self.min_overlap, self.info_key = start_tolerance_mm, float(min_overlap), info_key
         self.template, self.template_mask, self.brain_mask = template, template_mask, brain_mask
         t_affine = np.asarray(template.affine, np.float64) if isinstance(template, MetaTensor) else np.eye(4)
@@ -451,7 +462,7 @@ class AlignToTemplated(MapTransform):
 
 
     def register(self, img: NdarrayOrTensor, affine: np.ndarray) -> np.ndarray:
-        """Template-to-input matrix of ``img`` (voxel-to-world ``affine``), from one or two starts (see above)."""
+        """Template-to-input matrix of ``img`` (voxel-to-world ``affine``), from up to three starts (see above)."""
         t_vol, t_aff = _volume(self.template, None, "template")
         t_mask = (np.asarray(convert_to_tensor(self.template_mask, track_meta=False).cpu()).reshape(t_vol.shape) > 0.5
                   if self.template_mask is not None else t_vol > 0)
@@ -473,6 +484,9 @@ class AlignToTemplated(MapTransform):
                                                  float(self.kwargs.get("bias_voxel_mm", 4.0)),
                                                  self.kwargs.get("num_threads", 1))
         prepared = time.perf_counter() - t0
+        head = self._head_top_start(moving, moving_affine, _centre_of_mass(t_vol, t_aff, t_mask))
+        if head is not None:
+            starts.append(("head_top", head))
         kwargs = {**self.kwargs, "bias_correction": False}
         runs = []
         for name, initial in starts:
@@ -487,6 +501,28 @@ class AlignToTemplated(MapTransform):
         self.last_info["preparation_seconds"] = prepared
         self.last_info["starts"] = [{k: v for k, v in r.items() if k != "matrix"} for r in runs]
         return np.asarray(best["matrix"])
+
+    def _head_top_start(self, vol: np.ndarray, affine: np.ndarray, template_centre: np.ndarray) -> np.ndarray | None:
+        """The third start (see above): a translation putting ``template_centre`` at the centre of mass of the
+        foreground within ``head_height_mm`` of its top, or ``None`` when the foreground is not taller than that."""
+        if self.head_height_mm is None:
+            return None
+        fg = foreground_mask(vol)
+        idx = np.argwhere(fg)
+        if len(idx) == 0:
+            return None
+        height = apply_matrix(affine, idx)[:, 2]
+        top = float(height.max())
+        if top - float(height.min()) <= self.head_height_mm:
+            return None
+        keep = height >= top - self.head_height_mm
+        weight = np.clip(vol[fg][keep], 0, None)
+        if not weight.sum() > 0:
+            return None
+        centre = apply_matrix(affine, (idx[keep] * weight[:, None]).sum(0)[None] / weight.sum())[0]
+        shift = np.eye(4)
+        shift[:3, 3] = centre - template_centre
+        return shift
 
     def field_of_view(self, img: NdarrayOrTensor, affine: np.ndarray, matrix: np.ndarray) -> torch.Tensor:
         """``(1, X', Y', Z')`` bool: output voxels whose trilinear sample lies wholly inside the input's grid.

@@ -16,7 +16,8 @@ from sklearn.model_selection import StratifiedGroupKFold
 from monai_ext.networks.utils import fuse_batchnorm as _fuse_batchnorm
 from monai_ext.transforms import TriPlanarPatch
 
-__all__ = ["confusion_matrix", "adaboost_auc_curve", "left_right_mirror_labels", "localise_landmarks"]
+__all__ = ["confusion_matrix", "adaboost_auc_curve", "left_right_mirror_labels", "localise_landmarks",
+           "search_batch_size"]
 
 
 def confusion_matrix(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray,
@@ -185,8 +186,8 @@ _METHODS = ("coarse_to_fine", "exhaustive")
 _SCORES = ("probability", "log_odds")
 
 
-#: patches per forward pass on a CPU: the tri-planar classifier's activations for 128 patches stay in the cache;
-#: 512 (the previous default, kept for other devices) ran about 1.4x slower per patch on a 2-core Xeon
+#: patches per forward pass on a CPU: the tri-planar classifier's activations for 128 patches stay in the cache,
+#: those of 512 (the previous default, kept for other devices) did not on the 2-core Xeon of ``docs/results.md``
 CPU_SEARCH_BATCH = 128
 #: patches per forward pass on other devices (GPUs: larger batches keep them busy)
 DEVICE_SEARCH_BATCH = 512
@@ -274,8 +275,8 @@ def localise_landmarks(net: nn.Module, image: torch.Tensor, priors: np.ndarray, 
         mirror_labels: left-right class map (a list indexed by class id, its own inverse) for mirror averaging, or
             ``None``.
         fuse_batchnorm: search with a copy of ``net`` whose batch normalisations are folded into the preceding
-            convolutions (:func:`~monai_ext.networks.utils.fuse_batchnorm`: same outputs up to float rounding, about
-            a third less time on a CPU); ``net`` itself is not changed. ``False``: use ``net`` as it is.
+            convolutions (:func:`~monai_ext.networks.utils.fuse_batchnorm`: same outputs up to float rounding, less
+            time on a CPU); ``net`` itself is not changed. ``False``: use ``net`` as it is.
 
     Returns:
         ``(positions (L, 3) voxel, peak probabilities (L,))``.
