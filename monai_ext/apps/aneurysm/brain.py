@@ -267,25 +267,24 @@ def generate_brain_test_dataset(out_dir: str | os.PathLike, seed: int = 0, num_t
             items.append({"image": f"images/{name}.nii.gz", "landmarks": f"landmarks/{name}.json", "raters": files,
                           "skull": bool(sample["skull"]), "contrast": sample["contrast"]})
         sections[section] = items
-    if oblique:
-        rng = np.random.default_rng(1_000_003 * int(seed) + 600_000)
-        sections["test_t1_skull_oblique"] = []
-        for item in sections["test_t1_skull_whole"]:
-            img = nib.load(out / item["image"])
-            vol, affine = oblique_resample(np.asarray(img.dataobj, np.float32), np.asarray(img.affine, np.float64),
-                                           rng.uniform(-30.0, 30.0, 3), np.array([1.0, 1.2, 1.5]) * voxel_size)
-            name = Path(item["image"]).name.replace("_skull_whole_", "_skull_oblique_")
-            nib.save(nib.Nifti1Image(vol, affine), out / "images" / name)
-            sections["test_t1_skull_oblique"].append({**item, "image": f"images/{name}"})
-    if neck:
-        sections["test_t1_skull_neck"] = []
+    def derived(kind: str, make: Any) -> list[dict[str, Any]]:
+        """The with-skull whole-head images rewritten by ``make(volume, affine, i)``; fiducials and raters shared."""
+        items = []
         for i, item in enumerate(sections["test_t1_skull_whole"]):
             img = nib.load(out / item["image"])
-            vol, affine = add_synthetic_neck(np.asarray(img.dataobj, np.float32), np.asarray(img.affine, np.float64),
-                                             seed=1_000_003 * int(seed) + 700_000 + i)
-            name = Path(item["image"]).name.replace("_skull_whole_", "_skull_neck_")
+            vol, affine = make(np.asarray(img.dataobj, np.float32), np.asarray(img.affine, np.float64), i)
+            name = Path(item["image"]).name.replace("_skull_whole_", f"_skull_{kind}_")
             nib.save(nib.Nifti1Image(vol, affine), out / "images" / name)
-            sections["test_t1_skull_neck"].append({**item, "image": f"images/{name}"})
+            items.append({**item, "image": f"images/{name}"})
+        return items
+
+    if oblique:
+        rng = np.random.default_rng(1_000_003 * int(seed) + 600_000)
+        sections["test_t1_skull_oblique"] = derived("oblique", lambda vol, affine, i: oblique_resample(
+            vol, affine, rng.uniform(-30.0, 30.0, 3), np.array([1.0, 1.2, 1.5]) * voxel_size))
+    if neck:
+        sections["test_t1_skull_neck"] = derived("neck", lambda vol, affine, i: add_synthetic_neck(
+            vol, affine, seed=1_000_003 * int(seed) + 700_000 + i))
     datalist = {"name": "brain_model_extra_test_sets",
                 "description": "MNI152 (nilearn) with its own T1 intensities under subject-like deformations, and "
                 "synthetic T1 brains on the whole-head grid with and without skull (the latter also on an oblique "
