@@ -242,6 +242,69 @@ def test_third_start_for_a_head_with_a_neck(tpl):
     assert "head_top" not in [s["start"] for s in tall.last_info["starts"]]
 
 
+def _sliding(real, template, found_by):
+    """A stand-in for ``register_affine`` whose template-fixed runs slide off the scan (500 mm away, no overlap);
+    the input-fixed run is ``found_by(real, *args, **kwargs)``."""
+
+    def fake(fixed, moving, *args, **kwargs):
+        if fixed is template:
+            away = np.eye(4)
+            away[:3, 3] = 500.0 + len(calls)
+            calls.append("template_fixed")
+            return away, {"metric": -0.9 + 0.1 * len(calls), "iterations": 3, "seconds": 0.0}
+        calls.append("input_fixed")
+        return found_by(real, fixed, moving, *args, **kwargs)
+
+    calls: list[str] = []
+    return fake, calls
+
+
+@pytest.mark.slow
+def test_inverse_fallback_when_every_start_slid_off(tpl, monkeypatch):
+    """When no start keeps ``min_overlap`` of the template inside the scan (the template-fixed runs are made to slide
+    off here), the registration is run the other way round (the input fixed, the template moving) and its inverse
+    is kept: on a posed head cut to a box around the brain's centre it recovers the known affine. With
+    ``inverse_fallback=False``, or when the swapped run does not keep ``min_overlap`` either, the best metric among
+    the starts is kept as before."""
+    import monai_ext.transforms.alignment as alignment
+
+    fixed = _fixed(tpl)
+    sample = _moving(tpl, 3, False)
+    truth = np.linalg.inv(sample["warp"])
+    image = sample["image"]
+    centre = np.round(apply_matrix(np.linalg.inv(np.asarray(image.affine)), apply_matrix(truth, np.zeros((1, 3))))[0])
+    lo = np.maximum(centre.astype(int) - [14, 18, 12], 0)  # a 112 x 144 x 96 mm box: part of the head, most brain
+    box_affine = np.asarray(image.affine, np.float64).copy()
+    box_affine[:3, 3] = apply_matrix(box_affine, lo[None].astype(float))[0]
+    box = MetaTensor(torch.as_tensor(np.asarray(image)[:, lo[0]:lo[0] + 28, lo[1]:lo[1] + 36, lo[2]:lo[2] + 24]),
+                     affine=torch.as_tensor(box_affine))
+    brain = apply_matrix(tpl.affine, np.argwhere(tpl.mask))
+    real = alignment.register_affine
+
+    fake, calls = _sliding(real, fixed, lambda f, *a, **k: f(*a, **k))
+    monkeypatch.setattr(alignment, "register_affine", fake)
+    align = AlignToTemplated("image", template=fixed, template_mask=tpl.mask, start_tolerance_mm=0.0, **FAST)
+    found = align({"image": box})["template_to_image"]
+    starts = align.last_info["starts"]
+    assert [s["start"] for s in starts][-1] == "inverse" and calls[-1] == "input_fixed"
+    assert all(s["overlap"] == 0.0 for s in starts[:-1]) and starts[-1]["overlap"] >= align.min_overlap
+    assert align.last_info["start"] == "inverse"
+    assert np.linalg.norm(apply_matrix(found, brain) - apply_matrix(truth, brain), axis=1).mean() < 1.5
+
+    calls.clear()
+    off = AlignToTemplated("image", template=fixed, template_mask=tpl.mask, inverse_fallback=False, **FAST)
+    off({"image": box})
+    assert "input_fixed" not in calls and "inverse" not in [s["start"] for s in off.last_info["starts"]]
+    assert off.last_info["start"] == "centre_of_mass"  # the lowest metric among starts that all slid off
+
+    away = np.eye(4)
+    away[:3, 3] = -700.0
+    fake, calls = _sliding(real, fixed, lambda f, *a, **k: (away, {"metric": -5.0, "iterations": 1, "seconds": 0.0}))
+    monkeypatch.setattr(alignment, "register_affine", fake)
+    align({"image": box})
+    assert align.last_info["starts"][-1]["start"] == "inverse" and align.last_info["start"] == "centre_of_mass"
+
+
 @pytest.mark.parametrize("kwargs, match", [({"start_tolerance_mm": -1.0}, "start_tolerance_mm"),
                                            ({"min_overlap": 1.5}, "min_overlap"),
                                            ({"head_height_mm": 0.0}, "head_height_mm"),
