@@ -227,8 +227,10 @@ def register_affine(
 
     Raises:
         ValueError: for an unknown ``transform``, levels of different lengths, a sampling fraction outside
-            ``(0, 1]``, volumes that are not single-channel 3D or hold non-finite values, a mask of another shape, or
-            an ``initial`` that is not a finite, invertible, orientation-preserving ``4x4`` affine.
+            ``(0, 1]``, volumes that are not single-channel 3D or hold non-finite values, a mask of another shape or
+            an empty one, or an ``initial`` that is not a finite, invertible, orientation-preserving ``4x4`` affine.
+        RuntimeError: when ITK's registration fails (e.g. a ``fixed_mask`` of a few voxels, which leaves no metric
+            samples on a coarse level), with ITK's message, the level and the mask's size.
 
     Example::
 
@@ -277,6 +279,8 @@ def register_affine(
         fmask = fmask.reshape(fmask.shape[-3:]) if fmask.ndim == 4 else fmask
         if fmask.shape != fvol.shape:
             raise ValueError(f"fixed_mask has shape {fmask.shape}, fixed {fvol.shape}.")
+        if not fmask.any():
+            raise ValueError("fixed_mask selects no voxel: the metric would have no samples.")
     # moments initialisation in RAS, then everything in ITK's LPS physical space
     c_fixed = _centre_of_mass(fvol, faff, fmask)
     c_moving = _centre_of_mass(mvol, maff, foreground_mask(mvol))
@@ -325,7 +329,13 @@ def register_affine(
         reg.SetMetricSamplingStrategy(itk.ImageRegistrationMethodv4Enums.MetricSamplingStrategy_RANDOM)
         reg.SetMetricSamplingPercentagePerLevel([float(v) for v in samp[levels]])
         reg.MetricSamplingReinitializeSeed(int(seed))
-        reg.Update()
+        try:
+            reg.Update()
+        except RuntimeError as err:  # ITK's message names its own classes, not the argument at fault
+            region = f"fixed_mask of {int(fmask.sum())} voxels" if fmask is not None else "no fixed_mask"
+            raise RuntimeError(f"register_affine: ITK's registration failed at shrink factors {shrink} with a "
+                               f"{region} (a mask of a few voxels leaves the metric no samples on coarse levels): "
+                               f"{str(err).strip().splitlines()[-1]}") from err
         return float(optimizer.GetValue()), int(optimizer.GetCurrentIteration())
 
     sim = itk.Similarity3DTransform[itk.D].New()

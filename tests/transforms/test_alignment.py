@@ -152,6 +152,20 @@ def test_register_errors(tpl, kwargs, match):
         register_affine(_fixed(tpl), np.zeros((2, 4, 4, 4)))
 
 
+def test_register_errors_name_the_mask():
+    """An empty ``fixed_mask`` fails before ITK runs; one of a single voxel (no metric samples on the coarse level)
+    fails with ITK's message, the level and the mask's size instead of ITK's message alone."""
+    x = np.zeros((24, 24, 24), np.float32)
+    x[6:18, 7:17, 8:16] = 1.0
+    mask = np.zeros(x.shape, bool)
+    with pytest.raises(ValueError, match="fixed_mask selects no voxel"):
+        register_affine(x, x, fixed_mask=mask)
+    mask[12, 12, 12] = True
+    with pytest.raises(RuntimeError, match=r"shrink factors \[2, 1\] with a fixed_mask of 1 voxels.*ITK ERROR"):
+        register_affine(x, np.roll(x, 2, 0), fixed_mask=mask, transform="similarity", shrink_factors=(2, 1),
+                        smoothing_mm=(1.0, 0.0), iterations=(5, 5))
+
+
 @pytest.mark.slow
 def test_cut_field_of_view_leaves_the_normalisation_unchanged(tpl):
     """A head cut to part of the brain: the written mask holds only voxels inside the input's field of view, so the
