@@ -256,9 +256,9 @@ def test_third_start_for_a_head_with_a_neck(tpl):
     assert "head_top" not in [s["start"] for s in tall.last_info["starts"]]
 
 
-def _sliding(real, template, found_by):
+def _sliding(template, input_fixed):
     """A stand-in for ``register_affine`` whose template-fixed runs slide off the scan (500 mm away, no overlap);
-    the input-fixed run is ``found_by(real, *args, **kwargs)``."""
+    the input-fixed run is answered by ``input_fixed(fixed, moving, *args, **kwargs)``."""
 
     def fake(fixed, moving, *args, **kwargs):
         if fixed is template:
@@ -267,7 +267,7 @@ def _sliding(real, template, found_by):
             calls.append("template_fixed")
             return away, {"metric": -0.9 + 0.1 * len(calls), "iterations": 3, "seconds": 0.0}
         calls.append("input_fixed")
-        return found_by(real, fixed, moving, *args, **kwargs)
+        return input_fixed(fixed, moving, *args, **kwargs)
 
     calls: list[str] = []
     return fake, calls
@@ -295,7 +295,7 @@ def test_inverse_fallback_when_every_start_slid_off(tpl, monkeypatch):
     brain = apply_matrix(tpl.affine, np.argwhere(tpl.mask))
     real = alignment.register_affine
 
-    fake, calls = _sliding(real, fixed, lambda f, *a, **k: f(*a, **k))
+    fake, calls = _sliding(fixed, real)
     monkeypatch.setattr(alignment, "register_affine", fake)
     align = AlignToTemplated("image", template=fixed, template_mask=tpl.mask, start_tolerance_mm=0.0, **FAST)
     found = align({"image": box})["template_to_image"]
@@ -313,7 +313,7 @@ def test_inverse_fallback_when_every_start_slid_off(tpl, monkeypatch):
 
     away = np.eye(4)
     away[:3, 3] = -700.0
-    fake, calls = _sliding(real, fixed, lambda f, *a, **k: (away, {"metric": -5.0, "iterations": 1, "seconds": 0.0}))
+    fake, calls = _sliding(fixed, lambda *a, **k: (away, {"metric": -5.0, "iterations": 1, "seconds": 0.0}))
     monkeypatch.setattr(alignment, "register_affine", fake)
     align({"image": box})
     assert align.last_info["starts"][-1]["start"] == "inverse" and align.last_info["start"] == "centre_of_mass"
