@@ -320,6 +320,7 @@ class LandmarkLocaliser:
             "prior_sigma_mm": inferer.prior_sigma_mm,
             "score": inferer.score,
             "mirror_labels": inferer.mirror_labels,
+            "mirror_coarse": inferer.mirror_coarse,
         }
         check = None
         if meta and meta.get("feature_check"):

@@ -225,7 +225,9 @@ def test_brain_inference_cli_on_an_image_path(brain, tmp_path):
     search = json.loads((out / "models" / "model_meta.json").read_text())["search"]
     assert result["model"]["search"] == {"radius": 2.0, "step": 2.0, "score": "log_odds",
                                          "prior_sigma_mm": search["prior_sigma_mm"],
-                                         "mirror_averaging": search["mirror_labels"] is not None}
+                                         "mirror_averaging": search["mirror_labels"] is not None,
+                                         "mirror_coarse": search["mirror_labels"] is not None
+                                         and search.get("mirror_coarse", True)}
     affine = nib.load(image).affine
     probs = np.array([p["probability"] for p in result["landmarks"]])
     for p in result["landmarks"]:  # points in the input's RAS mm, voxel indices of the input's grid
@@ -249,17 +251,22 @@ def test_inference_config_takes_the_mirror_averaging_of_the_model_description(br
     from monai_ext.apps.aneurysm import left_right_mirror_labels
 
     out, _, _ = brain
-    for mirror in (True, False):
-        ckpt = tmp_path / f"mirror_{mirror}"
+    for mirror, coarse in ((True, True), (True, False), (False, None), (True, "absent")):
+        ckpt = tmp_path / f"mirror_{mirror}_{coarse}"
         shutil.copytree(out / "models", ckpt)
         meta = json.loads((ckpt / "model_meta.json").read_text())
         meta["search"]["mirror_labels"] = left_right_mirror_labels(meta["class_names"]) if mirror else None
+        meta["search"].pop("mirror_coarse", None)
+        if coarse != "absent":  # a description written before mirror_coarse existed: everywhere, as then
+            meta["search"]["mirror_coarse"] = coarse
         (ckpt / "model_meta.json").write_text(json.dumps(meta))
         parser = ConfigParser()
         parser.read_config(config_paths(NAME, ["inference.json"]))
         parser["ckpt_dir"], parser["output_dir"] = str(ckpt), str(tmp_path)
         inferer = parser.get_parsed_content("inferer")
         assert inferer.mirror_labels == meta["search"]["mirror_labels"]
+        if mirror:
+            assert inferer.mirror_coarse is (coarse is not False), coarse
 
 
 def test_brain_inference_image_folder_and_model_meta_errors(brain, tmp_path):

@@ -213,7 +213,7 @@ def localise_landmarks(net: nn.Module, image: torch.Tensor, priors: np.ndarray, 
                        extent_mm: float | None = None, batch_size: int | None = None, refine_radius: float = 3.0,
                        method: str = "coarse_to_fine", top_k: int = 2, channels_last: bool = True,
                        prior_sigma_mm: float | None = None, score: str = "probability",
-                       mirror_labels: Sequence[int] | None = None,
+                       mirror_labels: Sequence[int] | None = None, mirror_coarse: bool = True,
                        fuse_batchnorm: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Predict each landmark's voxel position by dense tri-planar classification around a prior position.
 
@@ -245,7 +245,12 @@ def localise_landmarks(net: nn.Module, image: torch.Tensor, priors: np.ndarray, 
     mirrored point) under the mirrored class, so a right fiducial is also looked for as the left one of the mirrored
     brain (test-time augmentation as in Wang et al., Neurocomputing 2019). Only meaningful when voxel axis 0 is the
     left-right axis of a left-right symmetric space (the brain model's search grid: RAS axes of the symmetric MNI152
-    2009a template); it doubles the network evaluations.
+    2009a template); it doubles the network evaluations. With ``mirror_coarse=False`` the coarse lattice (the
+    coarse cube of the exhaustive search), where most points are, is scored without it, and mirror averaging starts
+    with the refinement: the ``2 * top_k`` best coarse points of each landmark (exhaustive: its best one) are
+    scored again with it, and only points scored with it are ranked from then on. This saves most of the extra
+    evaluations (the coarse lattice holds most points); whether it costs accuracy is for held-out data to say
+    (``search.mirror_selection``).
     :class:`~monai_ext.apps.aneurysm.ModelMetaWriter` decides per model on its held-out data and records both errors
     (``search.mirror_selection``; the aneurysm bundle README shows the brain model's).
 
@@ -274,6 +279,8 @@ def localise_landmarks(net: nn.Module, image: torch.Tensor, priors: np.ndarray, 
         score: ``"probability"`` or ``"log_odds"``, what points are ranked and weighted by.
         mirror_labels: left-right class map (a list indexed by class id, its own inverse) for mirror averaging, or
             ``None``.
+        mirror_coarse: with ``mirror_labels``, also mirror-average the coarse lattice (``True``, every point) or
+            start mirror averaging with the refinement (``False``, see above).
         fuse_batchnorm: search with a copy of ``net`` whose batch normalisations are folded into the preceding
             convolutions (:func:`~monai_ext.networks.utils.fuse_batchnorm`: same outputs up to float rounding, less
             time on a CPU); ``net`` itself is not changed. ``False``: use ``net`` as it is.
@@ -325,9 +332,10 @@ def localise_landmarks(net: nn.Module, image: torch.Tensor, priors: np.ndarray, 
         patcher = TriPlanarPatch(patch_size=patch_size, extent_mm=extent_mm)
         if method == "exhaustive":
             return _localise_exhaustive(net, patcher, image, priors, labels, device, search_radius, step,
-                                        batch_size, refine_radius, fmt, rank, mirror)
+                                        batch_size, refine_radius, fmt, rank, mirror, bool(mirror_coarse))
         return _localise_coarse_to_fine(net, patcher, image, priors, labels, device, search_radius,
-                                        max(1, int(round(step))), batch_size, top_k, fmt, rank, mirror)
+                                        max(1, int(round(step))), batch_size, top_k, fmt, rank, mirror,
+                                        bool(mirror_coarse))
     finally:
         net.to(memory_format=torch.contiguous_format)
 
@@ -340,15 +348,16 @@ def _outside_error(lab: int, prior: np.ndarray, shape: Sequence[int]) -> ValueEr
 def _localise_exhaustive(net: nn.Module, patcher: TriPlanarPatch, image: torch.Tensor, priors: np.ndarray,
                          labels: np.ndarray, device: torch.device, search_radius: float, step: float,
                          batch_size: int, refine_radius: float, fmt: torch.memory_format,
-                         rank: Callable[..., np.ndarray], mirror: np.ndarray | None = None
-                         ) -> tuple[np.ndarray, np.ndarray]:
+                         rank: Callable[..., np.ndarray], mirror: np.ndarray | None = None,
+                         mirror_coarse: bool = True) -> tuple[np.ndarray, np.ndarray]:
     shape = image.shape[1:]
     pos, peak = np.zeros_like(priors), np.zeros(len(priors))
     for i, (prior, lab) in enumerate(zip(priors, labels, strict=False)):
         coarse = _cube(np.round(prior), search_radius, step, shape)
         if len(coarse) == 0:
             raise _outside_error(int(lab), prior, shape)
-        p, o = _scores(net, patcher, image, coarse, int(lab), device, batch_size, fmt, mirror)
+        p, o = _scores(net, patcher, image, coarse, int(lab), device, batch_size, fmt,
+                       mirror if mirror_coarse else None)
         best = coarse[int(np.argmax(rank(p, o, coarse, prior)))]
         fine = _cube(best, refine_radius, 1.0, shape)
         q, o = _scores(net, patcher, image, fine, int(lab), device, batch_size, fmt, mirror)
@@ -359,8 +368,8 @@ def _localise_exhaustive(net: nn.Module, patcher: TriPlanarPatch, image: torch.T
 def _localise_coarse_to_fine(net: nn.Module, patcher: TriPlanarPatch, image: torch.Tensor, priors: np.ndarray,
                              labels: np.ndarray, device: torch.device, search_radius: float, step: int,
                              batch_size: int, top_k: int, fmt: torch.memory_format,
-                             rank: Callable[..., np.ndarray], mirror: np.ndarray | None = None
-                             ) -> tuple[np.ndarray, np.ndarray]:
+                             rank: Callable[..., np.ndarray], mirror: np.ndarray | None = None,
+                             mirror_coarse: bool = True) -> tuple[np.ndarray, np.ndarray]:
     shape = np.asarray(image.shape[1:])
     n = len(priors)
     seen: list[dict[tuple[int, int, int], tuple[float, float]]] = [{} for _ in range(n)]
@@ -368,7 +377,7 @@ def _localise_coarse_to_fine(net: nn.Module, patcher: TriPlanarPatch, image: tor
     def inside(pts: np.ndarray) -> np.ndarray:
         return pts[np.all((pts >= 0) & (pts <= shape - 1), axis=1)]
 
-    def evaluate(requests: list[np.ndarray]) -> None:
+    def evaluate(requests: list[np.ndarray], mirror: np.ndarray | None = mirror) -> None:
         """Probabilities of the not yet evaluated points of every landmark, all landmarks in one batch stream."""
         owner, pts = [], []
         for i, req in enumerate(requests):
@@ -390,10 +399,15 @@ def _localise_coarse_to_fine(net: nn.Module, patcher: TriPlanarPatch, image: tor
 
     ball = _ball_offsets(search_radius, step)
     starts = np.round(priors).astype(np.int64)
-    evaluate([s + ball for s in starts])
+    evaluate([s + ball for s in starts], mirror if mirror_coarse else None)
     for i in range(n):
         if not seen[i]:
             raise _outside_error(int(labels[i]), priors[i], shape)
+    if mirror is not None and not mirror_coarse:  # mirror averaging from here on: rescore the seeds, rank only those
+        seeds = [np.asarray([p for p, _ in sorted(seen[i].items(), key=lambda kv: -kv[1][0])[:2 * top_k]])
+                 for i in range(n)]
+        seen = [{} for _ in range(n)]
+        evaluate(seeds)
     cube = np.stack(np.meshgrid(*[np.arange(-1, 2)] * 3, indexing="ij"), -1).reshape(-1, 3)
     s = step
     while s > 1:

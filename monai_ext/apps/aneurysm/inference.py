@@ -364,6 +364,8 @@ class TriPlanarPointInferer(Inferer):
         mirror_labels: left-right class map for mirror averaging of the search, or ``None`` (see
             :func:`~monai_ext.apps.aneurysm.evaluation.localise_landmarks`; the brain model's description stores it
             as ``search.mirror_labels`` when its held-out data chose it).
+        mirror_coarse: with ``mirror_labels``, mirror-average the coarse lattice too (``True``) or only from the
+            refinement on (``False``; the description's ``search.mirror_coarse``, chosen with it).
 
     Raises:
         ValueError: for an unknown ``mode``, or missing points/priors at call time.
@@ -373,7 +375,7 @@ class TriPlanarPointInferer(Inferer):
                  search_radius: float = 10.0, search_step: float = 3.0, refine_radius: float = 2.0,
                  batch_size: int | None = None, method: str = "coarse_to_fine", top_k: int = 2,
                  prior_sigma_mm: float | None = None, score: str = "probability",
-                 mirror_labels: Sequence[int] | None = None) -> None:
+                 mirror_labels: Sequence[int] | None = None, mirror_coarse: bool = True) -> None:
         super().__init__()
         if mode not in ("classify", "localise"):
             raise ValueError(f"mode must be 'classify' or 'localise', got {mode!r}.")
@@ -384,6 +386,7 @@ class TriPlanarPointInferer(Inferer):
         self.refine_radius, self.method, self.top_k = float(refine_radius), method, int(top_k)
         self.prior_sigma_mm, self.score = prior_sigma_mm, score
         self.mirror_labels = None if mirror_labels is None else [int(v) for v in mirror_labels]
+        self.mirror_coarse = bool(mirror_coarse)
 
     @torch.no_grad()
     def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any,
@@ -405,7 +408,8 @@ class TriPlanarPointInferer(Inferer):
         pos, peak = localise_landmarks(network, image, priors, labels, device, self.search_radius, self.search_step,
                                        self.patch_size, self.extent_mm, self.batch_size, self.refine_radius,
                                        method=self.method, top_k=self.top_k, prior_sigma_mm=self.prior_sigma_mm,
-                                       score=self.score, mirror_labels=self.mirror_labels)
+                                       score=self.score, mirror_labels=self.mirror_labels,
+                                       mirror_coarse=self.mirror_coarse)
         return torch.as_tensor(np.c_[pos, peak])
 
 
@@ -637,7 +641,8 @@ class AneurysmInference:
                 "template": (self.meta or {}).get("template", {}) and (self.meta or {})["template"].get("name"),
                 "search": {"radius": self.inferer.search_radius, "step": self.inferer.search_step,
                            "score": self.inferer.score, "prior_sigma_mm": self.inferer.prior_sigma_mm,
-                           "mirror_averaging": self.inferer.mirror_labels is not None}}
+                           "mirror_averaging": self.inferer.mirror_labels is not None,
+                           "mirror_coarse": self.inferer.mirror_labels is not None and self.inferer.mirror_coarse}}
 
     def process(self, item: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """Preprocess and run one item; returns ``(content, details)``: the JSON content written for it, and

@@ -15,7 +15,9 @@ search priors are, and how confident a point must be. Training writes all of it 
                 "score": "probability" | "log_odds", "prior_sigma_mm": null | float  (optional, see
                 localise_landmarks; ModelMetaWriter chooses prior_sigma_mm on the held-out brains when asked,
                 and records the choice in "prior_sigma_selection"), "mirror_labels": null | [int]  (optional:
-                mirror averaging of the search, chosen on the same held-out brains, "mirror_selection")},
+                mirror averaging of the search, chosen on the same held-out brains, "mirror_selection"),
+                "mirror_coarse": bool  (optional, default true: mirror averaging of the coarse lattice too, or only
+                from the refinement on; chosen with it)},
      "normalization": {"name": "percentile" | "masked_percentile", ...}  (ModelIntensityNormalized),
      "template": null | BrainTemplateSpace.to_dict()  (null: the search runs on the input's own grid),
      "priors": {"space": "template" | "image", "coordinate_system": "RAS", "units": "mm", "landmarks": [...]},
@@ -206,9 +208,13 @@ class ModelMetaWriter:
       ``search.prior_sigma_selection``: the prior is chosen on held-out data of the training distribution, never on
       test data. (The network's log-odds are not calibrated log-likelihoods, so the physical spread alone does not
       give the right weight of the prior; it is reported next to the choice.) With ``mirror_labels`` as well, the
-      held-out images are localised once more at the chosen prior with mirror averaging
-      (:func:`~monai_ext.apps.aneurysm.localise_landmarks`), and ``search.mirror_labels`` is set to the map when
-      that lowers the median error (``null`` otherwise); both errors are in ``search.mirror_selection``.
+      held-out images are localised at the chosen prior with mirror averaging
+      (:func:`~monai_ext.apps.aneurysm.localise_landmarks`) from the refinement on (``mirror_coarse=False``) and
+      everywhere; of the three searches (without, from the refinement, everywhere: in the order of their cost)
+      the one with the lowest median error is kept, the cheaper one on a tie, so that a search never pays for
+      evaluations that did not help on held-out data. ``search.mirror_labels`` is the map (``null`` without) and
+      ``search.mirror_coarse`` whether the coarse lattice is mirror-averaged too; the three errors are in
+      ``search.mirror_selection``.
 
     Under ``torch.distributed`` only rank 0 writes.
 
@@ -327,10 +333,12 @@ class ModelMetaWriter:
                 if self.mirror_labels is not None:
                     mirror = self.select_mirror(engine.network)
                     if mirror is not None:
-                        self.meta["search"]["mirror_labels"] = self.mirror_labels if mirror["chosen"] else None
+                        chosen = mirror["chosen"]
+                        self.meta["search"]["mirror_labels"] = None if chosen == "without" else self.mirror_labels
+                        self.meta["search"]["mirror_coarse"] = chosen == "everywhere"
                         self.meta["search"]["mirror_selection"] = mirror
-                        logger.info("mirror averaging of the search: %s (median held-out error without / with: %s)",
-                                    mirror["chosen"], mirror["median_error_mm"])
+                        logger.info("mirror averaging of the search: %s (median held-out error by candidate: %s)",
+                                    chosen, dict(zip(mirror["candidates"], mirror["median_error_mm"], strict=True)))
         self._write(self.description(engine, check_file, note))
         logger.info("wrote %s (feature check: %s)", self.path, check_file or note or "none")
 
@@ -371,7 +379,8 @@ class ModelMetaWriter:
             for i, extra in enumerate(settings):
                 kwargs = {"refine_radius": float(search.get("refine_radius", 2.0)),
                           "prior_sigma_mm": search.get("prior_sigma_mm"), "score": search.get("score", "probability"),
-                          "mirror_labels": search.get("mirror_labels"), **extra}
+                          "mirror_labels": search.get("mirror_labels"),
+                          "mirror_coarse": bool(search.get("mirror_coarse", True)), **extra}
                 try:
                     pos, _ = localise_landmarks(net, image, vox, self.priors.labels, device,
                                                 float(search["search_radius"]), float(search["search_step"]),
@@ -407,14 +416,18 @@ class ModelMetaWriter:
 
     @torch.no_grad()
     def select_mirror(self, network: torch.nn.Module) -> dict[str, Any] | None:
-        """Whether mirror averaging (``mirror_labels``) lowers the median held-out error at the description's
-        position prior; ``None`` when no held-out item carries landmarks or none could be searched."""
-        errors = self._holdout_errors(self._best_network(network),
-                                      [{"mirror_labels": None}, {"mirror_labels": self.mirror_labels}])
+        """Mirror averaging (``mirror_labels``) of the search at the description's position prior: without, from
+        the refinement on, or everywhere, whichever has the lowest median held-out error (the cheaper on a tie);
+        ``None`` when no held-out item carries landmarks or none could be searched."""
+        settings = {"without": {"mirror_labels": None},
+                    "from the refinement": {"mirror_labels": self.mirror_labels, "mirror_coarse": False},
+                    "everywhere": {"mirror_labels": self.mirror_labels, "mirror_coarse": True}}
+        errors = self._holdout_errors(self._best_network(network), list(settings.values()))
         if errors is None:
             return None
         median = np.median(errors, axis=1)
-        return {"chosen": bool(median[1] < median[0]), "candidates": [False, True],
+        candidates = list(settings)
+        return {"chosen": candidates[int(np.argmin(median))], "candidates": candidates,
                 "median_error_mm": [round(float(v), 3) for v in median],
                 "mean_error_mm": [round(float(v), 3) for v in errors.mean(1)], "images": int(errors.shape[1]),
                 "prior_sigma_mm": self.meta["search"].get("prior_sigma_mm"),

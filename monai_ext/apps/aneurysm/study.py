@@ -548,11 +548,15 @@ def write_prior_selection(search: Mapping[str, Any] | None, output_dir: str | os
     """Write ``prior_sigma_selection.{csv,md}`` (one row per candidate position prior: its median localisation error
     on the validation brains, and which one training chose) from a model description's ``search`` settings; nothing
     when the model has no such choice (:class:`~monai_ext.apps.aneurysm.ModelMetaWriter`). With the mirror averaging
-    choice (``search.mirror_selection``) also ``mirror_selection.{csv,md}``: its median and mean validation error
-    without and with, and which one training kept."""
+    choice (``search.mirror_selection``) also ``mirror_selection.{csv,md}``: the median and mean validation error
+    of each candidate (without, from the refinement, everywhere; a description written before the refinement-only
+    candidate existed has ``False`` / ``True``: without / with), and which one training kept."""
     mirror = (search or {}).get("mirror_selection")
     if mirror:
-        rows = [{"mirror_averaging": "with" if c else "without", "median_validation_error_mm": med,
+        def label(c: Any) -> str:
+            return c if isinstance(c, str) else ("with" if c else "without")
+
+        rows = [{"mirror_averaging": label(c), "median_validation_error_mm": med,
                  "mean_validation_error_mm": mean, "chosen": int(c == mirror["chosen"]),
                  "validation_images": mirror["images"]}
                 for c, med, mean in zip(mirror["candidates"], mirror["median_error_mm"], mirror["mean_error_mm"],

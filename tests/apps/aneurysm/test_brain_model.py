@@ -343,8 +343,9 @@ def test_model_meta_writer_chooses_the_position_prior_on_held_out_images(tmp_pat
 
 
 def test_model_meta_writer_keeps_mirror_averaging_only_when_it_lowers_the_held_out_error(tmp_path):
-    """The writer localises the held-out images without and with mirror averaging at the chosen prior, records
-    both errors (the same as direct searches give) and stores the class map only when its median error is lower."""
+    """The writer localises the held-out images without mirror averaging, with it from the refinement on, and with
+    it everywhere at the chosen prior, records the three errors (the same as direct searches give) and keeps the
+    one with the lowest median, the cheaper on a tie."""
     from monai_ext.apps.aneurysm import localise_landmarks
 
     affine = np.diag([2.0, 2.0, 2.0, 1.0])
@@ -362,16 +363,19 @@ def test_model_meta_writer_keeps_mirror_averaging_only_when_it_lowers_the_held_o
         vols.append((MetaTensor(torch.as_tensor(vol, dtype=torch.float32)[None], affine=affine), true_vox))
     vox = np.array([[15.0, 15.0, 15.0], [25.0, 25.0, 25.0]])
     kw = {"search_radius": 6.0, "step": 2.0, "refine_radius": 2.0, "score": "log_odds", "prior_sigma_mm": 4.0}
+    searches = {"without": (None, True), "from the refinement": (mirror, False), "everywhere": (mirror, True)}
 
-    def direct(image, m):
-        return localise_landmarks(net, image, vox, [1, 2], torch.device("cpu"), **kw, mirror_labels=m)[0] * 2.0
+    def direct(image, name):
+        m, coarse = searches[name]
+        return localise_landmarks(net, image, vox, [1, 2], torch.device("cpu"), **kw, mirror_labels=m,
+                                  mirror_coarse=coarse)[0] * 2.0
 
-    for truth_from, expect in (("blobs", False), ("mirror search", True)):
+    for truth_from, expect in (("blobs", "without"), ("everywhere", "from the refinement")):
         items = [{"image": img, "landmark_labels": np.array([1, 2]),
-                  "landmarks": true_vox * 2.0 if truth_from == "blobs" else direct(img, mirror)}
+                  "landmarks": true_vox * 2.0 if truth_from == "blobs" else direct(img, truth_from)}
                  for img, true_vox in vols]
-        plain_err = [np.linalg.norm(direct(it["image"], None) - it["landmarks"], axis=1).mean() for it in items]
-        mirror_err = [np.linalg.norm(direct(it["image"], mirror) - it["landmarks"], axis=1).mean() for it in items]
+        medians = [np.median([np.linalg.norm(direct(it["image"], name) - it["landmarks"], axis=1).mean()
+                              for it in items]) for name in searches]
         out = tmp_path / truth_from.replace(" ", "_")
         writer = ModelMetaWriter(out / "model_meta.json", meta, priors, holdout_data=items,
                                  prior_sigma_candidates=[4.0], mirror_labels=mirror)
@@ -379,10 +383,36 @@ def test_model_meta_writer_keeps_mirror_averaging_only_when_it_lowers_the_held_o
         writer.completed(_engine(net))
         search = read_model_meta(out)["search"]
         sel = search["mirror_selection"]
-        assert sel["candidates"] == [False, True] and sel["images"] == 3 and sel["prior_sigma_mm"] == 4.0
-        np.testing.assert_allclose(sel["median_error_mm"], [np.median(plain_err), np.median(mirror_err)], atol=1e-3)
-        assert sel["chosen"] is expect, sel
-        assert search["mirror_labels"] == (mirror if expect else None)
+        assert sel["candidates"] == list(searches) and sel["images"] == 3 and sel["prior_sigma_mm"] == 4.0
+        np.testing.assert_allclose(sel["median_error_mm"], medians, atol=1e-3)
+        # on these blobs the plain coarse lattice already ranks the right seeds: the two mirror searches tie
+        assert sel["chosen"] == expect, sel
+        assert search["mirror_labels"] == (None if expect == "without" else mirror)
+        assert search["mirror_coarse"] is (expect == "everywhere")
+
+
+@pytest.mark.parametrize("medians,chosen", [((1.4, 1.2, 1.1), "everywhere"), ((1.4, 1.2, 1.2), "from the refinement"),
+                                            ((1.0, 1.2, 1.2), "without"), ((1.2, 1.2, 1.0), "everywhere")])
+def test_mirror_selection_keeps_the_lowest_median_and_the_cheaper_on_a_tie(tmp_path, monkeypatch, medians, chosen):
+    """The choice rule alone (the searches stubbed): lowest median held-out error; a tie goes to the cheaper."""
+    meta = {**default_model_meta(), "num_classes": 3, "class_names": ["background", "A", "B"],
+            "network": {"name": "MiniVGG", "num_classes": 3, "channels": [4, 8], "hidden_features": 8},
+            "search": {"search_radius": 6.0, "search_step": 2.0, "refine_radius": 2.0, "prior_sigma_mm": 4.0}}
+    priors = PointSet(["A", "B"], [1, 2], [[30.0, 30.0, 30.0], [50.0, 50.0, 50.0]])
+    writer = ModelMetaWriter(tmp_path / "model_meta.json", meta, priors, mirror_labels=[0, 2, 1])
+    asked = []
+
+    def errors(net, settings):
+        asked.extend(settings)
+        return np.array([[m, m + 1.0, m - 0.5] for m in medians])  # per image: median over 3 images = m
+
+    monkeypatch.setattr(writer, "_holdout_errors", errors)
+    monkeypatch.setattr(writer, "_best_network", lambda net: net)
+    sel = writer.select_mirror(torch.nn.Linear(1, 1))
+    assert asked == [{"mirror_labels": None}, {"mirror_labels": [0, 2, 1], "mirror_coarse": False},
+                     {"mirror_labels": [0, 2, 1], "mirror_coarse": True}]
+    assert sel["chosen"] == chosen and sel["median_error_mm"] == list(medians)
+
     with pytest.raises(ValueError, match="mirror_labels has 2 entries"):
         ModelMetaWriter(tmp_path / "x.json", meta, priors, mirror_labels=[0, 1])
 
@@ -426,7 +456,15 @@ def test_write_prior_selection_table(tmp_path):
     write_prior_selection(search, tmp_path)
     rows = list(csv.DictReader(open(tmp_path / "mirror_selection.csv")))
     assert [(r["mirror_averaging"], r["chosen"], r["median_validation_error_mm"]) for r in rows] == [
-        ("without", "0", "1.4"), ("with", "1", "1.2")]
+        ("without", "0", "1.4"), ("with", "1", "1.2")]  # a description written before the third candidate
+    search["mirror_selection"] = {"chosen": "from the refinement",
+                                  "candidates": ["without", "from the refinement", "everywhere"],
+                                  "median_error_mm": [1.4, 1.2, 1.2], "mean_error_mm": [1.5, 1.3, 1.3], "images": 4,
+                                  "prior_sigma_mm": 6.0}
+    write_prior_selection(search, tmp_path)
+    rows = list(csv.DictReader(open(tmp_path / "mirror_selection.csv")))
+    assert [(r["mirror_averaging"], r["chosen"]) for r in rows] == [
+        ("without", "0"), ("from the refinement", "1"), ("everywhere", "0")]
 
 
 def test_image_intervals_of_an_evaluation_row():

@@ -276,6 +276,49 @@ def test_mirror_averaging_is_left_right_equivariant(method):
     assert results["plain"][1] > 0.01, results  # the scores of a generic network are not symmetric
 
 
+@pytest.mark.parametrize("method", ["coarse_to_fine", "exhaustive"])
+def test_mirror_averaging_from_the_refinement_scores_the_coarse_lattice_once(method, monkeypatch):
+    """``mirror_coarse=False``: the coarse lattice is scored without mirror averaging, everything after it with
+    it (coarse-to-fine: first the 2 * top_k best coarse points of each landmark again); ``True`` mirror-averages
+    every point."""
+    import monai_ext.apps.aneurysm.evaluation as ev
+
+    net = _random_net()
+    vol = torch.as_tensor(np.random.default_rng(1).normal(size=(1, 40, 40, 40)), dtype=torch.float32)
+    vol = torch.nn.functional.avg_pool3d(vol[None], 5, 1, 2)[0]
+    mirror = [0, 2, 1, 3]
+    priors, labels = np.array([[14.0, 20.0, 19.0], [25.0, 18.0, 22.0], [19.0, 21.0, 20.0]]), np.array([1, 2, 3])
+    kw = {"search_radius": 5, "step": 2, "refine_radius": 2, "method": method, "score": "log_odds",
+          "prior_sigma_mm": 4.0, "top_k": 2}
+    calls = []
+    scores = ev._scores
+
+    def spy(net_, patcher, image, centres, label, device, batch_size, fmt, mirror_=None):
+        calls.append((len(centres), mirror_ is not None))
+        return scores(net_, patcher, image, centres, label, device, batch_size, fmt, mirror_)
+
+    monkeypatch.setattr(ev, "_scores", spy)
+    for coarse in (True, False):
+        calls.clear()
+        localise_landmarks(net, vol, priors, labels, torch.device("cpu"), mirror_labels=mirror,
+                           mirror_coarse=coarse, **kw)
+        if coarse:
+            assert all(m for _, m in calls), calls
+            continue
+        if method == "exhaustive":  # per landmark: the coarse cube without, the fine cube with
+            assert [m for _, m in calls] == [False, True] * len(priors), calls
+            assert [n for n, _ in calls[::2]] == [len(ev._cube(p, 5, 2, vol.shape[1:])) for p in priors]
+        else:
+            ball = len(ev._ball_offsets(5, 2))
+            assert calls[0] == (ball * len(priors), False) and calls[1] == (2 * 2 * len(priors), True), calls
+            assert all(m for _, m in calls[1:]), calls
+    # without mirror_labels, mirror_coarse changes nothing
+    plain = [localise_landmarks(net, vol, priors, labels, torch.device("cpu"), mirror_coarse=c, **kw)
+             for c in (True, False)]
+    np.testing.assert_array_equal(plain[0][0], plain[1][0])
+    np.testing.assert_array_equal(plain[0][1], plain[1][1])
+
+
 def test_left_right_mirror_labels_of_the_afids():
     from monai_ext.apps.aneurysm.afids import afids_names
     from monai_ext.apps.aneurysm.evaluation import left_right_mirror_labels
