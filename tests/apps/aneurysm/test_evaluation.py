@@ -317,6 +317,16 @@ def test_mirror_averaging_from_the_refinement_scores_the_coarse_lattice_once(met
              for c in (True, False)]
     np.testing.assert_array_equal(plain[0][0], plain[1][0])
     np.testing.assert_array_equal(plain[0][1], plain[1][1])
+    # a command line's "--mirror_coarse false" is the string "false": refused, not read as true
+    from monai_ext.apps.aneurysm.inference import TriPlanarPointInferer
+
+    for bad in ("false", 0, None):
+        with pytest.raises(ValueError, match="mirror_coarse must be True or False"):
+            localise_landmarks(net, vol, priors, labels, torch.device("cpu"), mirror_labels=mirror,
+                               mirror_coarse=bad, **kw)
+        with pytest.raises(ValueError, match="--mirror_coarse True"):
+            TriPlanarPointInferer(mirror_coarse=bad)
+    assert TriPlanarPointInferer(mirror_coarse=np.bool_(False)).mirror_coarse is False
 
 
 def test_left_right_mirror_labels_of_the_afids():
