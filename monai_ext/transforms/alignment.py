@@ -230,7 +230,7 @@ def register_affine(
             ``(0, 1]``, volumes that are not single-channel 3D or hold non-finite values, a mask of another shape or
             an empty one, or an ``initial`` that is not a finite, invertible, orientation-preserving ``4x4`` affine.
         RuntimeError: when ITK's registration fails (e.g. a ``fixed_mask`` of a few voxels, which leaves no metric
-            samples on a coarse level), with ITK's message, the level and the mask's size.
+            samples on a coarse level), with ITK's message, the shrink factors and the mask's size.
 
     Example::
 

@@ -4,7 +4,6 @@ learners, and dense landmark localisation with its error in mm."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import numpy as np
 import torch
@@ -16,6 +15,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from monai_ext.networks.utils import fuse_batchnorm as _fuse_batchnorm
 from monai_ext.transforms import TriPlanarPatch
+from monai_ext.utils import as_bool
 
 __all__ = ["confusion_matrix", "adaboost_auc_curve", "left_right_mirror_labels", "localise_landmarks",
            "search_batch_size"]
@@ -134,15 +134,6 @@ def _scores(net: nn.Module, patcher: TriPlanarPatch, image: torch.Tensor, centre
     if not probs:
         return np.zeros(0), np.zeros(0)
     return torch.cat(probs).numpy(), torch.cat(odds).numpy()
-
-
-def check_flag(name: str, value: Any) -> bool:
-    """``value`` when it is a bool (Python or numpy); else a ``ValueError`` naming ``name``: a command-line
-    ``--name false`` arrives as the string ``"false"``, which ``bool()`` would read as true."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{name} must be True or False, got {value!r} ({type(value).__name__}); on the command line "
-                         f"write --{name} True or --{name} False.")
-    return bool(value)
 
 
 def left_right_mirror_labels(class_names: Sequence[str]) -> list[int]:
@@ -300,8 +291,8 @@ def localise_landmarks(net: nn.Module, image: torch.Tensor, priors: np.ndarray, 
 
     Raises:
         ValueError: when ``priors`` and ``labels`` differ in length, the radii/step are not positive, ``method`` or
-            ``score`` is unknown, ``mirror_labels`` is not an involution over the class ids, ``mirror_coarse`` is
-            not a bool, or a landmark's search region lies outside the volume.
+            ``score`` is unknown, ``mirror_labels`` is not an involution over the class ids, ``mirror_coarse`` is a
+            string other than true/false, or a landmark's search region lies outside the volume.
     """
     priors = np.asarray(priors, dtype=np.float64).reshape(-1, 3)
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
@@ -318,7 +309,7 @@ def localise_landmarks(net: nn.Module, image: torch.Tensor, priors: np.ndarray, 
         raise ValueError(f"score must be one of {_SCORES}, got {score!r}.")
     if prior_sigma_mm is not None and not prior_sigma_mm > 0:
         raise ValueError(f"prior_sigma_mm must be positive or None, got {prior_sigma_mm}.")
-    check_flag("mirror_coarse", mirror_coarse)
+    mirror_coarse = as_bool(mirror_coarse, "mirror_coarse")  # a command line's "false" is a string
     mirror = _check_mirror(mirror_labels, labels)
     batch_size = search_batch_size(device, batch_size)
     lin = np.asarray(image.affine, dtype=np.float64)[:3, :3] if isinstance(image, MetaTensor) else np.eye(3)
@@ -343,10 +334,10 @@ def localise_landmarks(net: nn.Module, image: torch.Tensor, priors: np.ndarray, 
         patcher = TriPlanarPatch(patch_size=patch_size, extent_mm=extent_mm)
         if method == "exhaustive":
             return _localise_exhaustive(net, patcher, image, priors, labels, device, search_radius, step,
-                                        batch_size, refine_radius, fmt, rank, mirror, bool(mirror_coarse))
+                                        batch_size, refine_radius, fmt, rank, mirror, mirror_coarse)
         return _localise_coarse_to_fine(net, patcher, image, priors, labels, device, search_radius,
                                         max(1, int(round(step))), batch_size, top_k, fmt, rank, mirror,
-                                        bool(mirror_coarse))
+                                        mirror_coarse)
     finally:
         net.to(memory_format=torch.contiguous_format)
 

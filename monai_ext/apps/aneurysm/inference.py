@@ -30,9 +30,9 @@ from monai.inferers import Inferer
 
 from monai_ext.transforms import TriPlanarPatch
 from monai_ext.transforms.spatial import apply_matrix
-from monai_ext.utils import default_device, load_checkpoint
+from monai_ext.utils import as_bool, default_device, load_checkpoint
 
-from .evaluation import check_flag, localise_landmarks, search_batch_size
+from .evaluation import localise_landmarks, search_batch_size
 from .landmarks import PointSet, points_to_voxels, read_points, write_points_fcsv, write_points_json
 
 __all__ = [
@@ -386,7 +386,7 @@ class TriPlanarPointInferer(Inferer):
         self.refine_radius, self.method, self.top_k = float(refine_radius), method, int(top_k)
         self.prior_sigma_mm, self.score = prior_sigma_mm, score
         self.mirror_labels = None if mirror_labels is None else [int(v) for v in mirror_labels]
-        self.mirror_coarse = check_flag("mirror_coarse", mirror_coarse)
+        self.mirror_coarse = as_bool(mirror_coarse, "mirror_coarse")
 
     @torch.no_grad()
     def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any,

@@ -380,7 +380,7 @@ class ModelMetaWriter:
                 kwargs = {"refine_radius": float(search.get("refine_radius", 2.0)),
                           "prior_sigma_mm": search.get("prior_sigma_mm"), "score": search.get("score", "probability"),
                           "mirror_labels": search.get("mirror_labels"),
-                          "mirror_coarse": bool(search.get("mirror_coarse", True)), **extra}
+                          "mirror_coarse": search.get("mirror_coarse", True), **extra}
                 try:
                     pos, _ = localise_landmarks(net, image, vox, self.priors.labels, device,
                                                 float(search["search_radius"]), float(search["search_step"]),

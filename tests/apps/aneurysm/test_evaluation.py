@@ -317,15 +317,21 @@ def test_mirror_averaging_from_the_refinement_scores_the_coarse_lattice_once(met
              for c in (True, False)]
     np.testing.assert_array_equal(plain[0][0], plain[1][0])
     np.testing.assert_array_equal(plain[0][1], plain[1][1])
-    # a command line's "--mirror_coarse false" is the string "false": refused, not read as true
+    # a command line's "--mirror_coarse false" is the string "false": read as False (as_bool), never as true;
+    # another string is refused naming the argument
     from monai_ext.apps.aneurysm.inference import TriPlanarPointInferer
 
-    for bad in ("false", 0, None):
-        with pytest.raises(ValueError, match="mirror_coarse must be True or False"):
+    calls.clear()
+    localise_landmarks(net, vol, priors, labels, torch.device("cpu"), mirror_labels=mirror, mirror_coarse="false",
+                       **kw)
+    assert [m for _, m in calls][0] is False, calls  # the coarse stage without mirror averaging, as with False
+    for bad in ("maybe", "refinement"):
+        with pytest.raises(ValueError, match="mirror_coarse must be a boolean"):
             localise_landmarks(net, vol, priors, labels, torch.device("cpu"), mirror_labels=mirror,
                                mirror_coarse=bad, **kw)
-        with pytest.raises(ValueError, match="--mirror_coarse True"):
+        with pytest.raises(ValueError, match="mirror_coarse must be a boolean"):
             TriPlanarPointInferer(mirror_coarse=bad)
+    assert TriPlanarPointInferer(mirror_coarse="false").mirror_coarse is False
     assert TriPlanarPointInferer(mirror_coarse=np.bool_(False)).mirror_coarse is False
 
 
