@@ -321,33 +321,43 @@ class RandTissueContrastd(Randomizable, MapTransform):
         return d
 
 
-def foreground_mask(img: NdarrayOrTensor) -> np.ndarray:
-    """Head (foreground) mask of a volume: Otsu threshold, largest connected component, holes filled.
+def foreground_mask(img: NdarrayOrTensor, fraction: float = 0.1, upper: float = 98.0) -> np.ndarray:
+    """Head (foreground) mask of a volume: a threshold at ``fraction`` of the robust intensity range, the largest
+    connected component, holes filled.
 
-    Used by :class:`MaskedPercentileNormalize` when no mask is given. It removes the background (so padding the
-    field of view changes nothing), but it keeps the skull and scalp of an unstripped head.
+    The threshold is FSL BET's (Smith, Human Brain Mapping 17, 2002): ``t = lo + fraction * (p - lo)``, with ``lo``
+    the volume's minimum and ``p`` the ``upper`` percentile of the voxels above it (so constant padding at the
+    minimum changes nothing). Unlike Otsu's threshold, which splits the histogram in two, it does not cut a head
+    in half under a strong bias field, nor move with a few extreme voxels, and it keeps a head whose scan has no
+    background at all (cut to the head): Otsu's mask covered 0 to 50 % of the brain of such scans in the
+    evaluation of the brain landmark model, this one 97 % or more (bundle ``aneurysm`` README, "Alignment").
+
+    Used by :class:`MaskedPercentileNormalize` when no mask is given, and by the alignment
+    (:func:`~monai_ext.transforms.alignment.register_affine`: the input's centre of mass and its bias-field
+    correction). It removes the background, but it keeps the skull and scalp of an unstripped head.
 
     Args:
         img: ``(C, X, Y, Z)`` or ``(X, Y, Z)`` volume (channels are averaged).
+        fraction: the threshold's position in the robust range, in ``(0, 1)``.
+        upper: percentile of the voxels above the minimum that ends the robust range, in ``(0, 100]``.
 
     Returns:
         ``(X, Y, Z)`` bool array.
 
     Raises:
-        ValueError: for a constant volume.
+        ValueError: for a constant volume, or ``fraction`` / ``upper`` out of range.
     """
+    if not 0.0 < float(fraction) < 1.0:
+        raise ValueError(f"foreground_mask: fraction must lie in (0, 1), got {fraction}.")
+    if not 0.0 < float(upper) <= 100.0:
+        raise ValueError(f"foreground_mask: upper must lie in (0, 100], got {upper}.")
     x = np.asarray(convert_to_tensor(img, track_meta=False).float().cpu())
     x = x.mean(0) if x.ndim == 4 else x
-    lo, hi = float(x.min()), float(x.max())
-    if not hi > lo:
+    lo = float(x.min())
+    above = x[x > lo]
+    if above.size == 0:
         raise ValueError("foreground_mask: the volume is constant.")
-    hist, edges = np.histogram(x, bins=256, range=(lo, hi))
-    centres = (edges[:-1] + edges[1:]) / 2
-    w0 = np.cumsum(hist)
-    w1 = w0[-1] - w0
-    m0 = np.cumsum(hist * centres) / np.maximum(w0, 1)
-    m1 = (np.sum(hist * centres) - np.cumsum(hist * centres)) / np.maximum(w1, 1)
-    threshold = centres[int(np.argmax(w0 * w1 * (m0 - m1) ** 2))]
+    threshold = lo + float(fraction) * (float(np.percentile(above, float(upper))) - lo)
     fg = x > threshold
     labels, n = ndimage.label(fg)
     if n > 1:
