@@ -162,6 +162,49 @@ def test_foreground_mask_mode_is_padding_invariant(tpl):
     assert fg[tpl.mask].mean() > 0.95 and not fg[0, 0, 0]
 
 
+def _otsu_mask(x):
+    """The previous rule, for contrast: Otsu's threshold over the whole range (256 bins), largest component."""
+    hist, edges = np.histogram(x, bins=256, range=(float(x.min()), float(x.max())))
+    c = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(hist)
+    w1 = w0[-1] - w0
+    m0 = np.cumsum(hist * c) / np.maximum(w0, 1)
+    m1 = (np.sum(hist * c) - np.cumsum(hist * c)) / np.maximum(w1, 1)
+    fg = x > c[int(np.argmax(w0 * w1 * (m0 - m1) ** 2))]
+    labels, _ = ndimage.label(fg)
+    return labels == (int(np.argmax(np.bincount(labels.ravel())[1:])) + 1)
+
+
+def test_foreground_mask_keeps_a_head_under_a_strong_bias_field_with_no_background(tpl):
+    """A T1-like head with skull, a bias field that varies more than 7-fold across it and a few extreme voxels, cut to the
+    head's box (no background): the mask keeps the whole brain, where Otsu's threshold kept only the bright side
+    (the failure seen on the box-cut brains of the aneurysm bundle's evaluation)."""
+    kw = {"contrasts": ("t1",), "exclude": (), "jitter": 0.0, "template_mix": (0.5, 0.5), "texture": 0.0}
+    head = np.asarray(RandTissueContrast(skull_prob=1.0, **kw)(tpl.tissues))[0] * 100.0 + 1.0
+    rng = np.random.default_rng(3)
+    ramp = np.linspace(-1.0, 1.0, head.shape[0])[:, None, None] + np.linspace(-0.3, 0.3, head.shape[2])[None, None]
+    img = head * np.exp(ramp)
+    img[tuple(rng.integers(0, s, 12) for s in img.shape)] = 40.0 * img.max()  # extreme voxels
+    box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in np.nonzero(tpl.mask))
+    cut, brain = img[box], tpl.mask[box]
+    fg = foreground_mask(cut)
+    assert fg[brain].mean() > 0.97
+    assert _otsu_mask(cut)[brain].mean() < 0.6  # what the previous rule kept: this test can tell them apart
+    # the threshold is BET's: 10 % of the way from the minimum to the 98th percentile of the voxels above it
+    lo = cut.min()
+    t = lo + 0.1 * (np.percentile(cut[cut > lo], 98) - lo)
+    assert not fg[cut <= t][~ndimage.binary_fill_holes(cut > t)[cut <= t]].any()
+    # constant padding at the minimum changes nothing; a channel axis is averaged
+    padded = np.pad(cut, ((3, 5), (0, 4), (6, 0)), constant_values=float(lo))
+    np.testing.assert_array_equal(foreground_mask(padded[None])[3:-5, :-4, 6:], fg)
+    with pytest.raises(ValueError, match="fraction"):
+        foreground_mask(cut, fraction=1.0)
+    with pytest.raises(ValueError, match="upper"):
+        foreground_mask(cut, upper=0.0)
+    with pytest.raises(ValueError, match="constant"):
+        foreground_mask(np.ones((4, 4, 4)))
+
+
 def test_masked_normalize_dict_and_errors(tpl):
     img = tpl.tissues[:1] * 10
     out = MaskedPercentileNormalized("image", mask_key="brain_mask", erode_mm=0.0)(
