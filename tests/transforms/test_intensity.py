@@ -176,9 +176,9 @@ def _otsu_mask(x):
 
 
 def test_foreground_mask_keeps_a_head_under_a_strong_bias_field_with_no_background(tpl):
-    """A T1-like head with skull, a bias field that varies more than 7-fold across it and a few extreme voxels, cut to the
-    head's box (no background): the mask keeps the whole brain, where Otsu's threshold kept only the bright side
-    (the failure seen on the box-cut brains of the aneurysm bundle's evaluation)."""
+    """A T1-like head with skull, a bias field that varies more than 7-fold across it and a few extreme voxels, cut
+    to the head's box (no background): the mask keeps the whole brain, where Otsu's threshold lost most of it (the
+    failure seen on the box-cut brains of the aneurysm bundle's evaluation)."""
     kw = {"contrasts": ("t1",), "exclude": (), "jitter": 0.0, "template_mix": (0.5, 0.5), "texture": 0.0}
     head = np.asarray(RandTissueContrast(skull_prob=1.0, **kw)(tpl.tissues))[0] * 100.0 + 1.0
     rng = np.random.default_rng(3)
