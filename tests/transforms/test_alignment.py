@@ -207,8 +207,8 @@ def test_second_start_for_a_head_cut_off_centre(tpl):
     found, record = out["template_to_image"], out["template_alignment"]
     assert record == align.last_info and json.loads(json.dumps(record)) == record  # written, JSON-ready
     starts = record["starts"]
-    # (this posed head is 176 mm tall on its grid: the head-top start is tried as well)
-    assert [s["start"] for s in starts] == ["centre_of_mass", "field_of_view_centre", "head_top"]
+    # (this posed head is 176 mm tall on its grid: the head-top start is tried as well; then the swapped run's start)
+    assert [s["start"] for s in starts] == ["centre_of_mass", "field_of_view_centre", "head_top", "from_inverse"]
     eligible = [s for s in starts if s["overlap"] >= align.min_overlap]
     assert eligible and align.last_info["metric"] == min(s["metric"] for s in eligible)
     assert np.linalg.norm(apply_matrix(found, brain) - apply_matrix(truth, brain), axis=1).mean() < 1.5
@@ -220,9 +220,10 @@ def test_second_start_for_a_head_cut_off_centre(tpl):
     off = np.linalg.norm(_centre_of_mass(vol, np.asarray(image.affine), foreground_mask(vol))
                          - apply_matrix(np.asarray(image.affine), (np.array(vol.shape) - 1) / 2))
     align({"image": image})  # the unpadded head: a second start only if it is displaced by more than the tolerance
-    assert len(align.last_info["starts"]) == 1 + int(off > align.start_tolerance_mm) + 1  # + the head-top start
+    # + the head-top start + the swapped run's start
+    assert len(align.last_info["starts"]) == 1 + int(off > align.start_tolerance_mm) + 1 + 1
     single = AlignToTemplated("image", template=fixed, template_mask=tpl.mask, start_tolerance_mm=None,
-                              head_height_mm=None, bias_correction=True, **FAST)
+                              head_height_mm=None, inverse_start=False, bias_correction=True, **FAST)
     got = single({"image": padded})["template_to_image"]
     assert len(single.last_info["starts"]) == 1 and single.last_info["preparation_seconds"] > 0
     # the input prepared once (block mean, N4) for all starts: the same matrix as register_affine's own preparation
@@ -273,6 +274,21 @@ def _sliding(template, input_fixed):
     return fake, calls
 
 
+def _box(tpl):
+    """A posed head without skull cut to a 112 x 144 x 96 mm box around its brain's centre (part of the head, most
+    of the brain), and its template-to-image matrix."""
+    sample = _moving(tpl, 3, False)
+    truth = np.linalg.inv(sample["warp"])
+    image = sample["image"]
+    centre = np.round(apply_matrix(np.linalg.inv(np.asarray(image.affine)), apply_matrix(truth, np.zeros((1, 3))))[0])
+    lo = np.maximum(centre.astype(int) - [14, 18, 12], 0)
+    box_affine = np.asarray(image.affine, np.float64).copy()
+    box_affine[:3, 3] = apply_matrix(box_affine, lo[None].astype(float))[0]
+    box = MetaTensor(torch.as_tensor(np.asarray(image)[:, lo[0]:lo[0] + 28, lo[1]:lo[1] + 36, lo[2]:lo[2] + 24]),
+                     affine=torch.as_tensor(box_affine))
+    return box, truth
+
+
 @pytest.mark.slow
 def test_inverse_fallback_when_every_start_slid_off(tpl, monkeypatch):
     """When no start keeps ``min_overlap`` of the template inside the scan (the template-fixed runs are made to slide
@@ -283,15 +299,7 @@ def test_inverse_fallback_when_every_start_slid_off(tpl, monkeypatch):
     import monai_ext.transforms.alignment as alignment
 
     fixed = _fixed(tpl)
-    sample = _moving(tpl, 3, False)
-    truth = np.linalg.inv(sample["warp"])
-    image = sample["image"]
-    centre = np.round(apply_matrix(np.linalg.inv(np.asarray(image.affine)), apply_matrix(truth, np.zeros((1, 3))))[0])
-    lo = np.maximum(centre.astype(int) - [14, 18, 12], 0)  # a 112 x 144 x 96 mm box: part of the head, most brain
-    box_affine = np.asarray(image.affine, np.float64).copy()
-    box_affine[:3, 3] = apply_matrix(box_affine, lo[None].astype(float))[0]
-    box = MetaTensor(torch.as_tensor(np.asarray(image)[:, lo[0]:lo[0] + 28, lo[1]:lo[1] + 36, lo[2]:lo[2] + 24]),
-                     affine=torch.as_tensor(box_affine))
+    box, truth = _box(tpl)
     brain = apply_matrix(tpl.affine, np.argwhere(tpl.mask))
     real = alignment.register_affine
 
@@ -300,7 +308,9 @@ def test_inverse_fallback_when_every_start_slid_off(tpl, monkeypatch):
     align = AlignToTemplated("image", template=fixed, template_mask=tpl.mask, start_tolerance_mm=0.0, **FAST)
     found = align({"image": box})["template_to_image"]
     starts = align.last_info["starts"]
-    assert [s["start"] for s in starts][-1] == "inverse" and calls[-1] == "input_fixed"
+    # the swapped run started one more template-fixed run (which slid off as well) and is kept as the fallback:
+    # it ran once, for both
+    assert [s["start"] for s in starts][-2:] == ["from_inverse", "inverse"] and calls.count("input_fixed") == 1
     assert all(s["overlap"] == 0.0 for s in starts[:-1]) and starts[-1]["overlap"] >= align.min_overlap
     assert align.last_info["start"] == "inverse"
     assert np.linalg.norm(apply_matrix(found, brain) - apply_matrix(truth, brain), axis=1).mean() < 1.5
@@ -308,8 +318,13 @@ def test_inverse_fallback_when_every_start_slid_off(tpl, monkeypatch):
     calls.clear()
     off = AlignToTemplated("image", template=fixed, template_mask=tpl.mask, inverse_fallback=False, **FAST)
     off({"image": box})
-    assert "input_fixed" not in calls and "inverse" not in [s["start"] for s in off.last_info["starts"]]
+    assert calls.count("input_fixed") == 1 and "inverse" not in [s["start"] for s in off.last_info["starts"]]
     assert off.last_info["start"] == "centre_of_mass"  # the lowest metric among starts that all slid off
+    calls.clear()
+    neither = AlignToTemplated("image", template=fixed, template_mask=tpl.mask, inverse_fallback=False,
+                               inverse_start=False, **FAST)
+    neither({"image": box})
+    assert "input_fixed" not in calls and [s["start"] for s in neither.last_info["starts"]] == ["centre_of_mass"]
 
     away = np.eye(4)
     away[:3, 3] = -700.0
@@ -317,6 +332,44 @@ def test_inverse_fallback_when_every_start_slid_off(tpl, monkeypatch):
     monkeypatch.setattr(alignment, "register_affine", fake)
     align({"image": box})
     assert align.last_info["starts"][-1]["start"] == "inverse" and align.last_info["start"] == "centre_of_mass"
+
+
+@pytest.mark.slow
+def test_start_from_the_swapped_registration(tpl, monkeypatch):
+    """The swapped registration (the input fixed) starts one more template-fixed run, compared with the other starts
+    on their metric: when the other starts slide off a box-cut head and the run from the swapped result does not, that
+    run is kept, and it recovers the known affine. The swapped run is run once; its seconds count in that start's."""
+    import monai_ext.transforms.alignment as alignment
+
+    fixed = _fixed(tpl)
+    box, truth = _box(tpl)
+    brain = apply_matrix(tpl.affine, np.argwhere(tpl.mask))
+    real = alignment.register_affine
+    swapped, initials = [], []
+
+    def fake(fixed_img, moving, *args, **kwargs):
+        if fixed_img is not fixed:  # the swapped run: the real one, slowed down on the record
+            found, info = real(fixed_img, moving, *args, **kwargs)
+            swapped.append(found)
+            return found, {**info, "seconds": 100.0}
+        initials.append(kwargs.get("initial"))
+        if kwargs.get("initial") is None or not swapped:  # the centres-of-mass start slides off the scan
+            away = np.eye(4)
+            away[:3, 3] = 500.0
+            return away, {"metric": -0.9, "iterations": 3, "seconds": 0.0}
+        return real(fixed_img, moving, *args, **kwargs)
+
+    monkeypatch.setattr(alignment, "register_affine", fake)
+    align = AlignToTemplated("image", template=fixed, template_mask=tpl.mask, start_tolerance_mm=None,
+                             head_height_mm=None, **FAST)
+    found = align({"image": box})["template_to_image"]
+    starts = align.last_info["starts"]
+    assert [s["start"] for s in starts] == ["centre_of_mass", "from_inverse"] and len(swapped) == 1
+    np.testing.assert_array_equal(initials[-1], np.linalg.inv(swapped[0]))  # started from the swapped result
+    assert align.last_info["start"] == "from_inverse" and starts[-1]["overlap"] >= align.min_overlap
+    assert starts[-1]["metric"] > -0.9 and starts[0]["overlap"] == 0.0  # kept on overlap, not on a better metric
+    assert starts[-1]["seconds"] >= 100.0
+    assert np.linalg.norm(apply_matrix(found, brain) - apply_matrix(truth, brain), axis=1).mean() < 1.5
 
 
 @pytest.mark.parametrize("kwargs, match", [({"start_tolerance_mm": -1.0}, "start_tolerance_mm"),
