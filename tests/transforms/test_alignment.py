@@ -207,8 +207,10 @@ def test_second_start_for_a_head_cut_off_centre(tpl):
     found, record = out["template_to_image"], out["template_alignment"]
     assert record == align.last_info and json.loads(json.dumps(record)) == record  # written, JSON-ready
     starts = record["starts"]
-    # (this posed head is 176 mm tall on its grid: the head-top start is tried as well; then the swapped run's start)
-    assert [s["start"] for s in starts] == ["centre_of_mass", "field_of_view_centre", "head_top", "from_inverse"]
+    # (this posed head is 176 mm tall on its grid: the head-top start is tried as well; the whole brain is inside the
+    # scan, so no start from the swapped registration)
+    assert [s["start"] for s in starts] == ["centre_of_mass", "field_of_view_centre", "head_top"]
+    assert min(s["overlap"] for s in starts) >= align.inverse_start_overlap
     eligible = [s for s in starts if s["overlap"] >= align.min_overlap]
     assert eligible and align.last_info["metric"] == min(s["metric"] for s in eligible)
     assert np.linalg.norm(apply_matrix(found, brain) - apply_matrix(truth, brain), axis=1).mean() < 1.5
@@ -220,10 +222,9 @@ def test_second_start_for_a_head_cut_off_centre(tpl):
     off = np.linalg.norm(_centre_of_mass(vol, np.asarray(image.affine), foreground_mask(vol))
                          - apply_matrix(np.asarray(image.affine), (np.array(vol.shape) - 1) / 2))
     align({"image": image})  # the unpadded head: a second start only if it is displaced by more than the tolerance
-    # + the head-top start + the swapped run's start
-    assert len(align.last_info["starts"]) == 1 + int(off > align.start_tolerance_mm) + 1 + 1
+    assert len(align.last_info["starts"]) == 1 + int(off > align.start_tolerance_mm) + 1  # + the head-top start
     single = AlignToTemplated("image", template=fixed, template_mask=tpl.mask, start_tolerance_mm=None,
-                              head_height_mm=None, inverse_start=False, bias_correction=True, **FAST)
+                              head_height_mm=None, inverse_start_overlap=None, bias_correction=True, **FAST)
     got = single({"image": padded})["template_to_image"]
     assert len(single.last_info["starts"]) == 1 and single.last_info["preparation_seconds"] > 0
     # the input prepared once (block mean, N4) for all starts: the same matrix as register_affine's own preparation
@@ -322,9 +323,9 @@ def test_inverse_fallback_when_every_start_slid_off(tpl, monkeypatch):
     assert off.last_info["start"] == "centre_of_mass"  # the lowest metric among starts that all slid off
     calls.clear()
     neither = AlignToTemplated("image", template=fixed, template_mask=tpl.mask, inverse_fallback=False,
-                               inverse_start=False, **FAST)
+                               inverse_start_overlap=None, **FAST)
     neither({"image": box})
-    assert "input_fixed" not in calls and [s["start"] for s in neither.last_info["starts"]] == ["centre_of_mass"]
+    assert "input_fixed" not in calls and "from_inverse" not in [s["start"] for s in neither.last_info["starts"]]
 
     away = np.eye(4)
     away[:3, 3] = -700.0
@@ -336,9 +337,11 @@ def test_inverse_fallback_when_every_start_slid_off(tpl, monkeypatch):
 
 @pytest.mark.slow
 def test_start_from_the_swapped_registration(tpl, monkeypatch):
-    """The swapped registration (the input fixed) starts one more template-fixed run, compared with the other starts
-    on their metric: when the other starts slide off a box-cut head and the run from the swapped result does not, that
-    run is kept, and it recovers the known affine. The swapped run is run once; its seconds count in that start's."""
+    """When the kept start leaves part of the template mask outside the scan, the swapped registration (the input
+    fixed) starts one more template-fixed run, compared with the other starts on the same rule: when the other starts
+    slide off a box-cut head and the run from the swapped result does not, that run is kept, and it recovers the known
+    affine. The swapped run is run once; its seconds count in that start's. A threshold no start falls below runs
+    neither."""
     import monai_ext.transforms.alignment as alignment
 
     fixed = _fixed(tpl)
@@ -356,7 +359,7 @@ def test_start_from_the_swapped_registration(tpl, monkeypatch):
         if kwargs.get("initial") is None or not swapped:  # the centres-of-mass start slides off the scan
             away = np.eye(4)
             away[:3, 3] = 500.0
-            return away, {"metric": -0.9, "iterations": 3, "seconds": 0.0}
+            return away, {"metric": -5.0, "iterations": 3, "seconds": 0.0}  # better than any real value
         return real(fixed_img, moving, *args, **kwargs)
 
     monkeypatch.setattr(alignment, "register_affine", fake)
@@ -367,13 +370,19 @@ def test_start_from_the_swapped_registration(tpl, monkeypatch):
     assert [s["start"] for s in starts] == ["centre_of_mass", "from_inverse"] and len(swapped) == 1
     np.testing.assert_array_equal(initials[-1], np.linalg.inv(swapped[0]))  # started from the swapped result
     assert align.last_info["start"] == "from_inverse" and starts[-1]["overlap"] >= align.min_overlap
-    assert starts[-1]["metric"] > -0.9 and starts[0]["overlap"] == 0.0  # kept on overlap, not on a better metric
+    assert starts[-1]["metric"] > -5.0 and starts[0]["overlap"] == 0.0  # kept on overlap, not on a better metric
     assert starts[-1]["seconds"] >= 100.0
     assert np.linalg.norm(apply_matrix(found, brain) - apply_matrix(truth, brain), axis=1).mean() < 1.5
+    swapped.clear()
+    never = AlignToTemplated("image", template=fixed, template_mask=tpl.mask, start_tolerance_mm=None,
+                             head_height_mm=None, inverse_fallback=False, inverse_start_overlap=0.0, **FAST)
+    never({"image": box})
+    assert not swapped and [s["start"] for s in never.last_info["starts"]] == ["centre_of_mass"]
 
 
 @pytest.mark.parametrize("kwargs, match", [({"start_tolerance_mm": -1.0}, "start_tolerance_mm"),
                                            ({"min_overlap": 1.5}, "min_overlap"),
+                                           ({"inverse_start_overlap": -0.1}, "inverse_start_overlap"),
                                            ({"head_height_mm": 0.0}, "head_height_mm"),
                                            ({"initial": np.eye(4)}, "chooses its own starts")])
 def test_align_to_template_errors(tpl, kwargs, match):
