@@ -375,6 +375,20 @@ def test_brain_evaluate_writes_the_evidence_table(brain, tmp_path):
             assert r["model_mm"] == "nan" and r["ood_flagged"] == "1"
     assert sum(r["unprocessed"] == "0" for r in rows[:-1]) >= 8
     assert rows[-1]["model_mm"] == "nan" and int(rows[-1]["ood_flagged"]) <= int(rows[-1]["images"])
+    # one line per image: its mean error agrees with its row's (one image per row here), and the alignment kept
+    with open(tmp_path / "brain_evaluation" / "localisation_by_image.csv") as f:
+        images = list(csv.DictReader(f))
+    assert [i["row"] for i in images] == [r["row"] for r in rows for _ in range(int(r["images"]))]
+    starts = {"centre_of_mass", "field_of_view_centre", "head_top", "from_inverse", "inverse"}
+    for r, i in zip(rows[:-1], images, strict=False):
+        assert i["processed"] == str(1 - int(r["unprocessed"])) and i["ood_flagged"] == r["ood_flagged"]
+        if i["processed"] == "1":
+            assert float(i["model_mm"]) == pytest.approx(float(r["model_mm"]), rel=1e-9)
+            assert float(i["baseline_mm"]) == pytest.approx(float(r["baseline_mm"]), rel=1e-9)
+            assert float(i["top1"]) == pytest.approx(float(r["top1"]), rel=1e-9)
+            assert i["alignment_start"] in starts and 0.0 <= float(i["alignment_overlap"]) <= 1.0
+        else:
+            assert i["model_mm"] == "nan"
     record = json.loads((tmp_path / "brain_evaluation" / "results.json").read_text())
     assert record["provenance"]["cpu"] and record["info"]["model"]["template"].startswith("MNI152")
     assert (tmp_path / "brain_evaluation" / "study.json").is_file()

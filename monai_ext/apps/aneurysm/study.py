@@ -361,7 +361,9 @@ class LandmarkEvaluation:
 
     A row with ``"expect": "out_of_distribution"`` (e.g. the brain model on the synthetic vessel volumes) only
     counts the verdicts: such images should all be flagged. Writes ``<output_dir>/localisation_by_row.{csv,md}``,
-    ``localisation_by_landmark.csv``, ``results.json`` (the rows as metrics, with provenance) and ``study.json``
+    ``localisation_by_landmark.csv``, ``localisation_by_image.{csv,md}`` (per image: its mean error and baseline
+    over the fiducials, top-1, low-confidence points, the verdict, the alignment start kept and its overlap where
+    the model aligns, seconds), ``results.json`` (the rows as metrics, with provenance) and ``study.json``
     (settings and provenance, :func:`~monai_ext.apps.runner.write_study_record`).
 
     Args:
@@ -391,6 +393,7 @@ class LandmarkEvaluation:
             if r.setdefault("expect", "landmarks") not in self._EXPECT:
                 raise ValueError(f"row '{r['name']}': expect must be one of {self._EXPECT}, got {r['expect']!r}.")
         self.raters_key, self.max_cases, self.info = raters_key, max_cases, dict(info or {})
+        self._images: list[dict[str, Any]] = []  # per-image records of the last run
 
     def _truth(self, item: dict[str, Any], names: Sequence[str], labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(L, 3)`` true positions and ``(R, L, 3)`` rater positions (RAS mm, NaN where absent) in class order."""
@@ -452,6 +455,14 @@ class LandmarkEvaluation:
             seconds.append(time.perf_counter() - t0)
             flagged.append(bool(content["out_of_distribution"]["flagged"]))
             probs.extend(p["probability"] for p in content["landmarks"])
+            alignment = content.get("alignment") or {}
+            image = {"row": spec["name"], "image": Path(item["image"]).name,
+                     "processed": int(details["data"] is not None), "model_mm": float("nan"),
+                     "baseline_mm": float("nan"), "top1": float("nan"),
+                     "num_low_confidence": int(content.get("num_low_confidence", 0)), "ood_flagged": int(flagged[-1]),
+                     "alignment_start": alignment.get("start", ""),
+                     "alignment_overlap": float(alignment.get("overlap", float("nan"))), "seconds": seconds[-1]}
+            self._images.append(image)
             if spec["expect"] != "landmarks":
                 continue
             if details["data"] is None:  # the model's preprocessing could not take it: counted, not scored
@@ -468,6 +479,8 @@ class LandmarkEvaluation:
             if len(raters):
                 spread.append(np.nanmean(np.linalg.norm(raters - np.nanmean(raters, 0), axis=-1), 0))
             top1.append(self._top1(details, truth, labels))
+            image.update(model_mm=float(np.nanmean(err[-1])), baseline_mm=float(np.nanmean(base[-1])),
+                         top1=float(np.nanmean(top1[-1])))
         p = np.asarray(probs, dtype=np.float64)
         row: dict[str, Any] = {"row": spec["name"], "section": spec["section"], "images": len(items),
                                "unprocessed": len(unprocessed)}
@@ -490,6 +503,7 @@ class LandmarkEvaluation:
         from monai_ext.apps.runner import write_study_record
 
         table, per_landmark = [], {}
+        self._images = []
         for spec in self.rows:
             row, arrays = self._row(spec)
             logger.info("%s: %s", spec["name"], row)
@@ -512,6 +526,8 @@ class LandmarkEvaluation:
                    for name, (e, b) in per_landmark.items() for k in range(e.shape[1])]
         if lm_rows:
             save_results_table(lm_rows, self.output_dir / "localisation_by_landmark", precision=3)
+        save_results_table(self._images, self.output_dir / "localisation_by_image", precision=3,
+                           title="Landmark localisation per image (mean over its fiducials, mm; the alignment kept)")
         metrics = {f"{r['row']}: {k}": v for r in table for k, v in r.items() if k not in ("row", "section")}
         record = {"metrics": metrics, "rows": table,
                   "info": {**self.info, "model": inf._model_info(),
