@@ -393,7 +393,6 @@ class LandmarkEvaluation:
             if r.setdefault("expect", "landmarks") not in self._EXPECT:
                 raise ValueError(f"row '{r['name']}': expect must be one of {self._EXPECT}, got {r['expect']!r}.")
         self.raters_key, self.max_cases, self.info = raters_key, max_cases, dict(info or {})
-        self._images: list[dict[str, Any]] = []  # per-image records of the last run
 
     def _truth(self, item: dict[str, Any], names: Sequence[str], labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(L, 3)`` true positions and ``(R, L, 3)`` rater positions (RAS mm, NaN where absent) in class order."""
@@ -430,7 +429,7 @@ class LandmarkEvaluation:
             hit[ok] = (pred == labels[ok]).astype(float)
         return hit
 
-    def _row(self, spec: dict[str, Any]) -> tuple[dict[str, Any], list[np.ndarray]]:
+    def _row(self, spec: dict[str, Any]) -> tuple[dict[str, Any], list[np.ndarray], list[dict[str, Any]]]:
         import time
 
         from monai_ext.data import load_datalist
@@ -449,6 +448,7 @@ class LandmarkEvaluation:
             raise ValueError(f"row '{spec['name']}': section '{spec['section']}' of '{spec['datalist']}' is empty.")
         err, base, spread, top1, probs, flagged, seconds = [], [], [], [], [], [], []
         unprocessed: list[str] = []
+        images: list[dict[str, Any]] = []  # one record per image (localisation_by_image)
         for item in items:
             t0 = time.perf_counter()
             content, details = inf.process({"image": item["image"]})
@@ -462,7 +462,7 @@ class LandmarkEvaluation:
                      "num_low_confidence": int(content.get("num_low_confidence", 0)), "ood_flagged": int(flagged[-1]),
                      "alignment_start": alignment.get("start", ""),
                      "alignment_overlap": float(alignment.get("overlap", float("nan"))), "seconds": seconds[-1]}
-            self._images.append(image)
+            images.append(image)
             if spec["expect"] != "landmarks":
                 continue
             if details["data"] is None:  # the model's preprocessing could not take it: counted, not scored
@@ -496,16 +496,16 @@ class LandmarkEvaluation:
                    low_confidence_fraction=float((p < inf.confidence_threshold).mean()) if p.size else float("nan"),
                    ood_flagged=int(sum(flagged)),
             seconds_per_image=float(np.mean(seconds)))
-        return row, [np.asarray(err), np.asarray(base)] if err else []
+        return row, ([np.asarray(err), np.asarray(base)] if err else []), images
 
     def run(self) -> list[dict[str, Any]]:
         """Evaluate every row; returns the table rows (also written, see the class docstring)."""
         from monai_ext.apps.runner import write_study_record
 
-        table, per_landmark = [], {}
-        self._images = []
+        table, per_landmark, images = [], {}, []
         for spec in self.rows:
-            row, arrays = self._row(spec)
+            row, arrays, row_images = self._row(spec)
+            images.extend(row_images)
             logger.info("%s: %s", spec["name"], row)
             table.append(row)
             if arrays:
@@ -526,7 +526,7 @@ class LandmarkEvaluation:
                    for name, (e, b) in per_landmark.items() for k in range(e.shape[1])]
         if lm_rows:
             save_results_table(lm_rows, self.output_dir / "localisation_by_landmark", precision=3)
-        save_results_table(self._images, self.output_dir / "localisation_by_image", precision=3,
+        save_results_table(images, self.output_dir / "localisation_by_image", precision=3,
                            title="Landmark localisation per image (mean over its fiducials, mm; the alignment kept)")
         metrics = {f"{r['row']}: {k}": v for r in table for k, v in r.items() if k not in ("row", "section")}
         record = {"metrics": metrics, "rows": table,
