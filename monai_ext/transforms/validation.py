@@ -8,9 +8,12 @@ an error naming the file instead of a meaningless prediction or a shape error de
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+import torch
 from monai.config import KeysCollection, NdarrayOrTensor
 from monai.transforms import MapTransform, Transform
 from monai.utils import TransformBackends
@@ -18,6 +21,9 @@ from monai.utils import TransformBackends
 from monai_ext.data.validation import validate_image
 
 __all__ = ["ImageValidationError", "ValidateImage", "ValidateImageD", "ValidateImageDict", "ValidateImaged"]
+
+logger = logging.getLogger(__name__)
+_FINITE = (True, False, "fill")
 
 
 class ImageValidationError(ValueError):
@@ -40,18 +46,26 @@ def _source(img: Any, default: str) -> str:
 class ValidateImage(Transform):
     """Check the number of dimensions, the number of channels and that every value is finite; return the input.
 
+    Some pipelines write NaN where they have no data (e.g. SPM's normalised images outside the source's field of
+    view). Such an image is refused by default; with ``finite="fill"`` its NaN and infinite values are read as
+    background instead, set to its lowest finite value, and a warning names the file and how many were replaced
+    (never silently).
+
     Args:
         ndim: accepted number(s) of dimensions of the channel-first array (e.g. 4 for ``(C, X, Y, Z)``); ``None``
             skips the check.
         channels: accepted number(s) of channels (size of dim 0); ``None`` skips the check.
         layout: the expected layout in words, for the message (e.g. ``"a 3D volume (1, X, Y, Z)"``).
-        finite: refuse NaN and infinite values.
+        finite: ``True``: refuse NaN and infinite values; ``"fill"``: replace them by the lowest finite value
+            (logged); ``False``: no check.
         what: what the input is, for the message.
+        hint: appended to the error about non-finite values (e.g. how to rerun with ``finite="fill"``).
 
     Raises:
         ImageValidationError: a ``ValueError`` naming the file (``filename_or_obj`` of a MetaTensor, else
             ``"<array>"``), the shape found and the layout expected, or the count and first index of the non-finite
-            values.
+            values (and ``hint``); with ``finite="fill"``, an image without a single finite value.
+        ValueError: at construction, for a ``finite`` other than ``True``, ``False`` or ``"fill"``.
 
     Example::
 
@@ -66,19 +80,45 @@ class ValidateImage(Transform):
     backend = [TransformBackends.TORCH, TransformBackends.NUMPY]
 
     def __init__(self, ndim: int | Sequence[int] | None = None, channels: int | Sequence[int] | None = None,
-                 layout: str | None = None, finite: bool = True, what: str = "image") -> None:
+                 layout: str | None = None, finite: bool | str = True, what: str = "image",
+                 hint: str | None = None) -> None:
+        if not any(finite is f or (isinstance(f, str) and finite == f) for f in _FINITE):
+            raise ValueError(f"finite must be True, False or 'fill', got {finite!r}.")
         self.ndim = ndim
         self.channels = None if channels is None else (
             (int(channels),) if isinstance(channels, int) else tuple(int(c) for c in channels))
-        self.layout, self.finite, self.what = layout, bool(finite), what
+        self.layout, self.finite, self.what, self.hint = layout, finite, what, hint
+
+    def _fill(self, img: NdarrayOrTensor, path: str, shape: tuple[int, ...]) -> NdarrayOrTensor:
+        """``img`` with its NaN / infinite values set to its lowest finite value (a warning says how many)."""
+        t = torch.as_tensor(img)
+        if not (t.is_floating_point() or t.is_complex()):
+            return img
+        bad = ~torch.isfinite(t)
+        n = int(bad.sum())
+        if not n:
+            return img
+        if n == t.numel():
+            raise ImageValidationError(f"{self.what} '{path}' holds no finite value (shape {shape}).", path, shape)
+        low = t[~bad].min()
+        logger.warning("%s '%s': %d NaN or infinite value(s) of %d read as background (set to its lowest finite "
+                       "value, %g).", self.what, path, n, t.numel(), float(low))
+        if isinstance(img, np.ndarray):
+            return np.where(np.isfinite(img), img, np.asarray(low.item(), dtype=img.dtype))
+        return torch.where(bad, low, img)  # a MetaTensor keeps its meta
 
     def __call__(self, img: NdarrayOrTensor, source: str | None = None) -> NdarrayOrTensor:
         path = source or _source(img, "<array>")
         shape = tuple(int(s) for s in img.shape)
+        if isinstance(self.finite, str):
+            img = self._fill(img, path, shape)
         try:
-            validate_image(img, path, ndim=self.ndim, layout=self.layout, finite=self.finite, what=self.what)
+            validate_image(img, path, ndim=self.ndim, layout=self.layout, finite=bool(self.finite), what=self.what)
         except ValueError as e:
-            raise ImageValidationError(str(e), path, shape) from None
+            message = str(e)
+            if self.hint and "expected finite intensities" in message:
+                message = f"{message} {self.hint}"
+            raise ImageValidationError(message, path, shape) from None
         if self.channels is not None and (img.ndim == 0 or int(img.shape[0]) not in self.channels):
             expected = " or ".join(str(c) for c in self.channels)
             raise ImageValidationError(
@@ -96,22 +136,24 @@ class ValidateImaged(MapTransform):
 
     Args:
         keys: keys of the images to check.
-        ndim, channels, layout, finite: as in :class:`ValidateImage`.
+        ndim, channels, layout, finite, hint: as in :class:`ValidateImage` (with ``finite="fill"`` the filled
+            image replaces the key's value).
         allow_missing_keys: do not raise for a missing key.
     """
 
     backend = ValidateImage.backend
 
     def __init__(self, keys: KeysCollection, ndim: int | Sequence[int] | None = None,
-                 channels: int | Sequence[int] | None = None, layout: str | None = None, finite: bool = True,
-                 allow_missing_keys: bool = False) -> None:
+                 channels: int | Sequence[int] | None = None, layout: str | None = None,
+                 finite: bool | str = True, hint: str | None = None, allow_missing_keys: bool = False) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.args = {"ndim": ndim, "channels": channels, "layout": layout, "finite": finite}
+        self.args = {"ndim": ndim, "channels": channels, "layout": layout, "finite": finite, "hint": hint}
+        ValidateImage(**self.args)  # argument errors at construction
 
     def __call__(self, data: Mapping[Hashable, NdarrayOrTensor]) -> dict[Hashable, NdarrayOrTensor]:
         d = dict(data)
         for key in self.key_iterator(d):
-            ValidateImage(**self.args, what=f"image (key '{key}')")(d[key])
+            d[key] = ValidateImage(**self.args, what=f"image (key '{key}')")(d[key])
         return d
 
 

@@ -273,6 +273,38 @@ def test_inference_config_takes_the_mirror_averaging_of_the_model_description(br
             assert inferer.mirror_coarse is (coarse is not False), coarse
 
 
+
+@pytest.mark.parametrize("fill", [None, "false", "true", True])
+def test_inference_reads_nan_voxels_only_when_asked(tmp_path, fill, caplog):
+    """inference.json refuses an image with NaN voxels (the error names the file and the --fill_nonfinite option);
+    with ``--fill_nonfinite true`` they are read as background, with a warning."""
+    import nibabel as nib
+    from monai.bundle import ConfigParser
+    from monai.transforms import Compose
+
+    from monai_ext.transforms import ImageValidationError
+
+    data = np.random.default_rng(0).uniform(10, 20, (6, 7, 8)).astype(np.float32)
+    data[:2] = np.nan  # as SPM writes outside the source's field of view
+    path = tmp_path / "wT1.nii"
+    nib.save(nib.Nifti1Image(data, np.eye(4)), path)
+    parser = ConfigParser()
+    parser.read_config(config_paths(NAME, ["inference.json"]))
+    if fill is not None:
+        parser["fill_nonfinite"] = fill
+    load = Compose(parser.get_parsed_content("load_transforms"))
+    if fill in (None, "false"):
+        with pytest.raises(RuntimeError) as err:  # Compose wraps the transform's error
+            load({"image": str(path)})
+        assert isinstance(err.value.__cause__, ImageValidationError)
+        assert re.search(r"'.*wT1\.nii' holds 112 NaN .* rerun with --fill_nonfinite true\.", str(err.value.__cause__))
+        return
+    with caplog.at_level("WARNING"):
+        image = load({"image": str(path)})["image"]
+    assert torch.isfinite(image).all() and float(image[0, :2].max()) == pytest.approx(float(np.nanmin(data)))
+    np.testing.assert_allclose(image[0, 2:].numpy(), data[2:])
+    assert "wT1.nii': 112 NaN or infinite value(s) of 336 read as background" in caplog.text
+
 def test_brain_inference_image_folder_and_model_meta_errors(brain, tmp_path):
     import shutil
 
