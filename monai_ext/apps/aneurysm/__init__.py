@@ -52,6 +52,7 @@ from .model_meta import (
 )
 from .natural import NATURAL_IMAGE_NAMES, load_natural_images, sample_natural_patches
 from .study import (
+    AlignmentEvaluation,
     AneurysmSeedStudy,
     LandmarkEvaluation,
     LocalisationStudy,
@@ -75,6 +76,7 @@ from .transforms import (
 
 __all__ = [
     "AlignToModelTemplated",
+    "AlignmentEvaluation",
     "BrainTemplateSpace",
     "CONFIDENCE_THRESHOLD",
     "NECK_T1_RELATIVE",

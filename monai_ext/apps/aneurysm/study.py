@@ -9,6 +9,8 @@
   its mean training position; error in mm next to that trivial prior and the inter-rater spread when available.
 - :class:`LandmarkEvaluation`: the same numbers per test set for a trained model through ``inference.json``'s own
   path (model description, ITK alignment of brains), for ``brain_evaluate.json``.
+- :class:`AlignmentEvaluation`: the ITK pre-alignment alone (no model) per image and per alignment setting, the
+  trivial baseline's error and the start kept, for ``brain_alignment.json``.
 
 Each writes its tables and plots under ``output_dir`` and returns summary rows; :func:`write_summary` gathers them in
 ``results.{csv,md,json}`` (the JSON with the run's provenance). Reference: Roth et al.'s tri-planar representation
@@ -42,6 +44,7 @@ from .plots import plot_auc_curves, plot_confusion_matrix, plot_localisation_err
 from .training import fit_classifier, predict
 
 __all__ = [
+    "AlignmentEvaluation",
     "AneurysmSeedStudy",
     "LandmarkEvaluation",
     "LocalisationStudy",
@@ -336,6 +339,19 @@ def write_summary(output_dir: str | os.PathLike, parts: Sequence[Sequence[dict[s
     return out / "results.json"
 
 
+def _points_in_class_order(path: str | os.PathLike, names: Sequence[str], labels: np.ndarray) -> np.ndarray:
+    """``(L, 3)`` RAS mm positions of a landmark file in the order of ``labels`` (NaN where the file has none)."""
+    from .landmarks import read_points
+
+    pts = read_points(path, names=names).to_ras()
+    out = np.full((len(labels), 3), np.nan)
+    index = {int(k): i for i, k in enumerate(labels)}
+    for k, p in zip(pts.labels, pts.positions, strict=True):
+        if int(k) in index:
+            out[index[int(k)]] = p
+    return out
+
+
 class LandmarkEvaluation:
     """Localisation error of a trained landmark model per test set, through the bundle's own inference path, next to
     the trivial baseline and the inter-rater spread (``brain_evaluate.json``; issue 16's evidence table).
@@ -396,16 +412,9 @@ class LandmarkEvaluation:
 
     def _truth(self, item: dict[str, Any], names: Sequence[str], labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(L, 3)`` true positions and ``(R, L, 3)`` rater positions (RAS mm, NaN where absent) in class order."""
-        from .landmarks import read_points
 
         def table(path: str) -> np.ndarray:
-            pts = read_points(path, names=names).to_ras()
-            out = np.full((len(labels), 3), np.nan)
-            index = {int(k): i for i, k in enumerate(labels)}
-            for k, p in zip(pts.labels, pts.positions, strict=True):
-                if int(k) in index:
-                    out[index[int(k)]] = p
-            return out
+            return _points_in_class_order(path, names, labels)
 
         raters = item.get(self.raters_key, []) if self.raters_key else []
         raters = raters if isinstance(raters, list) else [raters]
@@ -537,6 +546,162 @@ class LandmarkEvaluation:
         write_study_record(self.output_dir, {**self.info, "rows": self.rows, "max_cases": self.max_cases})
         write_prior_selection(self.info.get("search"), self.output_dir)
         print(f"landmark evaluation ({len(table)} rows) written to {self.output_dir.resolve()}")
+        return table
+
+
+class AlignmentEvaluation:
+    """How close the ITK pre-alignment alone brings the template's fiducials to the truth, per image and per setting
+    of the alignment (``brain_alignment.json``): the trivial baseline of :class:`LandmarkEvaluation` without a model,
+    to design and check the alignment on development brains before the test rows are run.
+
+    Every image of every row is read and checked as the inference reads it (``LoadImage`` channel-first, then
+    :class:`~monai_ext.transforms.ValidateImaged`) and registered to the template once per variant
+    (``space.aligner(**variant)``, :meth:`~monai_ext.transforms.AlignToTemplated.register`). Per image and variant
+    (``alignment_by_image``):
+
+    - ``baseline_mm`` / ``max_mm``: mean / largest distance (input RAS mm) between the fiducials' template positions
+      (``space.priors()``) mapped through the alignment and the true ones (datalist key ``landmarks``);
+    - ``shift_mm``: mean distance between those mapped positions and the ones the *first* variant gives (0 for
+      it): how far this setting moves the alignment of the image;
+    - ``start``, ``metric``, ``overlap``: the start kept, its Mattes value and the fraction of the template's brain
+      mask inside the scan (:class:`~monai_ext.transforms.AlignToTemplated`), ``seconds`` of the registration (wall
+      time of ``register``; ITK's one-off loading is done before, untimed, on the registration template), and
+      ``starts``: every start tried as ``name:metric/overlap``.
+
+    Per row and variant (``alignment_by_row``): images, the mean / median / largest ``baseline_mm``, the images
+    aligned more than ``far_mm`` off (``far_images``), the images the variant moved by more than ``moved_mm``
+    from the first variant (``moved_images``) and the largest such move, how often each start was kept, and the mean
+    seconds. Writes ``<output_dir>/alignment_by_image.{csv,md}``, ``alignment_by_row.{csv,md}``, ``results.json``
+    (the rows as metrics, with provenance) and ``study.json``.
+
+    Args:
+        space: the :class:`~monai_ext.apps.aneurysm.brain.BrainTemplateSpace` (template, mask, fiducial priors).
+        rows: ``[{"name", "datalist", "section"}]``.
+        output_dir: folder of the tables.
+        variants: ``{name: AlignToTemplated keyword arguments}`` (default ``{"default": {}}``); the first is the
+            reference of ``shift_mm``.
+        max_cases: images per row (``None``: all).
+        far_mm: threshold (mm) of ``far_images``.
+        moved_mm: threshold (mm) of ``moved_images``.
+        info: settings recorded in ``study.json`` and ``results.json``.
+
+    Raises:
+        ValueError: for a row without ``name`` / ``datalist`` / ``section``, no variant, a variant that is not a
+            mapping, or thresholds that are not positive; at run time for an empty section.
+    """
+
+    def __init__(self, space: Any, rows: Sequence[Mapping[str, Any]], output_dir: str | os.PathLike,
+                 variants: Mapping[str, Mapping[str, Any] | None] | None = None, max_cases: int | None = None,
+                 far_mm: float = 10.0, moved_mm: float = 0.1, info: Mapping[str, Any] | None = None) -> None:
+        self.space, self.output_dir = space, Path(output_dir)
+        self.rows = [dict(r) for r in rows]
+        for r in self.rows:
+            missing = [k for k in ("name", "datalist", "section") if not r.get(k)]
+            if missing:
+                raise ValueError(f"alignment row {r} lacks {missing}.")
+            r["datalist"] = str(r["datalist"])
+        variants = {"default": {}} if variants is None else variants
+        if not isinstance(variants, Mapping) or not variants:
+            raise ValueError(f"variants must be a non-empty mapping {{name: aligner arguments}}, got {variants!r}.")
+        for name, kw in variants.items():
+            if kw is not None and not isinstance(kw, Mapping):
+                raise ValueError(f"variant '{name}': aligner arguments must be a mapping or null, got {kw!r}.")
+        self.variants = {str(k): dict(v or {}) for k, v in variants.items()}
+        if not (far_mm > 0 and moved_mm > 0):
+            raise ValueError(f"far_mm and moved_mm must be positive, got {far_mm!r}, {moved_mm!r}.")
+        self.max_cases, self.far_mm, self.moved_mm = max_cases, float(far_mm), float(moved_mm)
+        self.info = dict(info or {})
+
+    def _image(self, spec: Mapping[str, Any], item: Mapping[str, Any], aligners: Mapping[str, Any],
+               load: Any) -> list[dict[str, Any]]:
+        import time
+
+        from monai_ext.transforms import apply_matrix
+
+        priors = self.space.priors()
+        img = load({"image": item["image"]})["image"]
+        affine = np.asarray(img.affine, dtype=np.float64)
+        truth = _points_in_class_order(item["landmarks"], list(priors.names), np.asarray(priors.labels))
+        records, reference = [], None
+        for name, aligner in aligners.items():
+            t0 = time.perf_counter()
+            matrix = aligner.register(img, affine)
+            seconds = time.perf_counter() - t0
+            info = aligner.last_info
+            placed = apply_matrix(matrix, np.asarray(priors.positions, dtype=np.float64))
+            reference = placed if reference is None else reference
+            dist = np.linalg.norm(placed - truth, axis=1)
+            records.append({
+                "row": spec["name"], "image": Path(item["image"]).name, "variant": name,
+                "baseline_mm": float(np.nanmean(dist)), "max_mm": float(np.nanmax(dist)),
+                "shift_mm": float(np.linalg.norm(placed - reference, axis=1).mean()),
+                "start": info.get("start", ""), "metric": float(info.get("metric", float("nan"))),
+                "overlap": float(info.get("overlap", float("nan"))), "seconds": seconds,
+                "starts": " ".join(f"{r['start']}:{r['metric']:.3f}/{r['overlap']:.2f}"
+                                   for r in info.get("starts", []))})
+            r = records[-1]
+            logger.info("%s [%s]: %.2f mm (start %s, overlap %.2f, %.1f s)", r["image"], name, r["baseline_mm"],
+                        r["start"], r["overlap"], seconds)
+        return records
+
+    def _summary(self, spec: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        out = []
+        for name in self.variants:
+            mine = [r for r in records if r["variant"] == name]
+            base = np.array([r["baseline_mm"] for r in mine])
+            shift = np.array([r["shift_mm"] for r in mine])
+            kept: dict[str, int] = {}
+            for r in mine:
+                kept[r["start"]] = kept.get(r["start"], 0) + 1
+            out.append({"row": spec["name"], "section": spec["section"], "variant": name, "images": len(mine),
+                        "baseline_mm": float(base.mean()), "baseline_median_mm": float(np.median(base)),
+                        "baseline_max_mm": float(base.max()), "far_images": int((base > self.far_mm).sum()),
+                        "moved_images": int((shift > self.moved_mm).sum()), "max_shift_mm": float(shift.max()),
+                        "starts_kept": " ".join(f"{k}:{v}" for k, v in sorted(kept.items())),
+                        "seconds_per_image": float(np.mean([r["seconds"] for r in mine]))})
+        return out
+
+    def run(self) -> list[dict[str, Any]]:
+        """Align every image of every row with every variant; returns the per-row table (also written)."""
+        from monai.transforms import Compose, LoadImaged
+
+        from monai_ext.apps.runner import write_study_record
+        from monai_ext.data import load_datalist
+        from monai_ext.transforms import ValidateImaged
+
+        load = Compose([LoadImaged("image", image_only=True, ensure_channel_first=True),
+                        ValidateImaged("image", ndim=4, channels=1,
+                                       layout="a single-channel 3D volume, read channel-first as (1, X, Y, Z)")])
+        aligners = {name: self.space.aligner("image", **kw) for name, kw in self.variants.items()}
+        warm = self.space.registration_template.image("t1")  # ITK loads its modules on first use: not timed
+        next(iter(aligners.values())).register(warm, np.asarray(warm.affine, dtype=np.float64))
+        images: list[dict[str, Any]] = []
+        table: list[dict[str, Any]] = []
+        for spec in self.rows:
+            items = load_datalist(spec["datalist"], spec["section"], required_keys=("image", "landmarks"),
+                                  path_keys=("image", "landmarks"))[: self.max_cases]
+            if not items:
+                raise ValueError(f"row '{spec['name']}': section '{spec['section']}' of '{spec['datalist']}' is "
+                                 "empty.")
+            records = [r for item in items for r in self._image(spec, item, aligners, load)]
+            images.extend(records)
+            table.extend(self._summary(spec, records))
+            for r in table[-len(self.variants):]:
+                logger.info("%s [%s]: baseline %.2f mm (max %.2f), %d far, %d moved", spec["name"], r["variant"],
+                            r["baseline_mm"], r["baseline_max_mm"], r["far_images"], r["moved_images"])
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        save_results_table(images, self.output_dir / "alignment_by_image", precision=3,
+                           title="ITK alignment per image: the template's fiducials mapped onto the input (mm)")
+        save_results_table(table, self.output_dir / "alignment_by_row", precision=3,
+                           title="ITK alignment per row and setting: the trivial baseline without a model (mm)")
+        metrics = {f"{r['row']} [{r['variant']}]: {k}": v for r in table for k, v in r.items()
+                   if k not in ("row", "section", "variant")}
+        settings = {**self.info, "space": repr(self.space), "variants": self.variants, "rows": self.rows,
+                    "max_cases": self.max_cases, "far_mm": self.far_mm, "moved_mm": self.moved_mm}
+        record = {"metrics": metrics, "rows": table, "info": settings, "provenance": provenance()}
+        (self.output_dir / "results.json").write_text(json.dumps(to_json_value(record), indent=2) + "\n")
+        write_study_record(self.output_dir, settings)
+        print(f"alignment evaluation ({len(table)} rows) written to {self.output_dir.resolve()}")
         return table
 
 

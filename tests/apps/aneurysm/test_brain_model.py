@@ -565,3 +565,100 @@ def test_synthetic_neck_errors():
         add_synthetic_neck(vol, affine, length_mm=0.0)
     with pytest.raises(ValueError, match="no head"):
         add_synthetic_neck(np.zeros_like(vol), affine)
+
+
+def _displaced_brains(tmp_path, seeds=(3, 5)):
+    """Skull-stripped T1 brains on the 4 mm template grid moved by a random affine (no elastic part), written with
+    their landmarks and a datalist (section ``test``)."""
+    from monai_ext.data.synthetic.brain import SynthesizeBraind
+
+    space = BrainTemplateSpace(voxel_size=4, registration_voxel_size=4)
+    names, sets = space.landmarks
+    tpl = space.template
+    gen = SynthesizeBraind(template=tpl, landmark_sets=sets, spatial_size=tpl.shape, output_affine=tpl.affine,
+                           artefacts=None, warp={"elastic_mm": 0.0},
+                           contrast={"contrasts": ("t1",), "exclude": (), "skull_prob": 0.0})
+    items = []
+    for seed in seeds:
+        s = gen({"seed": seed})
+        nib.save(nib.Nifti1Image(s["image"][0].numpy(), np.asarray(s["image"].affine)), tmp_path / f"b{seed}.nii.gz")
+        ok = np.isfinite(s["landmarks"]).all(1)
+        labels = np.arange(1, len(names) + 1)[ok]
+        write_points_json(PointSet([names[k - 1] for k in labels], labels, s["landmarks"][ok], "RAS", "mm"),
+                          tmp_path / f"b{seed}.json")
+        items.append({"image": f"b{seed}.nii.gz", "landmarks": f"b{seed}.json"})
+    (tmp_path / "dataset.json").write_text(json.dumps({"test": items, "empty": []}))
+    return space, tmp_path / "dataset.json", items
+
+
+def test_alignment_evaluation_per_image_and_variant(tmp_path):
+    """brain_alignment.json's table: per image and alignment setting, the template's fiducials placed by the
+    alignment against the truth (the same distances an independent registration gives), the move from the first
+    setting, the start kept; per row the summary."""
+    import csv
+
+    from monai_ext.apps.aneurysm import AlignmentEvaluation, read_points
+    from monai_ext.transforms import apply_matrix
+
+    space, datalist, items = _displaced_brains(tmp_path)
+    fast = {"shrink_factors": (2, 1), "smoothing_mm": (4.0, 0.0), "iterations": (100, 60), "bias_correction": False}
+    variants = {"fast": fast, "fast_no_swap": {**fast, "inverse_start_overlap": None},
+                "coarse": {**fast, "shrink_factors": (2,), "smoothing_mm": (4.0,), "iterations": (5,)}}
+    study = AlignmentEvaluation(space, [{"name": "displaced", "datalist": datalist, "section": "test"}],
+                                tmp_path / "out", variants=variants, far_mm=3.0, info={"note": "unit"})
+    table = study.run()
+    with open(tmp_path / "out" / "alignment_by_image.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["image"], r["variant"]) for r in rows] == [(i["image"], v) for i in items for v in variants]
+    priors = space.priors()
+    for i, item in enumerate(items):
+        mine = {r["variant"]: r for r in rows if r["image"] == item["image"]}
+        assert float(mine["fast"]["baseline_mm"]) < 2.0  # half a voxel: the known affine recovered
+        assert float(mine["fast"]["shift_mm"]) == 0.0  # the first setting is the reference
+        assert float(mine["fast_no_swap"]["shift_mm"]) < 1e-6  # whole heads: the swapped start does not run
+        if i:
+            continue
+        # the first image: an independent registration with each setting gives the same placement
+        img = nib.load(tmp_path / item["image"])
+        truth = read_points(tmp_path / item["landmarks"]).positions
+        placed = {}
+        for name, kw in variants.items():
+            aligner = space.aligner("image", **kw)
+            image = MetaTensor(torch.as_tensor(np.asarray(img.dataobj, np.float32))[None], affine=img.affine)
+            placed[name] = apply_matrix(aligner.register(image, img.affine), priors.positions)
+            np.testing.assert_allclose(float(mine[name]["baseline_mm"]),
+                                       np.linalg.norm(placed[name] - truth, axis=1).mean(), atol=0.05)
+            assert mine[name]["start"] == aligner.last_info["start"]
+            assert mine[name]["starts"].split()[0].startswith("centre_of_mass:")
+        np.testing.assert_allclose(float(mine["coarse"]["shift_mm"]),
+                                   np.linalg.norm(placed["coarse"] - placed["fast"], axis=1).mean(), atol=0.05)
+    by_variant = {r["variant"]: r for r in table}
+    assert [r["variant"] for r in table] == list(variants) and all(r["images"] == 2 for r in table)
+    for name, r in by_variant.items():
+        base = np.array([float(x["baseline_mm"]) for x in rows if x["variant"] == name])
+        shift = np.array([float(x["shift_mm"]) for x in rows if x["variant"] == name])
+        assert r["baseline_mm"] == pytest.approx(base.mean()) and r["baseline_max_mm"] == pytest.approx(base.max())
+        assert r["far_images"] == int((base > 3.0).sum()) and r["moved_images"] == int((shift > 0.1).sum())
+        assert sum(int(s.split(":")[1]) for s in r["starts_kept"].split()) == 2
+    assert by_variant["fast"]["moved_images"] == 0 and by_variant["coarse"]["max_shift_mm"] > 0.0
+    record = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert record["metrics"]["displaced [fast]: baseline_mm"] == pytest.approx(by_variant["fast"]["baseline_mm"])
+    assert record["info"]["note"] == "unit" and "command" in json.dumps(record["provenance"])
+    assert (tmp_path / "out" / "alignment_by_row.md").exists() and (tmp_path / "out" / "study.json").exists()
+    with pytest.raises(ValueError, match="section 'empty'.*is empty"):
+        AlignmentEvaluation(space, [{"name": "e", "datalist": datalist, "section": "empty"}], tmp_path / "e").run()
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"rows": [{"name": "r", "section": "test"}]}, "lacks \\['datalist'\\]"),
+    ({"variants": {}}, "variants must be a non-empty mapping"),
+    ({"variants": {"a": [1, 2]}}, "variant 'a': aligner arguments must be a mapping"),
+    ({"far_mm": 0.0}, "far_mm and moved_mm must be positive"),
+    ({"moved_mm": -1.0}, "far_mm and moved_mm must be positive"),
+])
+def test_alignment_evaluation_argument_errors(tmp_path, kwargs, match):
+    from monai_ext.apps.aneurysm import AlignmentEvaluation
+
+    args = {"rows": [{"name": "r", "datalist": "d.json", "section": "test"}], **kwargs}
+    with pytest.raises(ValueError, match=match):
+        AlignmentEvaluation(BrainTemplateSpace(4, 4), output_dir=tmp_path, **args)
