@@ -38,6 +38,7 @@ from .landmarks import PointSet, points_to_voxels, read_points, write_points_fcs
 __all__ = [
     "CONFIDENCE_THRESHOLD",
     "IMAGE_EXTENSIONS",
+    "image_stem",
     "inference_items",
     "model_input_error",
     "resolve_inference_datalist",
@@ -417,6 +418,22 @@ class TriPlanarPointInferer(Inferer):
 IMAGE_EXTENSIONS = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".mgz")
 
 
+def image_stem(path: str | os.PathLike) -> str:
+    """The name of an image without its image extension (:data:`IMAGE_EXTENSIONS`, any case; else its last
+    suffix), the stem of its result files: ``"sub01.T1w.nii.gz"`` -> ``"sub01.T1w"``, a DICOM folder -> its name.
+
+    Example::
+
+        >>> image_stem("/data/sub01.T1w.nii.gz"), image_stem("scan.MHA"), image_stem("dicom/series_3")
+        ('sub01.T1w', 'scan', 'series_3')
+    """
+    name = Path(str(path)).name
+    for ext in sorted(IMAGE_EXTENSIONS, key=len, reverse=True):
+        if name.lower().endswith(ext) and len(name) > len(ext):
+            return name[: -len(ext)]
+    return Path(name).stem or name
+
+
 def _is_image(path: Path) -> bool:
     name = path.name.lower()
     return path.is_file() and any(name.endswith(ext) for ext in IMAGE_EXTENSIONS)
@@ -659,7 +676,7 @@ class AneurysmInference:
         image = d["image"]
         affine = np.asarray(image.affine if isinstance(image, MetaTensor) else np.eye(4), dtype=np.float64)
         shape = tuple(image.shape[1:])
-        stem = Path(str(item["image"])).name.split(".")[0]
+        stem = image_stem(item["image"])
         details: dict[str, Any] = {"data": d, "grid_affine": affine, "template_to_image": None}
         if self.inferer.mode == "classify":
             if "points" not in item:
@@ -716,7 +733,7 @@ class AneurysmInference:
 
     def _unusable(self, item: dict[str, Any], error: Exception) -> dict[str, Any]:
         """The output for an image the model's preprocessing cannot take: no point, judged out of distribution."""
-        stem = Path(str(item["image"])).name.split(".")[0]
+        stem = image_stem(item["image"])
         reason = f"the model's preprocessing cannot take this image ({error})"
         logger.warning("%s: %s; no landmark is returned.", stem, reason)
         verdict = {"flagged": True, "low_confidence_fraction": 1.0, "max_low_fraction": self.max_low_fraction,
@@ -728,11 +745,18 @@ class AneurysmInference:
     def run(self) -> list[Path]:
         """Process every item; returns the written files (and prints where they are)."""
         self.prepare()
+        stems: dict[str, str] = {}
+        for item in self.dataset:  # two inputs must not write the same result files
+            other = stems.setdefault(image_stem(item["image"]), str(item["image"]))
+            if other != str(item["image"]):
+                raise ValueError(f"inputs '{other}' and '{item['image']}' would write the same result files "
+                                 f"'{image_stem(item['image'])}_{self.inferer.mode}.*' in {self.output_dir}; rename "
+                                 "one or run them into different --output_dir folders.")
         self.output_dir.mkdir(parents=True, exist_ok=True)
         written = []
         for item in self.dataset:
             content, _ = self.process(item)
-            stem = Path(str(item["image"])).name.split(".")[0]
+            stem = image_stem(item["image"])
             if self.inferer.mode == "localise" and content["landmarks"]:
                 pts = PointSet([p["name"] for p in content["landmarks"]], [p["label"] for p in content["landmarks"]],
                                [p["position"] for p in content["landmarks"]], "RAS", "mm", stem)

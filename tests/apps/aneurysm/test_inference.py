@@ -142,6 +142,34 @@ def test_localisation_output_maps_back_and_flags(model):
     np.testing.assert_allclose(fcsv.positions, position, atol=1e-3)
 
 
+
+def test_result_files_keep_dotted_names_apart_and_refuse_clashes(model):
+    """``sub01.T1w.nii.gz`` and ``sub01.T2w.nii.gz`` write their own result files (the stem drops the image
+    extension only); two inputs whose results would share a name stop the run before any is processed."""
+    from monai_ext.apps.aneurysm import image_stem
+
+    net, _, tmp_path = model
+
+    def preprocessing(d):
+        return {"image": MetaTensor(torch.rand(1, 28, 28, 28, generator=torch.Generator().manual_seed(0)),
+                                    affine=torch.eye(4))}
+
+    inferer = TriPlanarPointInferer("localise", patch_size=8, search_radius=2, search_step=2)
+    items = [{"image": "/scans/sub01.T1w.nii.gz"}, {"image": "/scans/sub01.T2w.NII.GZ"}, {"image": "/dicom/sub01"}]
+    assert [image_stem(i["image"]) for i in items] == ["sub01.T1w", "sub01.T2w", "sub01"]
+    run = AneurysmInference(net, tmp_path / "net.pt", items[:2], preprocessing, inferer, tmp_path / "dotted",
+                            priors_path=tmp_path / "priors.json")
+    assert sorted(p.name for p in run.run()) == ["sub01.T1w_localise.json", "sub01.T2w_localise.json"]
+    assert sorted(p.name for p in (tmp_path / "dotted").glob("*.fcsv")) == ["sub01.T1w_localise.fcsv",
+                                                                           "sub01.T2w_localise.fcsv"]
+    clash = [{"image": "/site_a/sub01.nii.gz"}, {"image": "/site_b/sub01.nii.gz"}]
+    run = AneurysmInference(net, tmp_path / "net.pt", clash, preprocessing, inferer, tmp_path / "clash",
+                            priors_path=tmp_path / "priors.json")
+    with pytest.raises(ValueError, match=r"inputs '/site_a/sub01.nii.gz' and '/site_b/sub01.nii.gz' would write "
+                       r"the same result files 'sub01_localise\.\*'"):
+        run.run()
+    assert not (tmp_path / "clash").exists()  # nothing written
+
 def test_point_inferer_batch_size():
     """``batch_size=None`` picks the device's default; the classify mode gives the same probabilities with any
     batch size; a bad value fails when the inferer is built, naming it."""
