@@ -414,7 +414,7 @@ class TriPlanarPointInferer(Inferer):
         return torch.as_tensor(np.c_[pos, peak])
 
 
-#: image files :func:`inference_items` picks from a folder (a folder of ``.dcm`` files is read as one series)
+#: image files :func:`inference_items` picks from a folder (a folder of DICOM files only is read as one series)
 IMAGE_EXTENSIONS = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".mgz")
 
 
@@ -432,6 +432,29 @@ def image_stem(path: str | os.PathLike) -> str:
         if name.lower().endswith(ext) and len(name) > len(ext):
             return name[: -len(ext)]
     return Path(name).stem or name
+
+
+def _is_dicom(path: Path) -> bool:
+    """A DICOM file: ``.dcm`` or, as scanners often export them without an extension, the ``DICM`` preamble."""
+    if not path.is_file():
+        return False
+    if path.suffix.lower() == ".dcm":
+        return True
+    try:
+        with open(path, "rb") as f:
+            return f.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
+
+
+def _dicom_series(folder: Path) -> list[tuple[str, int]]:
+    """``(series instance UID, number of files)`` of every DICOM series in ``folder`` (ITK's GDCM reader)."""
+    import itk
+
+    names = itk.GDCMSeriesFileNames.New()
+    names.SetUseSeriesDetails(False)  # one series per series instance UID, as 3D Slicer lists them
+    names.SetDirectory(str(folder))
+    return [(str(uid), len(names.GetFileNames(uid))) for uid in names.GetSeriesUIDs()]
 
 
 def _is_image(path: Path) -> bool:
@@ -458,7 +481,8 @@ def inference_items(image: str | os.PathLike | None = None, datalist: str | os.P
 
     Args:
         image: an image file (NIfTI, NRRD, MHA, ...), or a folder: every file in it with one of
-            :data:`IMAGE_EXTENSIONS` (sorted by name), or, when it holds ``.dcm`` files only, the folder as one
+            :data:`IMAGE_EXTENSIONS` (sorted by name), or, when it holds none but DICOM files (``.dcm`` or files
+            without an extension that carry the DICOM preamble, as scanners export them), the folder as one
             DICOM series. ``None``: use ``datalist``.
         datalist: a Decathlon-style datalist JSON (items ``{"image"[, points_key]}``; relative paths against its
             folder).
@@ -470,7 +494,8 @@ def inference_items(image: str | os.PathLike | None = None, datalist: str | os.P
 
     Raises:
         FileNotFoundError: an image path that does not exist, or a folder without images, naming it.
-        ValueError: neither ``image`` nor ``datalist``.
+        ValueError: neither ``image`` nor ``datalist``; a folder of DICOM files that holds more than one series
+            (each listed: the reader would take one and drop the others).
     """
     from monai_ext.data import load_datalist
 
@@ -482,7 +507,12 @@ def inference_items(image: str | os.PathLike | None = None, datalist: str | os.P
             files = sorted(p for p in path.iterdir() if _is_image(p))
             if files:
                 return [{"image": str(p)} for p in files]
-            if any(p.suffix.lower() == ".dcm" for p in path.iterdir()):
+            if any(_is_dicom(p) for p in path.iterdir()):
+                series = _dicom_series(path)
+                if len(series) > 1:  # the reader would take one of them and drop the others
+                    listed = "; ".join(f"{uid} ({n} files)" for uid, n in series)
+                    raise ValueError(f"--image folder '{path}' holds {len(series)} DICOM series ({listed}); give the "
+                                     "folder of one series (or convert them first, e.g. with dcm2niix).")
                 return [{"image": str(path)}]
             raise FileNotFoundError(f"--image folder '{path}' holds no image file ({', '.join(IMAGE_EXTENSIONS)}) "
                                     "and no DICOM series.")

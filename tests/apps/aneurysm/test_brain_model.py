@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 from types import SimpleNamespace
 
 import nibabel as nib
@@ -215,6 +216,56 @@ def test_inference_items(tmp_path):
     assert inference_items(None, tmp_path / "dataset.json") == [
         {"image": str(tmp_path / "a.nii"), "points": str(tmp_path / "readme.txt")}]
 
+
+
+def _write_dicom_series(vol_zyx, spacing, origin_lps, direction_lps, folder, series_uid, prefix="IM"):
+    """A DICOM series as scanners export it (one file per slice, no file extension), written slice by slice with
+    ITK's GDCM writer: ``vol_zyx`` in ITK's array order, geometry in LPS (ITK's convention)."""
+    import itk
+
+    folder.mkdir(parents=True, exist_ok=True)
+    d = np.asarray(direction_lps, dtype=float)
+    for k in range(vol_zyx.shape[0]):
+        sl = itk.image_from_array(np.ascontiguousarray(vol_zyx[k : k + 1].astype(np.int16)))
+        sl.SetSpacing([float(v) for v in spacing])
+        sl.SetOrigin([float(v) for v in np.asarray(origin_lps, float) + d[:, 2] * spacing[2] * k])
+        sl.SetDirection(itk.matrix_from_array(d))
+        md = itk.MetaDataDictionary()  # the writer takes the tags from the image's dictionary
+        for tag, value in {"0008|0060": "MR", "0020|000d": "1.2.826.0.1.3680043.2.1125.9", "0020|000e": series_uid,
+                           "0008|0018": f"{series_uid}.{k + 1}", "0020|0013": str(k + 1)}.items():
+            md[tag] = value
+        sl.SetMetaDataDictionary(md)
+        io = itk.GDCMImageIO.New()
+        io.KeepOriginalUIDOn()
+        itk.ImageFileWriter[type(sl)].New(Input=sl, ImageIO=io, FileName=str(folder / f"{prefix}{k:04d}")).Update()
+
+
+def test_inference_reads_a_dicom_series_without_file_extensions(tmp_path):
+    """A folder of extensionless DICOM files (as scanners export them) is one input, read by inference.json's own
+    load transforms into the volume and its RAS affine; a folder with two series is refused, each listed."""
+    from monai.bundle import ConfigParser
+
+    from monai_ext.apps.aneurysm import image_stem
+
+    root = Path(__file__).resolve().parents[3] / "bundles" / "aneurysm" / "configs"
+    vol = np.random.default_rng(0).integers(0, 1000, (6, 5, 4)).astype(np.int16)  # (z, y, x)
+    sagittal = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])  # slices along LPS x (left-right)
+    folder = tmp_path / "T1_SAG"
+    _write_dicom_series(vol, (0.8, 0.9, 2.0), (10.0, -20.0, 30.0), sagittal, folder, "1.2.826.0.1.3680043.2.1125.9.1")
+    assert sorted(p.name for p in folder.iterdir()) == [f"IM{k:04d}" for k in range(6)]
+    assert inference_items(folder) == [{"image": str(folder)}] and image_stem(folder) == "T1_SAG"
+    parser = ConfigParser()
+    parser.read_config(str(root / "inference.json"))
+    image = Compose(parser.get_parsed_content("load_transforms"))({"image": str(folder)})["image"]
+    np.testing.assert_array_equal(image[0].numpy(), vol.transpose(2, 1, 0))
+    expected = np.eye(4)  # ITK's LPS geometry, turned into RAS
+    expected[:3, :3], expected[:3, 3] = sagittal @ np.diag([0.8, 0.9, 2.0]), [10.0, -20.0, 30.0]
+    np.testing.assert_allclose(image.affine.numpy(), np.diag([-1.0, -1.0, 1.0, 1.0]) @ expected, atol=1e-4)
+    _write_dicom_series(vol[:3], (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), np.eye(3), folder,
+                        "1.2.826.0.1.3680043.2.1125.9.2", prefix="LOC")
+    with pytest.raises(ValueError, match=r"'.*T1_SAG' holds 2 DICOM series \(.*\.9\.1 \(6 files\); .*\.9\.2 "
+                       r"\(3 files\)\); give the folder of one series"):
+        inference_items(folder)
 
 @pytest.mark.parametrize(
     "content, match",
