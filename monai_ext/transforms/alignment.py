@@ -406,11 +406,13 @@ class AlignToTemplated(MapTransform):
     compared with the others on the same metric and overlap rule. The swapped run is robust where the template-fixed
     starts are not (no sample can leave the scan) but less accurate on whole heads (skull, scalp and neck count as
     much as the brain), hence a start, not a result. On development heads cut to the AFIDs fiducials' box (synthetic,
-    seed 7, disjoint from the evaluation's; local experiment, 2026-12-06) the template-fixed starts left one of 10
-    heads with skull 41.5 mm off (mean error of the aligned fiducials), the run from the swapped registration 4.9 mm;
-    on the other 9 the kept alignment moved by at most 0.1 mm (mean of the 10: 7.75 -> 4.08 mm). On 4 whole heads
-    (overlap 0.99-1.00, where the rule does not run it) the swapped run was 10-15 mm off and the template-fixed run
-    from it 3-20 mm, against 3-5 mm for the other starts. The fallback above reuses the swapped run (not run twice).
+    seed 7, disjoint from the evaluation's; the aneurysm bundle's ``brain_alignment.json``, results file
+    ``aneurysm/brain_alignment_dev``, bundle README "Start from the swapped registration") the template-fixed starts
+    left one of 10 heads with skull and one of 10 T2-like boxes 40-55 mm off (mean error of the aligned fiducials);
+    with this start both were within 5 mm, and no other head of those rows moved by more than 0.1 mm. On 4 whole
+    heads (overlap 0.99-1.00, where the rule does not run it) the swapped run was 10-15 mm off and the
+    template-fixed run from it 3-20 mm, against 3-5 mm for the other starts (local experiment). The fallback above
+    reuses the swapped run (not run twice).
     The input is brought to the registration grid (block means, smoothing) and bias-corrected once for all starts.
     ``data[info_key]`` (and ``last_info``) records the kept start, its metric, overlap, iterations and seconds,
     the seconds of that preparation (``"preparation_seconds"``), and every start tried (``"starts"``).
