@@ -425,19 +425,20 @@ def test_brain_evaluate_writes_the_evidence_table(brain, tmp_path):
     assert record["provenance"]["cpu"] and record["info"]["model"]["template"].startswith("MNI152")
     assert (tmp_path / "brain_evaluation" / "study.json").is_file()
     # brain_alignment.json (CLI, no model): the alignment alone gives the evaluation's baseline on the same images
-    sections = ["test_t1_skull_whole", "test_t1_skull", "test_displaced"]  # in the order of the config's rows
+    # (one setting, two rows: a box cut and a whole head, in the order of the config's rows)
+    sections = ["test_t1_skull", "test_displaced"]
     run_bundle_cli(NAME, ["brain_alignment.json"], {
         "output_dir": str(tmp_path), "dataset_dir": str(tmp_path / "brain_data"), "num_test": 1, "max_cases": 1,
-        "template_voxel_size": 4, "registration_voxel_size": 4, "sections": sections})
+        "template_voxel_size": 4, "registration_voxel_size": 4, "sections": sections, "variants": {"default": {}}})
     with open(tmp_path / "brain_alignment" / "alignment_by_image.csv") as f:
         aligned = list(csv.DictReader(f))
-    assert [(a["image"], a["variant"]) for a in aligned] == [
-        (f"{s}_000.nii.gz", v) for s in sections for v in ("default", "without_swapped_start")]
+    assert [(a["image"], a["variant"]) for a in aligned] == [(f"{s}_000.nii.gz", "default") for s in sections]
     evaluated = {i["image"]: i for i in images}
-    for a in aligned:
+    compared = [a for a in aligned if evaluated[a["image"]]["processed"] == "1"]  # 4 mm: ITK may fail on one
+    assert compared
+    for a in compared:
         i = evaluated[a["image"]]
-        if a["variant"] == "default" and i["processed"] == "1":
-            assert float(a["baseline_mm"]) == pytest.approx(float(i["baseline_mm"]), abs=1e-3), a["image"]
-            assert a["start"] == i["alignment_start"]
+        assert float(a["baseline_mm"]) == pytest.approx(float(i["baseline_mm"]), abs=1e-3), a["image"]
+        assert a["start"] == i["alignment_start"]
     with open(tmp_path / "brain_alignment" / "alignment_by_row.csv") as f:
-        assert [r["section"] for r in csv.DictReader(f)] == [s for s in sections for _ in range(2)]
+        assert [r["section"] for r in csv.DictReader(f)] == sections
