@@ -339,6 +339,23 @@ def write_summary(output_dir: str | os.PathLike, parts: Sequence[Sequence[dict[s
     return out / "results.json"
 
 
+def _checked_rows(rows: Sequence[Mapping[str, Any]], what: str) -> list[dict[str, Any]]:
+    """Copies of the table rows ``{"name", "datalist", "section", ...}``, the datalist as a string path.
+
+    Raises:
+        ValueError: for a row without ``name``, ``datalist`` or ``section``, naming ``what`` and the row.
+    """
+    out = []
+    for row in rows:
+        r = dict(row)
+        missing = [k for k in ("name", "datalist", "section") if not r.get(k)]
+        if missing:
+            raise ValueError(f"{what} row {r} lacks {missing}.")
+        r["datalist"] = str(r["datalist"])
+        out.append(r)
+    return out
+
+
 def _points_in_class_order(path: str | os.PathLike, names: Sequence[str], labels: np.ndarray) -> np.ndarray:
     """``(L, 3)`` RAS mm positions of a landmark file in the order of ``labels`` (NaN where the file has none)."""
     from .landmarks import read_points
@@ -400,12 +417,8 @@ class LandmarkEvaluation:
                  raters_key: str | None = "raters", max_cases: int | None = None,
                  info: dict[str, Any] | None = None) -> None:
         self.inference, self.output_dir = inference, Path(output_dir)
-        self.rows = [dict(r) for r in rows]
+        self.rows = _checked_rows(rows, "evaluation")
         for r in self.rows:
-            missing = [k for k in ("name", "datalist", "section") if not r.get(k)]
-            if missing:
-                raise ValueError(f"evaluation row {r} lacks {missing}.")
-            r["datalist"] = str(r["datalist"])
             if r.setdefault("expect", "landmarks") not in self._EXPECT:
                 raise ValueError(f"row '{r['name']}': expect must be one of {self._EXPECT}, got {r['expect']!r}.")
         self.raters_key, self.max_cases, self.info = raters_key, max_cases, dict(info or {})
@@ -594,12 +607,7 @@ class AlignmentEvaluation:
                  variants: Mapping[str, Mapping[str, Any] | None] | None = None, max_cases: int | None = None,
                  far_mm: float = 10.0, moved_mm: float = 0.1, info: Mapping[str, Any] | None = None) -> None:
         self.space, self.output_dir = space, Path(output_dir)
-        self.rows = [dict(r) for r in rows]
-        for r in self.rows:
-            missing = [k for k in ("name", "datalist", "section") if not r.get(k)]
-            if missing:
-                raise ValueError(f"alignment row {r} lacks {missing}.")
-            r["datalist"] = str(r["datalist"])
+        self.rows = _checked_rows(rows, "alignment")
         variants = {"default": {}} if variants is None else variants
         if not isinstance(variants, Mapping) or not variants:
             raise ValueError(f"variants must be a non-empty mapping {{name: aligner arguments}}, got {variants!r}.")
