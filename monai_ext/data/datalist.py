@@ -23,7 +23,7 @@ from typing import Any
 
 import torch.distributed as dist
 
-__all__ = ["DATALIST_NAME", "load_datalist", "resolve_datalist"]
+__all__ = ["DATALIST_NAME", "check_output_names", "load_datalist", "output_name", "resolve_datalist"]
 
 DATALIST_NAME = "dataset.json"
 
@@ -92,6 +92,42 @@ def load_datalist(datalist: str | os.PathLike, data_list_key: str = "training",
             item[k] = resolved if isinstance(item[k], list) else resolved[0]
         out.append(item)
     return out
+
+
+def output_name(path: str | os.PathLike) -> str:
+    """The base name MONAI's ``SaveImage`` / ``SaveImaged`` gives the results of the image at ``path`` (before the
+    ``_<postfix>``): the file name without its last extension (both for ``.gz``), by MONAI's own
+    :func:`monai.data.utils.create_file_basename`, so that files written by either can be found from the input.
+
+    Example::
+
+        >>> output_name("/data/sub01.T1w.nii.gz"), output_name("colony_3.png"), output_name("a.b.tif")
+        ('sub01.T1w', 'colony_3', 'a.b')
+    """
+    from monai.data.utils import create_file_basename
+
+    return create_file_basename("", str(path), "", separate_folder=False, makedirs=False)
+
+
+def check_output_names(items: Sequence[dict[str, Any]], key: str = "image") -> Sequence[dict[str, Any]]:
+    """Return ``items`` unchanged after checking that no two of them would write results under the same name
+    (:func:`output_name` of ``item[key]``; ``SaveImaged(separate_folder=False)`` would silently overwrite the first).
+
+    Raises:
+        ValueError: naming each shared result name and the files that share it.
+    """
+    seen: dict[str, list[str]] = {}
+    for i, item in enumerate(items):
+        if key not in item:
+            raise ValueError(f"datalist item {i} has no key '{key}' (found: {sorted(item)}).")
+        seen.setdefault(output_name(item[key]), []).append(str(item[key]))
+    clashes = {name: files for name, files in seen.items() if len(files) > 1}
+    if clashes:
+        listed = "; ".join(f"'{name}' from {files}" for name, files in sorted(clashes.items()))
+        raise ValueError(f"{sum(len(f) for f in clashes.values())} images would write their results under the same "
+                         f"name, the later ones overwriting the earlier: {listed}. Rename the files or run them in "
+                         "separate output folders.")
+    return items
 
 
 def resolve_datalist(dataset_dir: str | os.PathLike | None, output_dir: str | os.PathLike,

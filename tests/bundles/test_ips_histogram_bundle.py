@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -104,19 +105,32 @@ def test_inference_on_synthetic_and_real_microscopy(trained, tmp_path):
     # real images of other sizes and channel counts: a grey 660x550 and an RGB 512x512 (cropped to keep it fast)
     cell = skdata.cell()[:200, :150]
     ihc = skdata.immunohistochemistry()[:130, :170]
-    iio.imwrite(tmp_path / "cell.png", cell)
+    # dotted names (as microscopes export them): every result file keeps the name up to its extension
+    iio.imwrite(tmp_path / "cell.t0.png", cell)
+    iio.imwrite(tmp_path / "cell.t1.png", cell)
     iio.imwrite(tmp_path / "ihc.png", ihc)
-    datalist = [{"image": str(tmp_path / "cell.png")}, {"image": str(tmp_path / "ihc.png")}]
+    datalist = [{"image": str(tmp_path / f)} for f in ("cell.t0.png", "cell.t1.png", "ihc.png")]
     pred_dir = tmp_path / "pred"
     run_workflow(NAME, ["inference.json"], "infer", **paths, **TINY_INFER, datalist=datalist,
                  prediction_dir=str(pred_dir))
-    for name, img in (("cell", cell), ("ihc", ihc)):
+    assert len(list(pred_dir.glob("*_overlay.png"))) == 3
+    for name, img in (("cell.t0", cell), ("cell.t1", cell), ("ihc", ihc)):
         seg = np.asarray(nib.load(str(pred_dir / f"{name}_seg.nii.gz")).dataobj)
         prob = np.asarray(nib.load(str(pred_dir / f"{name}_prob.nii.gz")).dataobj)
         # MONAI's PIL reader puts the image's width first; the prediction is on the image's own grid
         assert seg.squeeze().shape == (img.shape[1], img.shape[0])
         assert np.isfinite(prob).all() and set(np.unique(seg).tolist()) <= {0, 1, 2}
         assert iio.imread(pred_dir / f"{name}_overlay.png").shape[:2] == (img.shape[1], img.shape[0])
+    # two images whose results would share a name stop the run before anything is written
+    (tmp_path / "other").mkdir()
+    iio.imwrite(tmp_path / "other" / "ihc.png", ihc)
+    with pytest.raises(RuntimeError, match="check_output_names") as err:  # MONAI wraps the config's error
+        run_workflow(NAME, ["inference.json"], "infer", **paths, **TINY_INFER, prediction_dir=str(tmp_path / "p2"),
+                     datalist=datalist + [{"image": str(tmp_path / "other" / "ihc.png")}])
+    assert isinstance(err.value.__cause__, ValueError)
+    assert re.search(r"2 images would write their results under the same name.*'ihc' from \[.*/ihc\.png', "
+                     r"'.*/other/ihc\.png'\]", str(err.value.__cause__))
+    assert not (tmp_path / "p2").exists()
 
 
 @pytest.mark.parametrize("method, loss", [("patch_classification", "CrossEntropyLoss"),

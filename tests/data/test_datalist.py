@@ -3,6 +3,8 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
+from monai.data import MetaTensor
 
 from monai_ext.data import load_datalist, resolve_datalist
 
@@ -68,3 +70,29 @@ def test_resolve_user_dataset(tmp_path):
 def test_generator_that_writes_nothing(tmp_path):
     with pytest.raises(RuntimeError, match="did not write"):
         resolve_datalist(None, tmp_path, lambda out: None)
+
+
+def test_output_name_is_the_name_save_imaged_writes(tmp_path):
+    from monai.transforms import SaveImage
+
+    from monai_ext.data import output_name
+
+    save = SaveImage(output_dir=tmp_path, output_postfix="seg", output_ext=".nii.gz", separate_folder=False,
+                     resample=False, print_log=False)
+    for name in ("sub01.T1w.nii.gz", "colony.3.png", "plain.nii", "noext"):
+        save(MetaTensor(torch.zeros(1, 4, 4, 4), meta={"filename_or_obj": f"/data/{name}"}))
+        assert (tmp_path / f"{output_name('/data/' + name)}_seg.nii.gz").is_file(), name
+    assert output_name("/data/sub01.T1w.nii.gz") == "sub01.T1w"
+
+
+def test_check_output_names_refuses_clashes_and_names_them():
+    from monai_ext.data import check_output_names
+
+    items = [{"image": "/a/x.png"}, {"image": "/a/x.1.png"}, {"image": "/b/y.tif"}]
+    assert check_output_names(items) is items
+    clash = items + [{"image": "/c/x.nii.gz"}, {"image": "/d/y.png"}]
+    with pytest.raises(ValueError, match=r"4 images would write .*'x' from \['/a/x.png', '/c/x.nii.gz'\]; "
+                                         r"'y' from \['/b/y.tif', '/d/y.png'\]"):
+        check_output_names(clash)
+    with pytest.raises(ValueError, match="item 1 has no key 'image'"):
+        check_output_names([{"image": "a.png"}, {"label": "b.png"}])

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from monai_ext.apps.runner import bundle_configs, read_results, run_config, write_study_record
-from monai_ext.data import load_datalist, resolve_datalist
+from monai_ext.data import load_datalist, output_name, resolve_datalist
 from monai_ext.data.synthetic.ips import generate_ips_dataset
 from monai_ext.metrics import boundary_band, jaccard_counts
 from monai_ext.utils import save_results_table
@@ -152,7 +152,7 @@ class IPSComparison:
         ignore = int(self.overrides.get("ignore_label", IGNORE_LABEL))
         for item in load_datalist(self.datalist(seed), "test", ("image", "label")):
             image, truth = load_case(item["image"], item["label"])
-            stem = Path(item["image"]).name.split(".")[0]
+            stem = output_name(item["image"])
             f = cell / "predictions" / f"{stem}_seg.nii.gz"
             if not f.is_file():
                 raise FileNotFoundError(f"no saved prediction '{f}' for the test case '{item['image']}'.")
@@ -215,7 +215,7 @@ class IPSComparison:
         seed, p = self.seeds[0], self.patch_sizes[0]
         item = load_datalist(self.datalist(seed), "test", ("image", "label"))[0]
         image, truth = load_case(item["image"], item["label"])
-        stem = Path(item["image"]).name.split(".")[0]
+        stem = output_name(item["image"])
         preds = {}
         for m in self.methods:
             f = self.output_dir / f"{m}_p{p}_seed{seed}" / "predictions" / f"{stem}_seg.nii.gz"

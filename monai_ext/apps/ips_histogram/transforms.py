@@ -14,6 +14,8 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 from monai.utils import TransformBackends, convert_to_numpy
 
+from monai_ext.data import output_name
+
 from .data import load_case, to_grayscale
 from .plots import save_overlay_png
 
@@ -58,8 +60,9 @@ class ToGrayscaled(MapTransform):
 class SaveOverlayd(MapTransform):
     """Write a PNG overlay of a label map (``(1, H, W)`` or ``(H, W)``) on its image (``(1, H, W)``).
 
-    The file is ``<output_dir>/<image file stem>_<postfix>.png``, the stem taken from the image's
-    ``filename_or_obj`` metadata (``"image"`` when there is none).
+    The file is ``<output_dir>/<name>_<postfix>.png``, ``<name>`` the image's ``filename_or_obj`` metadata without
+    its extension as ``SaveImaged`` names its files (:func:`~monai_ext.data.output_name`; ``"image"`` when there
+    is none).
 
     Args:
         keys: keys of the label maps.
@@ -82,7 +85,7 @@ class SaveOverlayd(MapTransform):
         d = dict(data)
         image = d[self.image_key]
         meta = getattr(image, "meta", None) or d.get(f"{self.image_key}_meta_dict", {}) or {}
-        name = Path(str(meta.get("filename_or_obj", "image"))).name.split(".")[0] or "image"
+        name = output_name(str(meta.get("filename_or_obj", "image"))) or "image"
         img = np.squeeze(convert_to_numpy(image)).astype(np.float32)
         if img.ndim == 3:  # colour image that was not converted: show its mean
             img = img.mean(0)
