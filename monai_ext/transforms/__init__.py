@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from .alignment import AlignToTemplateD, AlignToTemplated, AlignToTemplateDict, register_affine, rotation_angle_deg
+from .alignment import (
+    AlignToTemplateD,
+    AlignToTemplated,
+    AlignToTemplateDict,
+    clip_spikes,
+    register_affine,
+    rotation_angle_deg,
+)
 from .center_pixel import CenterPixelLabel, CenterPixelLabelD, CenterPixelLabeld, CenterPixelLabelDict
 from .intensity import (
     CONTRAST_PRESETS,
@@ -63,6 +70,7 @@ __all__ = [
     "RandTissueContrastd",
     "TISSUE_CHANNELS",
     "apply_matrix",
+    "clip_spikes",
     "foreground_mask",
     "register_affine",
     "resample_to_grid",

@@ -4,6 +4,8 @@ points map back to the input, and normalisation after alignment does not see the
 from __future__ import annotations
 
 import json
+import logging
+import re
 
 import numpy as np
 import pytest
@@ -16,6 +18,7 @@ from monai_ext.transforms import (
     AlignToTemplated,
     MaskedPercentileNormalized,
     apply_matrix,
+    clip_spikes,
     register_affine,
     resample_to_grid,
     rotation_angle_deg,
@@ -135,6 +138,69 @@ def test_align_to_template_maps_points_back_and_normalises_without_the_skull(tpl
         assert np.linalg.norm(back - sample["landmarks"]) < 1.0
         values.append(np.asarray(d["image"][0])[inner])
     assert np.abs(values[0] - values[1]).mean() < 0.02  # same brain with and without skull: same intensities
+
+
+def test_clip_spikes_clips_only_isolated_outliers():
+    rng = np.random.default_rng(0)
+    vol = rng.normal(100.0, 10.0, (30, 30, 30)).astype(np.float32)
+    vol[:10] = 0.0  # background
+    same, count = clip_spikes(vol)
+    assert same is vol and count == 0  # tissue only: untouched, not even copied
+    lo, hi = np.percentile(vol, [0.1, 99.9])
+    spiky = vol.copy()
+    spiky[15, 15, 15], spiky[20, 5, 7] = 1e5, 3e4  # two spikes far above the tissue
+    out, count = clip_spikes(spiky)
+    hi_spiky = np.percentile(spiky, 99.9)
+    assert count == int((spiky > hi_spiky).sum()) and out.max() == pytest.approx(hi_spiky)
+    assert out.min() == spiky.min() and out.dtype == spiky.dtype  # the low side had no outlier: untouched
+    np.testing.assert_array_equal(out[spiky <= hi_spiky], spiky[spiky <= hi_spiky])
+    assert clip_spikes(out)[1] == 0  # idempotent
+    assert hi_spiky == pytest.approx(hi, rel=0.05)
+    low = vol.copy()
+    low[3, 3, 3] = -1e5
+    out, count = clip_spikes(low)
+    assert out.min() == pytest.approx(np.percentile(low, 0.1)) and out.max() == low.max() and count >= 1
+    # a ratio sets how far out a value must be: 2 spans beyond the range is tissue for 10, a spike for 1
+    bright = vol.copy()
+    bright[15, 15, 15] = hi + 2 * (hi - lo)
+    assert clip_spikes(bright)[1] == 0 and clip_spikes(bright, spike_ratio=1.0)[1] > 0
+    assert clip_spikes(spiky, spike_ratio=None)[0] is spiky
+    for kwargs in ({"spike_ratio": 0.0}, {"percentiles": (99.0, 1.0)}):
+        with pytest.raises(ValueError, match="spike_ratio must be positive"):
+            clip_spikes(vol, **kwargs)
+
+
+@pytest.mark.slow
+def test_spikes_do_not_derail_the_registration(tpl, caplog):
+    """Five voxels at 1000x the maximum flatten Mattes' histogram: without the clipping the alignment is far off;
+    with it, as on the clean scan. The resampled output keeps the input's values."""
+    sample = _moving(tpl, 1, True)
+    truth = np.linalg.inv(sample["warp"])
+    brain = apply_matrix(tpl.affine, np.argwhere(tpl.mask))
+    img = sample["image"]
+    spiky = img.clone()
+    candidates = torch.nonzero(img[0] > img[0].median())
+    spots = candidates[np.random.default_rng(0).choice(len(candidates), 5, replace=False)]
+    spiky[0][tuple(spots.T)] = float(img.max()) * 1000
+
+    def error(moving, **kwargs):
+        found, info = register_affine(_fixed(tpl), moving, fixed_mask=tpl.mask, return_info=True, **FAST, **kwargs)
+        return np.linalg.norm(apply_matrix(found, brain) - apply_matrix(truth, brain), axis=1).mean(), info["metric"]
+
+    clean, clean_metric = error(img)
+    clipped, _ = error(spiky)
+    kept, kept_metric = error(spiky, spike_ratio=None)
+    assert clean < 1.0 and abs(clipped - clean) < 0.1
+    assert kept > 5.0 and abs(kept_metric) < 0.01 < abs(clean_metric)  # the metric went flat
+    align = AlignToTemplated("image", template=_fixed(tpl), template_mask=tpl.mask, **FAST)
+    with caplog.at_level(logging.WARNING, logger="monai_ext.transforms.alignment"):
+        d = align({"image": spiky})
+    assert align.last_info["spikes_clipped"] > 0 and d["template_alignment"]["spikes_clipped"] > 0
+    assert re.search(r"intensities far outside the range of its other voxels \(spikes: values from 0 to "
+                     r"[0-9.e+]+\).*\(\d+ voxels in all\), clipped to \[0, ", caplog.text)
+    assert np.linalg.norm(apply_matrix(d["template_to_image"], brain) - apply_matrix(truth, brain), axis=1).mean() < 1
+    assert float(d["image"].max()) > 100 * float(img.max())  # only the registration reads the clipped copy
+    assert align({"image": img})["template_alignment"]["spikes_clipped"] == 0
 
 
 @pytest.mark.parametrize(

@@ -356,6 +356,25 @@ def _checked_rows(rows: Sequence[Mapping[str, Any]], what: str) -> list[dict[str
     return out
 
 
+def add_spikes(img: torch.Tensor, count: int, times_max: float, seed: int = 0) -> torch.Tensor:
+    """A copy of ``img`` (``(1, X, Y, Z)``, meta kept) with ``count`` voxels set to ``times_max`` times its maximum,
+    drawn (``seed``) among the voxels above its median intensity (inside the head): isolated spikes such as a
+    reconstruction glitch or a mis-scaled voxel leaves, to test what the alignment makes of them.
+
+    Raises:
+        ValueError: for a ``count`` that is not positive or above the voxels to draw from, or ``times_max`` <= 1.
+    """
+    vol = img[0]
+    candidates = torch.nonzero(vol > vol.median())
+    if not 0 < int(count) <= len(candidates) or not float(times_max) > 1:
+        raise ValueError(f"spikes: count must be in [1, {len(candidates)}] and times_max > 1, got {count!r} and "
+                         f"{times_max!r}.")
+    pick = candidates[np.random.default_rng(seed).choice(len(candidates), int(count), replace=False)]
+    out = img.clone()
+    out[0][tuple(pick.T)] = float(vol.max()) * float(times_max)
+    return out
+
+
 def _points_in_class_order(path: str | os.PathLike, names: Sequence[str], labels: np.ndarray) -> np.ndarray:
     """``(L, 3)`` RAS mm positions of a landmark file in the order of ``labels`` (NaN where the file has none)."""
     from .landmarks import read_points
@@ -576,6 +595,7 @@ class AlignmentEvaluation:
       (``space.priors()``) mapped through the alignment and the true ones (datalist key ``landmarks``);
     - ``shift_mm``: mean distance between those mapped positions and the ones the *first* variant gives (0 for
       it): how far this setting moves the alignment of the image;
+    - ``spikes_clipped``: voxels the alignment read clipped (:func:`~monai_ext.transforms.clip_spikes`);
     - ``start``, ``metric``, ``overlap``: the start kept, its Mattes value and the fraction of the template's brain
       mask inside the scan (:class:`~monai_ext.transforms.AlignToTemplated`), ``seconds`` of the registration (wall
       time of ``register``; ITK's one-off loading is done before, untimed, on the registration template), and
@@ -589,7 +609,8 @@ class AlignmentEvaluation:
 
     Args:
         space: the :class:`~monai_ext.apps.aneurysm.brain.BrainTemplateSpace` (template, mask, fiducial priors).
-        rows: ``[{"name", "datalist", "section"}]``.
+        rows: ``[{"name", "datalist", "section"}]``; with ``"spikes": {"count", "times_max"[, "seed"]}`` each image
+            of the row is aligned with intensity spikes added (:func:`add_spikes`, seed ``seed`` + its index).
         output_dir: folder of the tables.
         variants: ``{name: AlignToTemplated keyword arguments}`` (default ``{"default": {}}``); the first is the
             reference of ``shift_mm``.
@@ -621,7 +642,7 @@ class AlignmentEvaluation:
         self.info = dict(info or {})
 
     def _image(self, spec: Mapping[str, Any], item: Mapping[str, Any], aligners: Mapping[str, Any],
-               load: Any) -> list[dict[str, Any]]:
+               load: Any, index: int = 0) -> list[dict[str, Any]]:
         import time
 
         from monai_ext.transforms import apply_matrix
@@ -630,6 +651,8 @@ class AlignmentEvaluation:
         img = load({"image": item["image"]})["image"]
         affine = np.asarray(img.affine, dtype=np.float64)
         truth = _points_in_class_order(item["landmarks"], list(priors.names), np.asarray(priors.labels))
+        if spec.get("spikes"):
+            img = add_spikes(img, **spec["spikes"], seed=int(spec["spikes"].get("seed", 0)) + index)
         records, reference = [], None
         for name, aligner in aligners.items():
             t0 = time.perf_counter()
@@ -643,7 +666,8 @@ class AlignmentEvaluation:
                 "row": spec["name"], "image": Path(item["image"]).name, "variant": name,
                 "baseline_mm": float(np.nanmean(dist)), "max_mm": float(np.nanmax(dist)),
                 "shift_mm": float(np.linalg.norm(placed - reference, axis=1).mean()),
-                "start": info.get("start", ""), "metric": float(info.get("metric", float("nan"))),
+                "spikes_clipped": int(info.get("spikes_clipped", 0)), "start": info.get("start", ""),
+                "metric": float(info.get("metric", float("nan"))),
                 "overlap": float(info.get("overlap", float("nan"))), "seconds": seconds,
                 "starts": " ".join(f"{r['start']}:{r['metric']:.3f}/{r['overlap']:.2f}"
                                    for r in info.get("starts", []))})
@@ -691,7 +715,7 @@ class AlignmentEvaluation:
             if not items:
                 raise ValueError(f"row '{spec['name']}': section '{spec['section']}' of '{spec['datalist']}' is "
                                  "empty.")
-            records = [r for item in items for r in self._image(spec, item, aligners, load)]
+            records = [r for i, item in enumerate(items) for r in self._image(spec, item, aligners, load, i)]
             images.extend(records)
             table.extend(self._summary(spec, records))
             for r in table[-len(self.variants):]:

@@ -700,6 +700,39 @@ def test_alignment_evaluation_per_image_and_variant(tmp_path):
         AlignmentEvaluation(space, [{"name": "e", "datalist": datalist, "section": "empty"}], tmp_path / "e").run()
 
 
+def test_add_spikes_and_a_spiked_alignment_row(tmp_path):
+    """``spikes`` rows: the images get isolated spikes (seeded, inside the head); the alignment clips them and
+    places the fiducials as on the clean images, and without the clipping it does not."""
+    import csv
+
+    from monai_ext.apps.aneurysm import AlignmentEvaluation
+    from monai_ext.apps.aneurysm.study import add_spikes
+
+    img = MetaTensor(torch.arange(1000, dtype=torch.float32).reshape(1, 10, 10, 10), affine=torch.eye(4) * 2)
+    out = add_spikes(img, count=7, times_max=50.0, seed=3)
+    spots = out != img
+    assert int(spots.sum()) == 7 and torch.all(out[spots] == 999 * 50.0) and torch.all(img[spots] > 499.5)
+    assert torch.equal(out, add_spikes(img, 7, 50.0, seed=3)) and not torch.equal(out, add_spikes(img, 7, 50.0, 4))
+    assert torch.equal(out.affine, img.affine) and float(img.max()) == 999  # a copy, meta kept
+    for count, times in ((0, 10.0), (501, 10.0), (3, 1.0)):
+        with pytest.raises(ValueError, match="spikes: count must be in \\[1, 500\\] and times_max > 1"):
+            add_spikes(img, count, times)
+    space, datalist, items = _displaced_brains(tmp_path)
+    fast = {"shrink_factors": (2, 1), "smoothing_mm": (4.0, 0.0), "iterations": (100, 60), "bias_correction": False}
+    rows = [{"name": "clean", "datalist": datalist, "section": "test"},
+            {"name": "spiked", "datalist": datalist, "section": "test", "spikes": {"count": 5, "times_max": 1000}}]
+    AlignmentEvaluation(space, rows, tmp_path / "out", variants={"clipped": fast,
+                                                                "kept": {**fast, "spike_ratio": None}}).run()
+    with open(tmp_path / "out" / "alignment_by_image.csv") as f:
+        got = {(r["row"], r["image"], r["variant"]): r for r in csv.DictReader(f)}
+    for item in items:
+        clean, clipped = got["clean", item["image"], "clipped"], got["spiked", item["image"], "clipped"]
+        assert int(clean["spikes_clipped"]) == 0 and int(clipped["spikes_clipped"]) > 0
+        assert int(got["spiked", item["image"], "kept"]["spikes_clipped"]) == 0
+        assert float(clipped["baseline_mm"]) == pytest.approx(float(clean["baseline_mm"]), abs=0.3)
+        assert float(got["spiked", item["image"], "kept"]["baseline_mm"]) > float(clipped["baseline_mm"]) + 2.0
+
+
 @pytest.mark.parametrize("kwargs, match", [
     ({"rows": [{"name": "r", "section": "test"}]}, "lacks \\['datalist'\\]"),
     ({"variants": {}}, "variants must be a non-empty mapping"),
