@@ -308,6 +308,8 @@ def test_inference_reads_nan_voxels_only_when_asked(tmp_path, fill, caplog):
 def test_brain_inference_image_folder_and_model_meta_errors(brain, tmp_path):
     import shutil
 
+    import nibabel as nib
+
     out, _, _ = brain
     folder = tmp_path / "scans"
     folder.mkdir()
@@ -315,7 +317,13 @@ def test_brain_inference_image_folder_and_model_meta_errors(brain, tmp_path):
         shutil.copy(_brain_image(out, section)[0], folder)
     (folder / "notes.txt").write_text("not an image")
     common = {"ckpt_dir": str(out / "models"), "output_dir": str(tmp_path / "res"), "device": "cpu"}
-    run_workflow(NAME, ["inference.json"], "infer", image=str(folder), **common)
+    # a bad scan first in the folder: the others are still localised, then the run stops naming it
+    nib.save(nib.Nifti1Image(np.full((6, 7, 8), np.nan, np.float32), np.eye(4)), folder / "a_broken.nii.gz")
+    with pytest.raises(RuntimeError) as err:  # MONAI wraps the run's error; the causes name the file
+        run_workflow(NAME, ["inference.json"], "infer", image=str(folder), **common)
+    assert re.search(r"1 of 3 images could not be processed \(the results of the other 2 are written to "
+                     r".*res/inference\): '.*a_broken\.nii\.gz': ImageValidationError: .*holds 336 NaN .* rerun with "
+                     r"--fill_nonfinite true\.$", _causes(err.value), re.M)
     assert sorted(p.name for p in (tmp_path / "res" / "inference").glob("*.json")) == [
         "test_t1_000_localise.json", "test_t2_000_localise.json"]
     # a checkpoint folder without its description, or with a corrupt one: an error naming the file

@@ -462,6 +462,18 @@ def _is_image(path: Path) -> bool:
     return path.is_file() and any(name.endswith(ext) for ext in IMAGE_EXTENSIONS)
 
 
+def _innermost(error: BaseException) -> str:
+    """``"Type: message"`` of ``error`` or, when it is MONAI's wrapper of a transform's error (a ``RuntimeError``
+    "applying transform ...", which names the transform, not the file), of the first error it wraps that is not."""
+    seen = 0
+    while isinstance(error, RuntimeError) and str(error).startswith("applying transform") and seen < 20:
+        inner = error.__cause__ or error.__context__
+        if inner is None:
+            break
+        error, seen = inner, seen + 1
+    return f"{type(error).__name__}: {error}"
+
+
 def model_input_error(error: BaseException | None) -> Exception | None:
     """The :class:`~monai_ext.apps.aneurysm.transforms.ModelInputError` behind ``error`` (MONAI wraps a
     transform's error in a ``RuntimeError``), or ``None``."""
@@ -773,7 +785,12 @@ class AneurysmInference:
                 "out_of_distribution": verdict, "model": self._model_info()}
 
     def run(self) -> list[Path]:
-        """Process every item; returns the written files (and prints where they are)."""
+        """Process every item; returns the written files (and prints where they are).
+
+        An image that cannot be processed (unreadable, NaN voxels, ...) stops a run of one image with its error; in a
+        run of several, the error is logged naming the file, the other images are processed and written, and the
+        run then stops with a ``RuntimeError`` listing every image that failed and why (the first error chained).
+        """
         self.prepare()
         stems: dict[str, str] = {}
         for item in self.dataset:  # two inputs must not write the same result files
@@ -783,9 +800,18 @@ class AneurysmInference:
                                  f"'{image_stem(item['image'])}_{self.inferer.mode}.*' in {self.output_dir}; rename "
                                  "one or run them into different --output_dir folders.")
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        written = []
+        written: list[Path] = []
+        failed: list[tuple[str, Exception]] = []
         for item in self.dataset:
-            content, _ = self.process(item)
+            try:
+                content, _ = self.process(item)
+            except Exception as e:  # one bad scan of a folder must not cost the others their results
+                if len(self.dataset) == 1:
+                    raise
+                logger.error("'%s' could not be processed: %s; going on with the other images.", item["image"],
+                             _innermost(e))
+                failed.append((str(item["image"]), e))
+                continue
             stem = image_stem(item["image"])
             if self.inferer.mode == "localise" and content["landmarks"]:
                 pts = PointSet([p["name"] for p in content["landmarks"]], [p["label"] for p in content["landmarks"]],
@@ -799,4 +825,9 @@ class AneurysmInference:
             written.append(path)
         suffix = " (JSON and 3D Slicer .fcsv)" if self.inferer.mode == "localise" else ""
         print(f"{self.inferer.mode}: {len(written)} result file(s){suffix} written to {self.output_dir.resolve()}")
+        if failed:
+            listed = "; ".join(f"'{path}': {_innermost(e)}" for path, e in failed)
+            raise RuntimeError(f"{len(failed)} of {len(self.dataset)} images could not be processed (the results of "
+                               f"the other {len(written)} are written to {self.output_dir.resolve()}): {listed}"
+                               ) from failed[0][1]
         return written
