@@ -572,10 +572,11 @@ class AlignToTemplated(MapTransform):
         extremes = float(vol.min()), float(vol.max())
         vol, spikes = clip_spikes(vol, self.kwargs.get("spike_ratio", SPIKE_RATIO))
         if spikes:
-            logger.warning("the image has intensities far outside the range of its other voxels (spikes: values from "
-                           "%.4g to %.4g); the registration reads them, with every voxel beyond the image's 0.1-99.9 "
-                           "percentile range on that side (%d voxels in all), clipped to [%.4g, %.4g].", *extremes,
-                           spikes, float(vol.min()), float(vol.max()))
+            source = img.meta.get("filename_or_obj") if isinstance(img, MetaTensor) else None
+            logger.warning("the image%s has intensities far outside the range of its other voxels (spikes: values "
+                           "from %.4g to %.4g); the registration reads them, with every voxel beyond the image's "
+                           "0.1-99.9 percentile range on that side (%d voxels in all), clipped to [%.4g, %.4g].",
+                           f" '{source}'" if source else "", *extremes, spikes, float(vol.min()), float(vol.max()))
         starts: list[tuple[str, np.ndarray | None]] = [("centre_of_mass", None)]
         if self.start_tolerance_mm is not None:
             fov_centre = apply_matrix(affine, (shape - 1) / 2)

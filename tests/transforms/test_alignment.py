@@ -193,10 +193,12 @@ def test_spikes_do_not_derail_the_registration(tpl, caplog):
     assert clean < 1.0 and abs(clipped - clean) < 0.1
     assert kept > 5.0 and abs(kept_metric) < 0.01 < abs(clean_metric)  # the metric went flat
     align = AlignToTemplated("image", template=_fixed(tpl), template_mask=tpl.mask, **FAST)
+    spiky.meta["filename_or_obj"] = "/data/scan_with_spikes.nii.gz"
     with caplog.at_level(logging.WARNING, logger="monai_ext.transforms.alignment"):
         d = align({"image": spiky})
     assert align.last_info["spikes_clipped"] > 0 and d["template_alignment"]["spikes_clipped"] > 0
-    assert re.search(r"intensities far outside the range of its other voxels \(spikes: values from 0 to "
+    assert re.search(r"the image '/data/scan_with_spikes.nii.gz' has intensities far outside the range of its other "
+                     r"voxels \(spikes: values from 0 to "
                      r"[0-9.e+]+\).*\(\d+ voxels in all\), clipped to \[0, ", caplog.text)
     assert np.linalg.norm(apply_matrix(d["template_to_image"], brain) - apply_matrix(truth, brain), axis=1).mean() < 1
     assert float(d["image"].max()) > 100 * float(img.max())  # only the registration reads the clipped copy
