@@ -71,16 +71,17 @@ def clip_spikes(vol: np.ndarray, spike_ratio: float | None = SPIKE_RATIO, percen
     Mattes mutual information bins each image's intensities between its minimum and maximum: a few voxels far
     outside the tissue range (a reconstruction spike, a corrupted or mis-scaled voxel, a marker) squash every tissue
     into one or two bins, the metric goes flat (about -0.0005 instead of -0.15 to -0.3) and the registration
-    wanders; 20 voxels at 1000 times the maximum put heads cut to the AFIDs fiducials' box 7-21 mm off instead of
-    4-5 mm (bundle README, "Alignment and its limits"). With ``lo, hi`` the ``percentiles`` of ``vol`` and ``span =
-    hi - lo``, when the maximum exceeds ``hi + spike_ratio * span`` the values above ``hi`` are set to ``hi`` (and
-    likewise below ``lo`` when the minimum is under ``lo - spike_ratio * span``), as ANTs' winsorising does on every
-    image. A side without such an outlier is left untouched. The default ratio, 10, sits above the brightest tissue
-    of the aneurysm bundle's synthetic heads: on its 100 evaluation and validation images (local check,
-    2026-12-07) the maximum lay at most 6.6 spans above ``hi`` (skull and scalp cut to a box: a few bright scalp
-    voxels) and 3.6 after the registration's resampling and bias correction, so each of them registers exactly as
-    without this step; a lower ratio would clip such tissue too (which ANTs' winsorising of every image, at the
-    0.5 / 99.5 percentiles, also does; not measured here). Idempotent.
+    wanders. With ``lo, hi`` the ``percentiles`` of ``vol`` and ``span = hi - lo``, when the maximum exceeds ``hi +
+    spike_ratio * span`` the values above ``hi`` are set to ``hi`` (likewise below ``lo`` when the minimum is under
+    ``lo - spike_ratio * span``); a side without such an outlier is left untouched. Idempotent.
+
+    On the aneurysm bundle's evaluation heads cut to the AFIDs fiducials' box, 20 voxels at 1000 times the maximum
+    left 4 to 7 of each row's 8 heads more than 10 mm off; clipped, every row was as close as without spikes (results
+    file ``aneurysm/brain_alignment_spikes``, bundle README "Intensity spikes"). The default ratio, 10, sits above
+    the brightest tissue of the bundle's synthetic heads: on its 100 evaluation and validation images (local check,
+    2026-12-07) the maximum lay at most 6.6 spans above ``hi`` (a few bright scalp voxels of a head with skull cut
+    to a box), 3.6 after the registration's resampling and bias correction, so none of them is clipped. A lower
+    ratio clips such tissue too, as ANTs' ``--winsorize-image-intensities`` does on every image; not adopted.
 
     Args:
         vol: the volume (any shape, finite).
