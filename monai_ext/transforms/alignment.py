@@ -469,8 +469,9 @@ class AlignToTemplated(MapTransform):
     template-fixed run from it 3-20 mm, against 3-5 mm for the other starts (local experiment). The fallback above
     reuses the swapped run (not run twice).
     The input's isolated intensity spikes are clipped (:func:`clip_spikes`, ``spike_ratio`` in ``kwargs``, a
-    warning logged), then it is brought to the registration grid (block means, smoothing) and bias-corrected, once
-    for all starts; the resampled output is the input itself, not clipped.
+    warning logged naming the file), then it is brought to the registration grid (block means, smoothing) and
+    bias-corrected, once for all starts. With ``clip_output`` the first key's output is resampled from the clipped
+    values too (a model reading it never sees the spikes); the other keys (e.g. labels) are never clipped.
     ``data[info_key]`` (and ``last_info``) records the kept start, its metric, overlap, iterations and seconds,
     the seconds of that preparation (``"preparation_seconds"``), the number of voxels clipped as spikes
     (``"spikes_clipped"``) and every start tried (``"starts"``).
@@ -497,6 +498,8 @@ class AlignToTemplated(MapTransform):
         inverse_start_overlap: start one more template-fixed run from the swapped registration when the best start
             keeps less than this fraction of the template mask inside the scan (see above; ``None``: never, ``1``:
             whenever part of it lies outside).
+        clip_output: resample the first key from its values with the spikes clipped, when the registration found
+            any (see above; ``False``: from the input as it is).
         kwargs: :func:`register_affine` arguments (``transform``, ``shrink_factors``, ``sampling``, ...).
 
     Raises:
@@ -511,7 +514,7 @@ class AlignToTemplated(MapTransform):
                  matrix_key: str = "template_to_image", allow_missing_keys: bool = False,
                  info_key: str | None = "template_alignment", start_tolerance_mm: float | None = 10.0,
                  min_overlap: float = 0.5, head_height_mm: float | None = 170.0, inverse_fallback: bool = True,
-                 inverse_start_overlap: float | None = 0.95, **kwargs: Any) -> None:
+                 inverse_start_overlap: float | None = 0.95, clip_output: bool = True, **kwargs: Any) -> None:
         super().__init__(keys, allow_missing_keys)
         if (spatial_size is None) != (output_affine is None):
             raise ValueError("give both spatial_size and output_affine, or neither.")
@@ -534,7 +537,9 @@ class AlignToTemplated(MapTransform):
         self.spatial_size = tuple(int(s) for s in (spatial_size or template.shape[-3:]))
         self.output_affine = np.asarray(output_affine if output_affine is not None else t_affine, np.float64)
         self.mask_key, self.matrix_key, self.kwargs = mask_key, matrix_key, kwargs
+        self.clip_output = bool(clip_output)
         self.last_info: dict[str, Any] = {}
+        self._spike_range: tuple[float, float] | None = None
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -542,10 +547,14 @@ class AlignToTemplated(MapTransform):
         for key in self.key_iterator(d):
             img = d[key]
             affine = np.asarray(img.affine, np.float64) if isinstance(img, MetaTensor) else np.eye(4)
+            source = img
             if matrix is None:
                 first = (img, affine)
                 matrix = self.register(img, affine)
-            out = resample_to_grid(img, affine, matrix, self.spatial_size, self.output_affine)
+                if self.clip_output and self._spike_range is not None:  # the spikes clipped as the registration read
+                    source = img.clamp(*self._spike_range) if isinstance(img, torch.Tensor) else np.clip(
+                        img, *self._spike_range)
+            out = resample_to_grid(source, affine, matrix, self.spatial_size, self.output_affine)
             meta = dict(img.meta) if isinstance(img, MetaTensor) else {}
             meta.update(original_affine=torch.as_tensor(affine), template_to_image=torch.as_tensor(matrix),
                         affine=torch.as_tensor(self.output_affine), spatial_shape=np.asarray(self.spatial_size))
@@ -572,6 +581,7 @@ class AlignToTemplated(MapTransform):
         vol, _ = _volume(img, affine, "image")
         extremes = float(vol.min()), float(vol.max())
         vol, spikes = clip_spikes(vol, self.kwargs.get("spike_ratio", SPIKE_RATIO))
+        self._spike_range = (float(vol.min()), float(vol.max())) if spikes else None
         if spikes:
             source = img.meta.get("filename_or_obj") if isinstance(img, MetaTensor) else None
             logger.warning("the image%s has intensities far outside the range of its other voxels (spikes: values "

@@ -173,7 +173,7 @@ def test_clip_spikes_clips_only_isolated_outliers():
 @pytest.mark.slow
 def test_spikes_do_not_derail_the_registration(tpl, caplog):
     """Five voxels at 1000x the maximum flatten Mattes' histogram: without the clipping the alignment is far off;
-    with it, as on the clean scan. The resampled output keeps the input's values."""
+    with it, as on the clean scan. The resampled output is clipped too, unless ``clip_output=False``."""
     sample = _moving(tpl, 1, True)
     truth = np.linalg.inv(sample["warp"])
     brain = apply_matrix(tpl.affine, np.argwhere(tpl.mask))
@@ -201,8 +201,16 @@ def test_spikes_do_not_derail_the_registration(tpl, caplog):
                      r"voxels \(spikes: values from 0 to "
                      r"[0-9.e+]+\).*\(\d+ voxels in all\), clipped to \[0, ", caplog.text)
     assert np.linalg.norm(apply_matrix(d["template_to_image"], brain) - apply_matrix(truth, brain), axis=1).mean() < 1
-    assert float(d["image"].max()) > 100 * float(img.max())  # only the registration reads the clipped copy
-    assert align({"image": img})["template_alignment"]["spikes_clipped"] == 0
+    # the output is resampled from the clipped values; the spikes stay with clip_output=False
+    hi = float(np.percentile(np.asarray(spiky), 99.9))
+    assert float(d["image"].max()) <= hi + 1e-3 and float(d["image"].max()) > 0.5 * float(img.max())
+    kept = AlignToTemplated("image", template=_fixed(tpl), template_mask=tpl.mask, clip_output=False, **FAST)
+    d_kept = kept({"image": spiky})
+    assert float(d_kept["image"].max()) > 100 * float(img.max())
+    np.testing.assert_allclose(d_kept["template_to_image"], d["template_to_image"])  # the same registration
+    clean = align({"image": img})
+    assert clean["template_alignment"]["spikes_clipped"] == 0
+    assert float(clean["image"].max()) > hi  # no spike: nothing clipped, the brightest tissue kept
 
 
 @pytest.mark.parametrize(
