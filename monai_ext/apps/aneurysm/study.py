@@ -620,8 +620,9 @@ class AlignmentEvaluation:
         info: settings recorded in ``study.json`` and ``results.json``.
 
     Raises:
-        ValueError: for a row without ``name`` / ``datalist`` / ``section``, no variant, a variant that is not a
-            mapping, or thresholds that are not positive; at run time for an empty section.
+        ValueError: for a row without ``name`` / ``datalist`` / ``section`` or with ``spikes`` of other keys, no
+            variant, a variant that is not a mapping, or thresholds that are not positive; at run time for an empty
+            section.
     """
 
     def __init__(self, space: Any, rows: Sequence[Mapping[str, Any]], output_dir: str | os.PathLike,
@@ -629,6 +630,12 @@ class AlignmentEvaluation:
                  far_mm: float = 10.0, moved_mm: float = 0.1, info: Mapping[str, Any] | None = None) -> None:
         self.space, self.output_dir = space, Path(output_dir)
         self.rows = _checked_rows(rows, "alignment")
+        for r in self.rows:
+            spikes = r.get("spikes")
+            if spikes and (not isinstance(spikes, Mapping) or not {"count", "times_max"} <= set(spikes)
+                           or not set(spikes) <= {"count", "times_max", "seed"}):
+                raise ValueError(f"alignment row '{r['name']}': spikes must be {{'count', 'times_max'[, 'seed']}}, "
+                                 f"got {spikes!r}.")
         variants = {"default": {}} if variants is None else variants
         if not isinstance(variants, Mapping) or not variants:
             raise ValueError(f"variants must be a non-empty mapping {{name: aligner arguments}}, got {variants!r}.")
@@ -651,8 +658,9 @@ class AlignmentEvaluation:
         img = load({"image": item["image"]})["image"]
         affine = np.asarray(img.affine, dtype=np.float64)
         truth = _points_in_class_order(item["landmarks"], list(priors.names), np.asarray(priors.labels))
-        if spec.get("spikes"):
-            img = add_spikes(img, **spec["spikes"], seed=int(spec["spikes"].get("seed", 0)) + index)
+        spikes = spec.get("spikes")
+        if spikes:
+            img = add_spikes(img, spikes["count"], spikes["times_max"], seed=int(spikes.get("seed", 0)) + index)
         records, reference = [], None
         for name, aligner in aligners.items():
             t0 = time.perf_counter()

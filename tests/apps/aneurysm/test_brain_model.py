@@ -720,7 +720,9 @@ def test_add_spikes_and_a_spiked_alignment_row(tmp_path):
     space, datalist, items = _displaced_brains(tmp_path)
     fast = {"shrink_factors": (2, 1), "smoothing_mm": (4.0, 0.0), "iterations": (100, 60), "bias_correction": False}
     rows = [{"name": "clean", "datalist": datalist, "section": "test"},
-            {"name": "spiked", "datalist": datalist, "section": "test", "spikes": {"count": 5, "times_max": 1000}}]
+            {"name": "spiked", "datalist": datalist, "section": "test", "spikes": {"count": 5, "times_max": 1000}},
+            {"name": "seeded", "datalist": datalist, "section": "test",
+             "spikes": {"count": 5, "times_max": 1000, "seed": 7}}]
     AlignmentEvaluation(space, rows, tmp_path / "out", variants={"clipped": fast,
                                                                 "kept": {**fast, "spike_ratio": None}}).run()
     with open(tmp_path / "out" / "alignment_by_image.csv") as f:
@@ -731,10 +733,15 @@ def test_add_spikes_and_a_spiked_alignment_row(tmp_path):
         assert int(got["spiked", item["image"], "kept"]["spikes_clipped"]) == 0
         assert float(clipped["baseline_mm"]) == pytest.approx(float(clean["baseline_mm"]), abs=0.3)
         assert float(got["spiked", item["image"], "kept"]["baseline_mm"]) > float(clipped["baseline_mm"]) + 2.0
+        assert int(got["seeded", item["image"], "clipped"]["spikes_clipped"]) > 0  # a row's own seed is taken
 
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"rows": [{"name": "r", "section": "test"}]}, "lacks \\['datalist'\\]"),
+    ({"rows": [{"name": "r", "datalist": "d.json", "section": "t", "spikes": {"count": 5}}]},
+     "row 'r': spikes must be"),
+    ({"rows": [{"name": "r", "datalist": "d.json", "section": "t", "spikes": {"count": 5, "times_max": 9, "n": 1}}]},
+     "row 'r': spikes must be"),
     ({"variants": {}}, "variants must be a non-empty mapping"),
     ({"variants": {"a": [1, 2]}}, "variant 'a': aligner arguments must be a mapping"),
     ({"far_mm": 0.0}, "far_mm and moved_mm must be positive"),
