@@ -472,9 +472,10 @@ class AlignToTemplated(MapTransform):
     warning logged naming the file), then it is brought to the registration grid (block means, smoothing) and
     bias-corrected, once for all starts. With ``clip_output`` the first key's output is resampled from the clipped
     values too (a model reading it never sees the spikes); the other keys (e.g. labels) are never clipped.
-    ``data[info_key]`` (and ``last_info``) records the kept start, its metric, overlap, iterations and seconds,
-    the seconds of that preparation (``"preparation_seconds"``), the number of voxels clipped as spikes
-    (``"spikes_clipped"``) and every start tried (``"starts"``).
+    ``data[info_key]`` (and ``last_info``, see :meth:`register`) records the kept start, its metric, overlap,
+    iterations and seconds, the seconds of that preparation (``"preparation_seconds"``), the number of voxels
+    clipped as spikes (``"spikes_clipped"``) and every start tried (``"starts"``). A call keeps no per-call state
+    on the instance: one transform may serve several threads at once (a ``CacheDataset`` with ``num_workers``).
 
     Args:
         keys: image keys (the first is registered; the others share its matrix).
@@ -538,22 +539,21 @@ class AlignToTemplated(MapTransform):
         self.output_affine = np.asarray(output_affine if output_affine is not None else t_affine, np.float64)
         self.mask_key, self.matrix_key, self.kwargs = mask_key, matrix_key, kwargs
         self.clip_output = bool(clip_output)
-        self.last_info: dict[str, Any] = {}
-        self._spike_range: tuple[float, float] | None = None
+        self.last_info: dict[str, Any] = {}  # the most recent call's record (see register)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
-        matrix, first = None, None
+        matrix, first, info = None, None, {}
         for key in self.key_iterator(d):
             img = d[key]
             affine = np.asarray(img.affine, np.float64) if isinstance(img, MetaTensor) else np.eye(4)
             source = img
             if matrix is None:
                 first = (img, affine)
-                matrix = self.register(img, affine)
-                if self.clip_output and self._spike_range is not None:  # the spikes clipped as the registration read
-                    source = img.clamp(*self._spike_range) if isinstance(img, torch.Tensor) else np.clip(
-                        img, *self._spike_range)
+                matrix, info, clip_range = self._register(img, affine)
+                self.last_info = info
+                if self.clip_output and clip_range is not None:  # the spikes clipped as the registration read them
+                    source = img.clamp(*clip_range) if isinstance(img, torch.Tensor) else np.clip(img, *clip_range)
             out = resample_to_grid(source, affine, matrix, self.spatial_size, self.output_affine)
             meta = dict(img.meta) if isinstance(img, MetaTensor) else {}
             meta.update(original_affine=torch.as_tensor(affine), template_to_image=torch.as_tensor(matrix),
@@ -562,7 +562,7 @@ class AlignToTemplated(MapTransform):
         if matrix is not None:
             d[self.matrix_key] = matrix
             if self.info_key is not None:
-                d[self.info_key] = dict(self.last_info)
+                d[self.info_key] = dict(info)
             if self.brain_mask is not None:
                 m_aff = np.asarray(self.brain_mask.affine, np.float64)
                 m = resample_to_grid(self.brain_mask, m_aff, np.eye(4), self.spatial_size, self.output_affine) > 0.5
@@ -571,8 +571,24 @@ class AlignToTemplated(MapTransform):
         return d
 
 
-    def register(self, img: NdarrayOrTensor, affine: np.ndarray) -> np.ndarray:
-        """Template-to-input matrix of ``img`` (voxel-to-world ``affine``), from up to four starts (see above)."""
+    def register(self, img: NdarrayOrTensor, affine: np.ndarray,
+                 return_info: bool = False) -> np.ndarray | tuple[np.ndarray, dict[str, Any]]:
+        """Template-to-input matrix of ``img`` (voxel-to-world ``affine``), from up to four starts (see above).
+
+        With ``return_info``, ``(matrix, record)``: the alignment record the class docstring describes. The record
+        is also kept in ``last_info``, which holds the most recent call's record only: with one transform shared by
+        several threads (e.g. ``CacheDataset(num_workers=...)``, which caches deterministic transforms in a thread
+        pool), read the record returned here or the one written to ``data[info_key]``, never ``last_info``. The
+        calls themselves keep no per-call state on the instance and may run concurrently.
+        """
+        matrix, info, _ = self._register(img, affine)
+        self.last_info = info
+        return (matrix, dict(info)) if return_info else matrix
+
+    def _register(self, img: NdarrayOrTensor,
+                  affine: np.ndarray) -> tuple[np.ndarray, dict[str, Any], tuple[float, float] | None]:
+        """``(matrix, record, clip range)``: :meth:`register`'s result and, when spikes were clipped, the
+        ``(low, high)`` range the registration read the input in (else ``None``); nothing is stored on ``self``."""
         t_vol, t_aff = _volume(self.template, None, "template")
         t_mask = (np.asarray(convert_to_tensor(self.template_mask, track_meta=False).cpu()).reshape(t_vol.shape) > 0.5
                   if self.template_mask is not None else t_vol > 0)
@@ -581,7 +597,7 @@ class AlignToTemplated(MapTransform):
         vol, _ = _volume(img, affine, "image")
         extremes = float(vol.min()), float(vol.max())
         vol, spikes = clip_spikes(vol, self.kwargs.get("spike_ratio", SPIKE_RATIO))
-        self._spike_range = (float(vol.min()), float(vol.max())) if spikes else None
+        clip_range = (float(vol.min()), float(vol.max())) if spikes else None
         if spikes:
             source = img.meta.get("filename_or_obj") if isinstance(img, MetaTensor) else None
             logger.warning("the image%s has intensities far outside the range of its other voxels (spikes: values "
@@ -643,11 +659,11 @@ class AlignToTemplated(MapTransform):
             runs.append(record("inverse", *inverse()))
             if runs[-1]["overlap"] >= self.min_overlap:
                 best = runs[-1]
-        self.last_info = {k: v for k, v in best.items() if k != "matrix"}
-        self.last_info["preparation_seconds"] = prepared
-        self.last_info["spikes_clipped"] = spikes
-        self.last_info["starts"] = [{k: v for k, v in r.items() if k != "matrix"} for r in runs]
-        return np.asarray(best["matrix"])
+        info = {k: v for k, v in best.items() if k != "matrix"}
+        info["preparation_seconds"] = prepared
+        info["spikes_clipped"] = spikes
+        info["starts"] = [{k: v for k, v in r.items() if k != "matrix"} for r in runs]
+        return np.asarray(best["matrix"]), info, clip_range
 
     def _head_top_start(self, vol: np.ndarray, affine: np.ndarray, template_centre: np.ndarray) -> np.ndarray | None:
         """The third start (see above): a translation putting ``template_centre`` at the centre of mass of the

@@ -213,6 +213,42 @@ def test_spikes_do_not_derail_the_registration(tpl, caplog):
     assert float(clean["image"].max()) > hi  # no spike: nothing clipped, the brightest tissue kept
 
 
+@pytest.mark.slow
+def test_align_to_template_keeps_no_per_call_state(tpl, monkeypatch):
+    """One transform serving two images at once (``CacheDataset(num_workers=2)`` runs it in a thread pool): each
+    output and record is its own image's. Made deterministic by running a clean image's whole call inside the
+    spiky image's registration (what a second thread may do); the spike range and the record used to be kept on
+    the instance between the registration and the resampling, so the spiky output came out unclipped."""
+    import monai_ext.transforms.alignment as alignment
+
+    img = _moving(tpl, 1, True)["image"]
+    spiky = img.clone()
+    spiky[0, 10, 12, 9] = float(img.max()) * 1000
+    align = AlignToTemplated("image", template=_fixed(tpl), template_mask=tpl.mask, start_tolerance_mm=None,
+                             head_height_mm=None, inverse_start_overlap=None, **FAST)
+    alone = {"spiky": align({"image": spiky}), "clean": align({"image": img})}
+    register, inner = alignment.register_affine, {}
+
+    def interleaved(*args, **kwargs):
+        if not inner:  # the first registration (the spiky image's): the clean image's call runs meanwhile
+            inner["clean"] = None
+            inner["clean"] = align({"image": img})
+        return register(*args, **kwargs)
+
+    monkeypatch.setattr(alignment, "register_affine", interleaved)
+    outer = align({"image": spiky})
+    for name, d in (("spiky", outer), ("clean", inner["clean"])):
+        np.testing.assert_allclose(d["template_to_image"], alone[name]["template_to_image"])
+        torch.testing.assert_close(d["image"], alone[name]["image"])
+        assert d["template_alignment"]["spikes_clipped"] == alone[name]["template_alignment"]["spikes_clipped"]
+    assert outer["template_alignment"]["spikes_clipped"] > 0 == inner["clean"]["template_alignment"]["spikes_clipped"]
+    assert float(outer["image"].max()) < 2 * float(img.max())  # the spiky image's own clip range
+    # register(return_info=True) hands the record back instead of leaving it on the instance only
+    matrix, info = align.register(spiky, np.asarray(spiky.affine), return_info=True)
+    np.testing.assert_allclose(matrix, alone["spiky"]["template_to_image"])
+    assert info["spikes_clipped"] > 0 and info == align.last_info and info is not align.last_info
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [({"transform": "rigid"}, "transform must be"), ({"sampling": 0.0}, "sampling must be"),

@@ -664,9 +664,8 @@ class AlignmentEvaluation:
         records, reference = [], None
         for name, aligner in aligners.items():
             t0 = time.perf_counter()
-            matrix = aligner.register(img, affine)
+            matrix, info = aligner.register(img, affine, return_info=True)
             seconds = time.perf_counter() - t0
-            info = aligner.last_info
             placed = apply_matrix(matrix, np.asarray(priors.positions, dtype=np.float64))
             reference = placed if reference is None else reference
             dist = np.linalg.norm(placed - truth, axis=1)
