@@ -432,6 +432,14 @@ def test_brain_evaluate_writes_the_evidence_table(brain, tmp_path):
     record = json.loads((tmp_path / "brain_evaluation" / "results.json").read_text())
     assert record["provenance"]["cpu"] and record["info"]["model"]["template"].startswith("MNI152")
     assert (tmp_path / "brain_evaluation" / "study.json").is_file()
+    # brain_compare.json (CLI): evaluations side by side; here the same one twice, so both columns are this run's
+    evaluated_dir = str(tmp_path / "brain_evaluation")
+    run_bundle_cli(NAME, ["brain_compare.json"], {"output_dir": str(tmp_path / "brain_compare"),
+                                                  "evaluations": {"a": evaluated_dir, "b": evaluated_dir}})
+    with open(tmp_path / "brain_compare" / "localisation_by_row_runs.csv") as f:
+        side = {r["row"]: r for r in csv.DictReader(f)}
+    for r in rows:
+        assert side[r["row"]]["model_mm_a"] == side[r["row"]]["model_mm_b"] == r["model_mm"]
     # brain_alignment.json (CLI, no model): the alignment alone gives the evaluation's baseline on the same images
     # (one setting, two rows: a box cut and a whole head, in the order of the config's rows)
     sections = ["test_t1_skull", "test_displaced"]

@@ -22,6 +22,7 @@ from .evaluation import (
     confusion_matrix,
     left_right_mirror_labels,
     localise_landmarks,
+    recentred_priors,
     search_batch_size,
 )
 from .inference import (
@@ -59,6 +60,7 @@ from .study import (
     LocalisationStudy,
     TransferStudy,
     ValidationReport,
+    compare_evaluations,
     load_weights,
     replace_head,
     write_summary,
@@ -104,6 +106,7 @@ __all__ = [
     "resolve_inference_datalist",
     "AneurysmInference",
     "AneurysmSeedStudy",
+    "compare_evaluations",
     "LandmarkPatchesd",
     "LandmarkPriorsWriter",
     "LoadLandmarkCased",
@@ -133,6 +136,7 @@ __all__ = [
     "load_natural_images",
     "left_right_mirror_labels",
     "localise_landmarks",
+    "recentred_priors",
     "normalize_intensity",
     "points_to_voxels",
     "predict",

@@ -367,6 +367,10 @@ class TriPlanarPointInferer(Inferer):
             as ``search.mirror_labels`` when its held-out data chose it).
         mirror_coarse: with ``mirror_labels``, mirror-average the coarse lattice too (``True``) or only from the
             refinement on (``False``; the description's ``search.mirror_coarse``, chosen with it).
+        recentre: search twice, the second time around the priors mapped by an affine fit of the first search's
+            positions (see :func:`~monai_ext.apps.aneurysm.evaluation.localise_landmarks`; the description's
+            ``search.recentre``; the aneurysm bundle's ``inference.json`` turns it on for a model in template space,
+            such as the brain model, when the description does not say).
 
     Raises:
         ValueError: for an unknown ``mode``, or missing points/priors at call time.
@@ -376,7 +380,8 @@ class TriPlanarPointInferer(Inferer):
                  search_radius: float = 10.0, search_step: float = 3.0, refine_radius: float = 2.0,
                  batch_size: int | None = None, method: str = "coarse_to_fine", top_k: int = 2,
                  prior_sigma_mm: float | None = None, score: str = "probability",
-                 mirror_labels: Sequence[int] | None = None, mirror_coarse: bool = True) -> None:
+                 mirror_labels: Sequence[int] | None = None, mirror_coarse: bool = True,
+                 recentre: bool = False) -> None:
         super().__init__()
         if mode not in ("classify", "localise"):
             raise ValueError(f"mode must be 'classify' or 'localise', got {mode!r}.")
@@ -388,6 +393,7 @@ class TriPlanarPointInferer(Inferer):
         self.prior_sigma_mm, self.score = prior_sigma_mm, score
         self.mirror_labels = None if mirror_labels is None else [int(v) for v in mirror_labels]
         self.mirror_coarse = as_bool(mirror_coarse, "mirror_coarse")
+        self.recentre = as_bool(recentre, "recentre")
 
     @torch.no_grad()
     def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any,
@@ -410,7 +416,7 @@ class TriPlanarPointInferer(Inferer):
                                        self.patch_size, self.extent_mm, self.batch_size, self.refine_radius,
                                        method=self.method, top_k=self.top_k, prior_sigma_mm=self.prior_sigma_mm,
                                        score=self.score, mirror_labels=self.mirror_labels,
-                                       mirror_coarse=self.mirror_coarse)
+                                       mirror_coarse=self.mirror_coarse, recentre=self.recentre)
         return torch.as_tensor(np.c_[pos, peak])
 
 
@@ -701,7 +707,8 @@ class AneurysmInference:
                 "search": {"radius": self.inferer.search_radius, "step": self.inferer.search_step,
                            "score": self.inferer.score, "prior_sigma_mm": self.inferer.prior_sigma_mm,
                            "mirror_averaging": self.inferer.mirror_labels is not None,
-                           "mirror_coarse": self.inferer.mirror_labels is not None and self.inferer.mirror_coarse}}
+                           "mirror_coarse": self.inferer.mirror_labels is not None and self.inferer.mirror_coarse,
+                           "recentre": self.inferer.recentre}}
 
     def process(self, item: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """Preprocess and run one item; returns ``(content, details)``: the JSON content written for it, and

@@ -764,6 +764,82 @@ def _image_intervals(err: np.ndarray, base: np.ndarray, spread: np.ndarray | Non
     return out
 
 
+def compare_evaluations(evaluations: Mapping[str, str | os.PathLike], output_dir: str | os.PathLike,
+                        goal_over_rater: float = 2.0, goal_top1: float = 0.90) -> list[dict[str, Any]]:
+    """Put several runs of :class:`LandmarkEvaluation` side by side, row by row (e.g. models trained with different
+    seeds, evaluated on the same test brains): the variation between runs that one table's intervals over images
+    do not show.
+
+    Writes ``<output_dir>/localisation_by_row_runs.{csv,md}`` and ``study.json``. Per row of the first run's table,
+    and per run ``<label>``: ``model_mm_<label>``, ``model_over_rater_<label>``, ``top1_<label>`` and
+    ``beats_baseline_<label>`` (1 when the 95 % interval of model - baseline lies below 0); then, over the runs,
+    ``model_over_rater_mean``, ``model_over_rater_max``, ``top1_min`` and ``meets_goals_every_run`` (1 when every
+    run is at most ``goal_over_rater`` times the rater spread with top-1 at least ``goal_top1``; issue 16's goals).
+    A row without landmarks (the out-of-distribution row) has NaN everywhere.
+
+    Args:
+        evaluations: ``{label: evaluation folder}`` (each holding ``localisation_by_row.csv``); labels are column
+            suffixes (letters, digits, ``_``).
+        output_dir: folder of the comparison.
+        goal_over_rater: the goal on the model / rater ratio.
+        goal_top1: the goal on fiducial top-1.
+
+    Raises:
+        ValueError: for fewer than two runs, or a label that is not a column suffix.
+        FileNotFoundError: naming a folder without ``localisation_by_row.csv``.
+    """
+    import re
+
+    from monai_ext.apps.runner import write_study_record
+
+    if len(evaluations) < 2:
+        raise ValueError(f"compare_evaluations needs at least two evaluations, got {len(evaluations)}.")
+    tables: dict[str, dict[str, dict[str, str]]] = {}
+    order: list[str] = []
+    for label, folder in evaluations.items():
+        if not re.fullmatch(r"[A-Za-z0-9_]+", str(label)):
+            raise ValueError(f"evaluation label {label!r} must be letters, digits and '_' (a column suffix).")
+        path = Path(folder) / "localisation_by_row.csv"
+        if not path.is_file():
+            raise FileNotFoundError(f"evaluation '{label}': no localisation_by_row.csv in '{folder}'.")
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        tables[str(label)] = {r["row"]: r for r in rows}
+        order = order or [r["row"] for r in rows]
+
+    def number(row: Mapping[str, str] | None, key: str) -> float:
+        value = (row or {}).get(key, "")
+        return float(value) if value not in ("", None) else float("nan")
+
+    out = []
+    for name in order:
+        rec: dict[str, Any] = {"row": name}
+        ratios, top1s = [], []
+        for label, table in tables.items():
+            r = table.get(name)
+            rec[f"model_mm_{label}"] = number(r, "model_mm")
+            rec[f"model_over_rater_{label}"] = number(r, "model_over_rater")
+            rec[f"top1_{label}"] = number(r, "top1")
+            high = number(r, "model_minus_baseline_ci_high")
+            rec[f"beats_baseline_{label}"] = float(high < 0) if np.isfinite(high) else float("nan")
+            ratios.append(rec[f"model_over_rater_{label}"])
+            top1s.append(rec[f"top1_{label}"])
+        ratio, top1 = np.asarray(ratios), np.asarray(top1s)
+        complete = bool(np.isfinite(ratio).all() and np.isfinite(top1).all())
+        rec["model_over_rater_mean"] = float(ratio.mean()) if complete else float("nan")
+        rec["model_over_rater_max"] = float(ratio.max()) if complete else float("nan")
+        rec["top1_min"] = float(top1.min()) if complete else float("nan")
+        rec["meets_goals_every_run"] = (float(ratio.max() <= goal_over_rater and top1.min() >= goal_top1)
+                                        if complete else float("nan"))
+        out.append(rec)
+    save_results_table(out, Path(output_dir) / "localisation_by_row_runs", precision=3,
+                       title=f"brain evaluation rows over runs {list(tables)}")
+    write_study_record(output_dir, {"study": "brain evaluations side by side",
+                                    "evaluations": {k: str(v) for k, v in evaluations.items()},
+                                    "goal_over_rater": goal_over_rater, "goal_top1": goal_top1})
+    return out
+
+
 def write_prior_selection(search: Mapping[str, Any] | None, output_dir: str | os.PathLike) -> Path | None:
     """Write ``prior_sigma_selection.{csv,md}`` (one row per candidate position prior: its median localisation error
     on the validation brains, and which one training chose) from a model description's ``search`` settings; nothing

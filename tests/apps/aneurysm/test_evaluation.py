@@ -216,6 +216,54 @@ def test_position_prior_prefers_the_nearer_of_two_look_alikes(method):
         localise_landmarks(_CentreNet(3), vol, prior[None], [1], torch.device("cpu"), prior_sigma_mm=0.0)
 
 
+def test_recentred_priors_fit_an_affine_and_leave_out_misses():
+    from monai_ext.apps.aneurysm import recentred_priors
+
+    rng = np.random.default_rng(0)
+    priors = rng.uniform(10, 90, (12, 3))
+    angle = np.deg2rad(8.0)
+    rot = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    mapped = priors @ (1.05 * rot).T + [3.0, -4.0, 2.0]
+    found = mapped.copy()
+    found[0] += [25.0, -20.0, 15.0]  # the first search missed this landmark
+    centres = recentred_priors(priors, found)
+    np.testing.assert_allclose(centres, mapped, atol=1e-6)  # the miss is left out of the fit, and re-centred too
+    # a centre mapped outside the volume keeps its prior; too few landmarks for an affine: the priors, a copy
+    shape = (100, 100, 100)
+    shifted = recentred_priors(priors, priors + [0.0, 0.0, 200.0], shape)
+    np.testing.assert_allclose(shifted, priors)
+    few = recentred_priors(priors[:7], mapped[:7])
+    np.testing.assert_allclose(few, priors[:7])
+    assert few is not priors
+    with pytest.raises(ValueError, match=r"must both be \(L, 3\)"):
+        recentred_priors(priors, found[:5])
+    with pytest.raises(ValueError, match="trim must be"):
+        recentred_priors(priors, found, trim=1.0)
+
+
+@pytest.mark.parametrize("method", ["coarse_to_fine", "exhaustive"])
+def test_recentred_search_undoes_a_shared_offset_of_the_priors(method):
+    """Eight landmarks whose priors share an offset (an alignment left a few voxels): the position prior pulls
+    every first-search answer towards its offset prior; the second search, centred by the affine fit of the first
+    one's answers, is pulled much less."""
+    vol = torch.zeros(1, 72, 72, 72)
+    zz = np.stack(np.meshgrid(*[np.arange(72)] * 3, indexing="ij"), -1)
+    true = np.array([[i, j, k] for i in (20, 46) for j in (22, 48) for k in (21, 47)], dtype=np.float64)
+    for k, p in enumerate(true, start=1):
+        vol[0] += torch.as_tensor(k * np.exp(-((zz - p) ** 2).sum(-1) / 18.0), dtype=torch.float32)
+    priors = true + [4.0, -3.0, 3.0]
+    kw = {"search_radius": 10, "step": 3, "refine_radius": 2, "prior_sigma_mm": 3.0, "method": method}
+    errors, evaluated = {}, {}
+    for recentre in (False, True):
+        net = _CentreNet(9, width=0.02)
+        pos, peak = localise_landmarks(net, vol, priors, list(range(1, 9)), torch.device("cpu"), recentre=recentre,
+                                       **kw)
+        errors[recentre], evaluated[recentre] = np.linalg.norm(pos - true, axis=1).mean(), net.evaluated
+        assert np.all(peak > 0.5)
+    assert errors[False] > 0.5 and errors[True] < 0.6 * errors[False]
+    assert evaluated[True] > 1.5 * evaluated[False]  # a second search
+
+
 # -- mirror averaging (left-right test-time augmentation) --------------------------------------------------------
 
 @pytest.mark.parametrize("patch_size, extent_mm", [(32, None), (9, None), (16, 20.0), (7, 12.0)])
@@ -401,3 +449,35 @@ def test_search_batch_size():
     with pytest.raises(ValueError, match="batch_size"):
         localise_landmarks(_random_net(), torch.zeros(1, 24, 24, 24), np.full((1, 3), 12.0), [1],
                            torch.device("cpu"), batch_size=0)
+
+
+def test_compare_evaluations_side_by_side(tmp_path):
+    """Two evaluation tables row by row: each run's numbers, the mean and worst over runs, and the goals."""
+    import csv
+
+    from monai_ext.apps.aneurysm import compare_evaluations
+
+    header = "row,model_mm,model_minus_baseline_ci_high,model_over_rater,top1\n"
+    runs = {"seed0": ["box,2.3,-2.2,2.19,0.86", "whole,1.1,-2.1,1.01,1.0", "vessels,,,,"],
+            "seed1": ["box,2.0,-2.0,1.90,0.92", "whole,1.2,0.3,1.10,0.99", "vessels,,,,"]}
+    for label, lines in runs.items():
+        (tmp_path / label).mkdir()
+        (tmp_path / label / "localisation_by_row.csv").write_text(header + "\n".join(lines) + "\n")
+    out = compare_evaluations({k: tmp_path / k for k in runs}, tmp_path / "cmp")
+    assert [r["row"] for r in out] == ["box", "whole", "vessels"]
+    box, whole, vessels = out
+    assert box["model_over_rater_seed0"] == 2.19 and box["top1_seed1"] == 0.92
+    assert box["model_over_rater_mean"] == pytest.approx(2.045) and box["model_over_rater_max"] == 2.19
+    assert box["top1_min"] == 0.86 and box["meets_goals_every_run"] == 0.0
+    assert whole["meets_goals_every_run"] == 1.0
+    assert whole["beats_baseline_seed0"] == 1.0 and whole["beats_baseline_seed1"] == 0.0
+    assert np.isnan(vessels["model_over_rater_mean"]) and np.isnan(vessels["meets_goals_every_run"])
+    with open(tmp_path / "cmp" / "localisation_by_row_runs.csv") as f:
+        assert [r["row"] for r in csv.DictReader(f)] == ["box", "whole", "vessels"]
+    assert (tmp_path / "cmp" / "study.json").is_file()
+    with pytest.raises(ValueError, match="at least two"):
+        compare_evaluations({"seed0": tmp_path / "seed0"}, tmp_path / "cmp")
+    with pytest.raises(ValueError, match="label 'seed 1'"):
+        compare_evaluations({"seed0": tmp_path / "seed0", "seed 1": tmp_path / "seed1"}, tmp_path / "cmp")
+    with pytest.raises(FileNotFoundError, match="evaluation 'x': no localisation_by_row.csv in"):
+        compare_evaluations({"seed0": tmp_path / "seed0", "x": tmp_path / "missing"}, tmp_path / "cmp")
