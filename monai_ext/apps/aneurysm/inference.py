@@ -369,8 +369,7 @@ class TriPlanarPointInferer(Inferer):
             refinement on (``False``; the description's ``search.mirror_coarse``, chosen with it).
         recentre: search twice, the second time around the priors mapped by an affine fit of the first search's
             positions (see :func:`~monai_ext.apps.aneurysm.evaluation.localise_landmarks`; the description's
-            ``search.recentre``; the aneurysm bundle's ``inference.json`` turns it on for a model in template space,
-            such as the brain model, when the description does not say).
+            ``search.recentre``, off when absent; ``--search_recentre true`` on the aneurysm bundle's command line).
 
     Raises:
         ValueError: for an unknown ``mode``, or missing points/priors at call time.
