@@ -231,7 +231,7 @@ def test_brain_inference_cli_on_an_image_path(brain, tmp_path):
                                          "prior_sigma_mm": search["prior_sigma_mm"],
                                          "mirror_averaging": search["mirror_labels"] is not None,
                                          "mirror_coarse": search["mirror_labels"] is not None
-                                         and search.get("mirror_coarse", True)}
+                                         and search.get("mirror_coarse", True), "recentre": False}
     affine = nib.load(image).affine
     probs = np.array([p["probability"] for p in result["landmarks"]])
     for p in result["landmarks"]:  # points in the input's RAS mm, voxel indices of the input's grid

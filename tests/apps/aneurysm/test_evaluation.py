@@ -262,6 +262,14 @@ def test_recentred_search_undoes_a_shared_offset_of_the_priors(method):
         assert np.all(peak > 0.5)
     assert errors[False] > 0.5 and errors[True] < 0.6 * errors[False]
     assert evaluated[True] > 1.5 * evaluated[False]  # a second search
+    # the bundle's inferer passes it on (a command line's "true" is a string)
+    from monai_ext.apps.aneurysm import TriPlanarPointInferer
+
+    inferer = TriPlanarPointInferer(search_radius=10, search_step=3, refine_radius=2, prior_sigma_mm=3.0,
+                                    method=method, recentre="true")
+    out = inferer(vol, _CentreNet(9, width=0.02), priors=priors, labels=list(range(1, 9))).numpy()
+    assert inferer.recentre is True
+    assert np.linalg.norm(out[:, :3] - true, axis=1).mean() == pytest.approx(errors[True])
 
 
 # -- mirror averaging (left-right test-time augmentation) --------------------------------------------------------
