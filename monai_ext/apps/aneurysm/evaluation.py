@@ -263,7 +263,9 @@ def localise_landmarks(net: nn.Module, image: torch.Tensor, priors: np.ndarray, 
     the published evaluation's; local experiment of 7 Dec 2026, the published brain model) it lowered the mean
     error on 33 of 44 heads, by 0.11 mm on average (from 1.72 to 1.53 mm on the 4 validation brains, 2.07 to 1.86
     on 10 whole-head PD-like heads, 2.06 to 1.93 on 10 PD-like boxes, 1.65 to 1.61 on T2-like boxes, 1.09 to 1.05
-    on skull boxes). Off by default: the second search doubles the network evaluations, and the brain model's
+    on skull boxes). On the published evaluation's rows it was closer on every scan cut to the fiducials' box and
+    further on the whole-head T1 rows (bundle README, "re-centred search"). Off by default: the second search
+    doubles the network evaluations, and the brain model's
     search would fall below its speed goal (5x the original search; ``benchmarks/bench_localisation.py``). A cheaper
     second search would re-rank the first one's points under the new prior and evaluate only the new refinement
     points. The aneurysm bundle turns it on with ``--search_recentre true`` (its README shows the effect per row).
