@@ -321,7 +321,7 @@ class LandmarkLocaliser:
             "score": inferer.score,
             "mirror_labels": inferer.mirror_labels,
             "mirror_coarse": inferer.mirror_coarse,
-            "recentre": getattr(inferer, "recentre", False),
+            "recentre": inferer.recentre,
         }
         check = None
         if meta and meta.get("feature_check"):
