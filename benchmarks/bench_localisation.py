@@ -34,8 +34,14 @@ points scored again with mirror averaging, then refined with it); the brain mode
 brains chose (``search.mirror_selection``). It prints each one's time, error and the ratio old / it; the agreement
 check stays the one between old and new.
 
+``--recentre`` adds one more run: the search of the line before it (with ``--mirror``, mirror averaging from the
+refinement on, the brain model's default) with ``recentre=True``, a second search around the priors mapped by the
+affine fit of the first search's points, which scores only the points the first search did not. ``--prior_sigma_mm``
+gives every coarse-to-fine run the Gaussian position prior (the brain model's: 4.5 mm); the second search's prior is
+centred on the mapped priors.
+
 Run: ``python benchmarks/bench_localisation.py [--checkpoint PATH] [--threads 1] [--repeats 2] [--score log_odds]
-[--mirror]``.
+[--mirror] [--recentre] [--prior_sigma_mm 4.5]``.
 """
 
 from __future__ import annotations
@@ -96,6 +102,10 @@ def main() -> None:
     p.add_argument("--score", choices=("probability", "log_odds"), default="probability",
                    help="what both searches rank points by (log_odds: as the brain model of brain.json searches)")
     p.add_argument("--mirror", action="store_true", help="also time the new search with mirror averaging")
+    p.add_argument("--recentre", action="store_true",
+                   help="also time the last new search with recentre=True (a second search around re-fitted priors)")
+    p.add_argument("--prior_sigma_mm", type=float, default=None,
+                   help="Gaussian position prior of every coarse-to-fine run (mm; the brain model's is 4.5)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -125,11 +135,16 @@ def main() -> None:
     labels = np.arange(1, len(names) + 1)
     print(f"volume {tuple(image.shape[1:])} at 1 mm, {len(labels)} landmarks, prior error "
           f"{np.linalg.norm(priors - truth, axis=1).mean():.2f} mm")
-    runs = {"old (exhaustive)": OLD, "new (coarse-to-fine)": NEW}
+    new_kw = {**NEW, "prior_sigma_mm": args.prior_sigma_mm}
+    runs = {"old (exhaustive)": OLD, "new (coarse-to-fine)": new_kw}
+    if args.prior_sigma_mm is not None:
+        print(f"every coarse-to-fine run has a position prior of sigma {args.prior_sigma_mm} mm")
     if args.mirror:
         mirror = left_right_mirror_labels(["background", *names])
-        runs["new + mirror averaging"] = {**NEW, "mirror_labels": mirror}
-        runs["new + mirror from refine"] = {**NEW, "mirror_labels": mirror, "mirror_coarse": False}
+        runs["new + mirror averaging"] = {**new_kw, "mirror_labels": mirror}
+        runs["new + mirror from refine"] = {**new_kw, "mirror_labels": mirror, "mirror_coarse": False}
+    if args.recentre:
+        runs[f"{list(runs)[-1]}, re-centred"] = {**runs[list(runs)[-1]], "recentre": True}
     best = {k: (float("inf"), float("inf")) for k in runs}
     out, counts = {}, {}
     counter = count_patches(net)
@@ -141,17 +156,18 @@ def main() -> None:
             wall, cpu = time.perf_counter() - w0, time.process_time() - c0
             best[name] = (min(best[name][0], wall), min(best[name][1], cpu))
             out[name], counts[name] = (pos, peak), counter[0]
+    width = max(24, *map(len, runs))
     for name in runs:
         pos, _ = out[name]
         err = np.linalg.norm(pos - truth, axis=1)
-        print(f"{name:24s} wall {best[name][0]:7.2f} s  cpu {best[name][1]:7.2f} s  patches {counts[name]:6d}  "
+        print(f"{name:{width}s} wall {best[name][0]:7.2f} s  cpu {best[name][1]:7.2f} s  patches {counts[name]:6d}  "
               f"error vs truth mean {err.mean():.2f} mm, median {np.median(err):.2f} mm")
     (old_pos, old_peak), (new_pos, new_peak) = out["old (exhaustive)"], out["new (coarse-to-fine)"]
     gap = np.linalg.norm(old_pos - new_pos, axis=1)
     print(f"ratio old/new: wall {best['old (exhaustive)'][0] / best['new (coarse-to-fine)'][0]:.1f}x, cpu "
           f"{best['old (exhaustive)'][1] / best['new (coarse-to-fine)'][1]:.1f}x, patches "
           f"{counts['old (exhaustive)'] / counts['new (coarse-to-fine)']:.1f}x")
-    for m in ("new + mirror averaging", "new + mirror from refine") if args.mirror else ():
+    for m in [k for k in runs if k not in ("old (exhaustive)", "new (coarse-to-fine)")]:
         print(f"ratio old/({m}): wall {best['old (exhaustive)'][0] / best[m][0]:.1f}x, cpu "
               f"{best['old (exhaustive)'][1] / best[m][1]:.1f}x, patches "
               f"{counts['old (exhaustive)'] / counts[m]:.1f}x; new/({m}): wall "

@@ -259,16 +259,18 @@ def localise_landmarks(net: nn.Module, image: torch.Tensor, priors: np.ndarray, 
     (:func:`recentred_priors`: least squares over every landmark, refitted without the quarter that fits it worst),
     and the second search is centred, its position prior included, on the mapped priors. It corrects what an
     intensity-based alignment of the whole image left (a few mm on scans cut to a box or of an unusual contrast)
-    from the landmarks themselves, and doubles the search's cost. On development heads (synthetic, seed 7, none of
-    the published evaluation's; local experiment of 7 Dec 2026, the published brain model) it lowered the mean
-    error on 33 of 44 heads, by 0.11 mm on average (from 1.72 to 1.53 mm on the 4 validation brains, 2.07 to 1.86
-    on 10 whole-head PD-like heads, 2.06 to 1.93 on 10 PD-like boxes, 1.65 to 1.61 on T2-like boxes, 1.09 to 1.05
-    on skull boxes). On the published evaluation's rows it was closer on every scan cut to the fiducials' box and
-    further on the whole-head T1 rows (bundle README, "re-centred search"). Off by default: the second search
-    doubles the network evaluations, and the brain model's
-    search would fall below its speed goal (5x the original search; ``benchmarks/bench_localisation.py``). A cheaper
-    second search would re-rank the first one's points under the new prior and evaluate only the new refinement
-    points. The aneurysm bundle turns it on with ``--search_recentre true`` (its README shows the effect per row).
+    from the landmarks themselves. With ``method="coarse_to_fine"`` the second search costs a fraction of the first:
+    its ball (radius ``search_radius`` around the mapped prior) is made of the points of the first search's lattice,
+    and every point the first search scored is read back from its scores instead of being evaluated again, then
+    ranked under the second search's own position prior (so this changes the cost, never the answer);
+    ``benchmarks/bench_localisation.py --recentre`` measures it. The exhaustive search runs whole twice. On
+    development heads (synthetic, seed 7, none of the published evaluation's; local experiment of 7 Dec 2026, the
+    published brain model, the second search then on a lattice of its own) it lowered the mean error on 33 of 44
+    heads, by 0.11 mm on average (from 1.72 to 1.53 mm on the 4 validation brains, 2.07 to 1.86 on 10 whole-head
+    PD-like heads, 2.06 to 1.93 on 10 PD-like boxes, 1.65 to 1.61 on T2-like boxes, 1.09 to 1.05 on skull boxes).
+    On the published evaluation's rows it was closer on the scans cut to the fiducials' box and further on the
+    whole-head T1 rows (bundle README, "re-centred search"), so it is off by default. The aneurysm bundle turns it
+    on with ``--search_recentre true``.
 
     ``method="exhaustive"`` (the original search): every point of the *cube* of half side ``search_radius``
     (spacing ``step``), then every unit-spaced point within ``refine_radius`` of the best one; the prediction is the
@@ -350,17 +352,19 @@ def localise_landmarks(net: nn.Module, image: torch.Tensor, priors: np.ndarray, 
     try:
         patcher = TriPlanarPatch(patch_size=patch_size, extent_mm=extent_mm)
 
-        def search(centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        cache: list[dict] = [{} for _ in range(len(labels))]  # scores of the first search, for the second
+
+        def search(centres: np.ndarray, anchors: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
             if method == "exhaustive":
                 return _localise_exhaustive(net, patcher, image, centres, labels, device, search_radius, step,
                                             batch_size, refine_radius, fmt, rank, mirror, mirror_coarse)
             return _localise_coarse_to_fine(net, patcher, image, centres, labels, device, search_radius,
                                             max(1, int(round(step))), batch_size, top_k, fmt, rank, mirror,
-                                            mirror_coarse)
+                                            mirror_coarse, cache=cache, anchors=anchors)
 
         found = search(priors)
         if recentre:
-            found = search(recentred_priors(priors, found[0], image.shape[1:]))
+            found = search(recentred_priors(priors, found[0], image.shape[1:]), anchors=np.round(priors))
         return found
     finally:
         net.to(memory_format=torch.contiguous_format)
@@ -442,9 +446,21 @@ def _localise_coarse_to_fine(net: nn.Module, patcher: TriPlanarPatch, image: tor
                              labels: np.ndarray, device: torch.device, search_radius: float, step: int,
                              batch_size: int, top_k: int, fmt: torch.memory_format,
                              rank: Callable[..., np.ndarray], mirror: np.ndarray | None = None,
-                             mirror_coarse: bool = True) -> tuple[np.ndarray, np.ndarray]:
+                             mirror_coarse: bool = True, cache: list[dict] | None = None,
+                             anchors: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The coarse-to-fine search of :func:`localise_landmarks`.
+
+    ``cache`` (one dict per landmark, filled here): the classifier's scores of points evaluated before, keyed by
+    ``(mirror averaged, point)``; a point found there is not evaluated again. Only the points this search asks for
+    are ranked (under its own ``priors``), so a cache changes what the search costs, never what it returns.
+    ``anchors`` (``(L, 3)`` voxels): put the coarse lattice of each landmark on the lattice through its anchor (the
+    ball of radius ``search_radius`` around ``round(priors)`` is then made of the points of that lattice), so that
+    a second search near the first one meets the points that the first one evaluated; ``None``: the lattice
+    through ``round(priors)``.
+    """
     shape = np.asarray(image.shape[1:])
     n = len(priors)
+    cache = [{} for _ in range(n)] if cache is None else cache
     seen: list[dict[tuple[int, int, int], tuple[float, float]]] = [{} for _ in range(n)]
 
     def inside(pts: np.ndarray) -> np.ndarray:
@@ -452,16 +468,24 @@ def _localise_coarse_to_fine(net: nn.Module, patcher: TriPlanarPatch, image: tor
 
     def evaluate(requests: list[np.ndarray], mirror: np.ndarray | None = mirror) -> None:
         """Probabilities of the not yet evaluated points of every landmark, all landmarks in one batch stream."""
-        owner, pts = [], []
+        flag = mirror is not None
+        owner, pts, todo = [], [], []
         for i, req in enumerate(requests):
-            new = {tuple(int(v) for v in p) for p in inside(req)} - seen[i].keys()
+            new = list({tuple(int(v) for v in p) for p in inside(req)} - seen[i].keys())  # the set's order
+            todo.extend(k for k in range(len(pts), len(pts) + len(new)) if (flag, new[k - len(pts)]) not in cache[i])
             pts.extend(new)
             owner.extend([i] * len(new))
         if not pts:
             return
         centres = np.asarray(pts, dtype=np.float64)
-        prob, odds = _scores(net, patcher, image, centres, labels[np.asarray(owner)], device, batch_size, fmt,
-                             mirror)
+        if todo:  # the network only for points no search has scored yet
+            idx = np.asarray(todo)
+            p_new, o_new = _scores(net, patcher, image, centres[idx], labels[np.asarray(owner)[idx]], device,
+                                   batch_size, fmt, mirror)
+            for k, p, o in zip(todo, p_new, o_new, strict=True):
+                cache[owner[k]][(flag, pts[k])] = (float(p), float(o))
+        prob = np.array([cache[i][(flag, p)][0] for i, p in zip(owner, pts, strict=True)])
+        odds = np.array([cache[i][(flag, p)][1] for i, p in zip(owner, pts, strict=True)])
         owners = np.asarray(owner)
         ranked = np.zeros(len(centres))
         for i in np.unique(owners):
@@ -470,9 +494,16 @@ def _localise_coarse_to_fine(net: nn.Module, patcher: TriPlanarPatch, image: tor
         for i, p, q, r in zip(owner, pts, prob, ranked, strict=True):
             seen[i][p] = (float(r), float(q))  # (log ranking score, classifier probability)
 
-    ball = _ball_offsets(search_radius, step)
     starts = np.round(priors).astype(np.int64)
-    evaluate([s + ball for s in starts], mirror if mirror_coarse else None)
+    if anchors is None:
+        ball = _ball_offsets(search_radius, step)
+        coarse = [s + ball for s in starts]
+    else:  # the ball around each start, made of the points of the lattice through the anchor
+        wide = _ball_offsets(search_radius + step, step)
+        base = [a + step * np.round((s - a) / step) for s, a in zip(starts, np.round(anchors), strict=True)]
+        coarse = [(b + wide)[np.linalg.norm(b + wide - s, axis=1) <= search_radius + 1e-6].astype(np.int64)
+                  for b, s in zip(base, starts, strict=True)]
+    evaluate(coarse, mirror if mirror_coarse else None)
     for i in range(n):
         if not seen[i]:
             raise _outside_error(int(labels[i]), priors[i], shape)

@@ -777,6 +777,13 @@ def compare_evaluations(evaluations: Mapping[str, str | os.PathLike], output_dir
     run is at most ``goal_over_rater`` times the rater spread with top-1 at least ``goal_top1``; issue 16's goals).
     A row without landmarks (the out-of-distribution row) has NaN everywhere.
 
+    When the first run and a later run ``<label>`` both hold ``localisation_by_image.csv`` (the same test images):
+    the paired comparison over the row's images that both processed, ``<label>`` minus the first run, mean error in
+    mm: ``paired_mm_<label>`` with its 95 % t interval ``paired_ci_low_<label>`` / ``paired_ci_high_<label>``,
+    ``images_closer_<label>`` (images with a lower error than in the first run) and ``paired_images_<label>``; NaN
+    where either table is missing or a row has no such images. Runs on different models differ in more than the
+    images, so for them this is the first run's image-to-image spread, not a test of a method.
+
     Args:
         evaluations: ``{label: evaluation folder}`` (each holding ``localisation_by_row.csv``); labels are column
             suffixes (letters, digits, ``_``).
@@ -787,6 +794,7 @@ def compare_evaluations(evaluations: Mapping[str, str | os.PathLike], output_dir
     Raises:
         ValueError: for fewer than two runs, or a label that is not a column suffix.
         FileNotFoundError: naming a folder without ``localisation_by_row.csv``.
+        ValueError: when a ``localisation_by_image.csv`` lists an image twice in a row.
     """
     import re
 
@@ -806,6 +814,9 @@ def compare_evaluations(evaluations: Mapping[str, str | os.PathLike], output_dir
             rows = list(csv.DictReader(f))
         tables[str(label)] = {r["row"]: r for r in rows}
         order = order or [r["row"] for r in rows]
+    per_image = {str(label): _errors_by_image(Path(folder) / "localisation_by_image.csv", str(label))
+                 for label, folder in evaluations.items()}
+    first = next(iter(tables))
 
     def number(row: Mapping[str, str] | None, key: str) -> float:
         value = (row or {}).get(key, "")
@@ -831,6 +842,8 @@ def compare_evaluations(evaluations: Mapping[str, str | os.PathLike], output_dir
         rec["top1_min"] = float(top1.min()) if complete else float("nan")
         rec["meets_goals_every_run"] = (float(ratio.max() <= goal_over_rater and top1.min() >= goal_top1)
                                         if complete else float("nan"))
+        for label in list(tables)[1:]:
+            rec.update(_paired_row((per_image[first] or {}).get(name), (per_image[label] or {}).get(name), label))
         out.append(rec)
     save_results_table(out, Path(output_dir) / "localisation_by_row_runs", precision=3,
                        title=f"brain evaluation rows over runs {list(tables)}")
@@ -838,6 +851,41 @@ def compare_evaluations(evaluations: Mapping[str, str | os.PathLike], output_dir
                                     "evaluations": {k: str(v) for k, v in evaluations.items()},
                                     "goal_over_rater": goal_over_rater, "goal_top1": goal_top1})
     return out
+
+
+def _errors_by_image(path: Path, label: str) -> dict[str, dict[str, float]] | None:
+    """``{row: {image: model_mm}}`` of an evaluation's ``localisation_by_image.csv`` (processed images only);
+    ``None`` without that file."""
+    if not path.is_file():
+        return None
+    out: dict[str, dict[str, float]] = {}
+    with open(path, newline="") as f:
+        for r in csv.DictReader(f):
+            if r.get("processed", "1") in ("0", "0.0", "") or r.get("model_mm", "") in ("", "nan"):
+                continue
+            row = out.setdefault(r["row"], {})
+            if r["image"] in row:
+                raise ValueError(f"evaluation '{label}': image {r['image']!r} listed twice in row {r['row']!r} of "
+                                 f"'{path}'.")
+            row[r["image"]] = float(r["model_mm"])
+    return out
+
+
+def _paired_row(base: Mapping[str, float] | None, other: Mapping[str, float] | None,
+                label: str) -> dict[str, float]:
+    """Paired per-image comparison of one row (``other`` minus ``base``) for :func:`compare_evaluations`."""
+    from monai_ext.utils.stats import summarise
+
+    keys = sorted(set(base or {}) & set(other or {}))
+    rec = {f"paired_mm_{label}": float("nan"), f"paired_ci_low_{label}": float("nan"),
+           f"paired_ci_high_{label}": float("nan"), f"images_closer_{label}": float("nan"),
+           f"paired_images_{label}": float(len(keys))}
+    if keys:
+        diff = np.array([other[k] - base[k] for k in keys])
+        s = summarise(diff)
+        rec.update({f"paired_mm_{label}": s["mean"], f"paired_ci_low_{label}": s["ci_low"],
+                    f"paired_ci_high_{label}": s["ci_high"], f"images_closer_{label}": float((diff < 0).sum())})
+    return rec
 
 
 def write_prior_selection(search: Mapping[str, Any] | None, output_dir: str | os.PathLike) -> Path | None:

@@ -261,7 +261,10 @@ def test_recentred_search_undoes_a_shared_offset_of_the_priors(method):
         errors[recentre], evaluated[recentre] = np.linalg.norm(pos - true, axis=1).mean(), net.evaluated
         assert np.all(peak > 0.5)
     assert errors[False] > 0.5 and errors[True] < 0.6 * errors[False]
-    assert evaluated[True] > 1.5 * evaluated[False]  # a second search
+    if method == "exhaustive":
+        assert evaluated[True] > 1.5 * evaluated[False]  # a whole second search
+    else:  # a second search, which scores only the points the first one did not
+        assert evaluated[False] < evaluated[True] < 1.4 * evaluated[False]
     # the bundle's inferer passes it on (a command line's "true" is a string)
     from monai_ext.apps.aneurysm import TriPlanarPointInferer
 
@@ -270,6 +273,57 @@ def test_recentred_search_undoes_a_shared_offset_of_the_priors(method):
     out = inferer(vol, _CentreNet(9, width=0.02), priors=priors, labels=list(range(1, 9))).numpy()
     assert inferer.recentre is True
     assert np.linalg.norm(out[:, :3] - true, axis=1).mean() == pytest.approx(errors[True])
+
+
+@pytest.mark.parametrize("mirror_coarse", [None, True, False])
+def test_recentred_search_reuses_scores_without_changing_the_answer(monkeypatch, mirror_coarse):
+    """The coarse-to-fine second search reads the points the first one scored from its cache: the same positions and
+    probabilities as a second search that scores every point itself (its lattice on the first one's), under its own
+    position prior, with fewer network evaluations; with mirror averaging from the refinement on, plain and
+    mirror-averaged scores of a point are kept apart."""
+    from monai_ext.apps.aneurysm import evaluation as ev
+
+    vol = torch.as_tensor(np.random.default_rng(3).normal(size=(1, 40, 40, 40)), dtype=torch.float32)
+    priors = np.array([[14.3, 20.0, 19.6], [25.0, 17.2, 22.0], [20.0, 25.0, 15.0], [18.0, 14.0, 26.0]])
+    labels = [1, 2, 1, 3]
+    kw = {"search_radius": 6, "step": 3, "prior_sigma_mm": 2.0, "score": "log_odds", "fuse_batchnorm": False,
+          "batch_size": 64}
+    if mirror_coarse is not None:
+        kw.update(mirror_labels=[0, 2, 1, 3], mirror_coarse=mirror_coarse)
+    # the affine fit moves every centre by a few voxels, not a multiple of the lattice step
+    monkeypatch.setattr(ev, "recentred_priors", lambda p, found, shape: p + [1.6, -2.2, 0.7])
+    runs = {}
+    for cached in (True, False):
+        if not cached:
+            monkeypatch.setattr(ev, "_localise_coarse_to_fine",
+                                lambda *a, _f=ev._localise_coarse_to_fine, **k: _f(*a, **{**k, "cache": None}))
+        net, count = _random_net(), [0]
+        net.register_forward_hook(lambda m, args, out, _n=count: _n.__setitem__(0, _n[0] + len(args[0])))
+        first = ev.localise_landmarks(net, vol, priors, labels, torch.device("cpu"), **kw)
+        evaluated_first = count[0]
+        second = ev.localise_landmarks(net, vol, priors, labels, torch.device("cpu"), recentre=True, **kw)
+        runs[cached] = (first, second, evaluated_first, count[0] - evaluated_first)
+    (first, second, n_first, n_cached), (_, fresh, _, n_fresh) = runs[True], runs[False]
+    np.testing.assert_allclose(second[0], fresh[0], atol=1e-9)
+    np.testing.assert_allclose(second[1], fresh[1], atol=1e-6)
+    assert not np.allclose(second[0], first[0])  # the second search answered for itself
+    assert n_fresh > 1.6 * n_first and n_cached < n_fresh - 0.2 * n_first
+
+
+def test_anchored_lattice_ball():
+    """A second search's coarse points lie on the first one's lattice, inside the ball around its own centre; with
+    the anchor at the centre they are the first search's ball."""
+    from monai_ext.apps.aneurysm.evaluation import _ball_offsets
+
+    starts, anchor, step, radius = np.array([23, 17, 30]), np.array([20, 20, 20]), 4, 9.0
+    wide = _ball_offsets(radius + step, step)
+    base = anchor + step * np.round((starts - anchor) / step)
+    pts = (base + wide)[np.linalg.norm(base + wide - starts, axis=1) <= radius + 1e-6]
+    assert np.all((pts - anchor) % step == 0)
+    want = {tuple(p) for p in anchor + _ball_offsets(40, step) if np.linalg.norm(p - starts) <= radius + 1e-6}
+    assert {tuple(int(v) for v in p) for p in pts} == want
+    same = (anchor + wide)[np.linalg.norm(wide, axis=1) <= radius + 1e-6]
+    assert {tuple(p) for p in same} == {tuple(p) for p in anchor + _ball_offsets(radius, step)}
 
 
 # -- mirror averaging (left-right test-time augmentation) --------------------------------------------------------
@@ -489,3 +543,33 @@ def test_compare_evaluations_side_by_side(tmp_path):
         compare_evaluations({"seed0": tmp_path / "seed0", "seed 1": tmp_path / "seed1"}, tmp_path / "cmp")
     with pytest.raises(FileNotFoundError, match="evaluation 'x': no localisation_by_row.csv in"):
         compare_evaluations({"seed0": tmp_path / "seed0", "x": tmp_path / "missing"}, tmp_path / "cmp")
+    # without per-image tables: no paired columns' numbers
+    assert np.isnan(box["paired_mm_seed1"]) and box["paired_images_seed1"] == 0
+
+
+def test_compare_evaluations_pairs_images(tmp_path):
+    """With per-image tables: the later run minus the first, paired on the images both processed."""
+    from monai_ext.apps.aneurysm import compare_evaluations
+
+    row_header = "row,model_mm,model_minus_baseline_ci_high,model_over_rater,top1\n"
+    img_header = "row,image,processed,model_mm\n"
+    per_image = {"a": ["box,b1.nii.gz,1,2.0", "box,b2.nii.gz,1,3.0", "box,b3.nii.gz,1,2.5", "box,b4.nii.gz,0,",
+                       "whole,w1.nii.gz,1,1.0"],
+                 "b": ["box,b3.nii.gz,1,2.0", "box,b1.nii.gz,1,1.8", "box,b2.nii.gz,1,3.1", "box,b4.nii.gz,1,9.0",
+                       "whole,w1.nii.gz,1,1.4"]}
+    for label, lines in per_image.items():
+        (tmp_path / label).mkdir()
+        (tmp_path / label / "localisation_by_row.csv").write_text(row_header + "box,2,-1,2,0.9\nwhole,1,-1,1,1\n")
+        (tmp_path / label / "localisation_by_image.csv").write_text(img_header + "\n".join(lines) + "\n")
+    box, whole = compare_evaluations({"a": tmp_path / "a", "b": tmp_path / "b"}, tmp_path / "cmp")
+    diff = np.array([-0.2, 0.1, -0.5])  # b1, b2, b3; b4 was not processed by the first run
+    assert box["paired_images_b"] == 3 and box["images_closer_b"] == 2
+    assert box["paired_mm_b"] == pytest.approx(diff.mean())
+    half = 4.302652729749464 * diff.std(ddof=1) / np.sqrt(3)  # t(0.975, 2)
+    assert box["paired_ci_low_b"] == pytest.approx(diff.mean() - half)
+    assert box["paired_ci_high_b"] == pytest.approx(diff.mean() + half)
+    assert whole["paired_mm_b"] == pytest.approx(0.4) and np.isnan(whole["paired_ci_low_b"])
+    assert "paired_mm_a" not in box  # the first run is the reference
+    (tmp_path / "b" / "localisation_by_image.csv").write_text(img_header + "box,b1.nii.gz,1,1\nbox,b1.nii.gz,1,2\n")
+    with pytest.raises(ValueError, match="evaluation 'b': image 'b1.nii.gz' listed twice in row 'box'"):
+        compare_evaluations({"a": tmp_path / "a", "b": tmp_path / "b"}, tmp_path / "cmp")
