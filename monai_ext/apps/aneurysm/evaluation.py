@@ -183,6 +183,15 @@ def _ball_offsets(radius: float, step: int) -> np.ndarray:
     return grid[np.argsort(np.abs(grid).sum(1), kind="stable")]
 
 
+def _lattice_ball(centre: np.ndarray, anchor: np.ndarray, radius: float, step: int) -> np.ndarray:
+    """The integer points within ``radius`` voxels of ``centre`` on the lattice of spacing ``step`` through
+    ``round(anchor)`` (with the anchor at the centre: ``centre + _ball_offsets(radius, step)``, as a set)."""
+    anchor = np.round(np.asarray(anchor, dtype=np.float64))
+    base = anchor + step * np.round((np.asarray(centre) - anchor) / step)
+    pts = base + _ball_offsets(radius + step, step)  # the ball around base covers the one around centre
+    return pts[np.linalg.norm(pts - centre, axis=1) <= radius + 1e-6].astype(np.int64)
+
+
 _METHODS = ("coarse_to_fine", "exhaustive")
 _SCORES = ("probability", "log_odds")
 
@@ -471,10 +480,11 @@ def _localise_coarse_to_fine(net: nn.Module, patcher: TriPlanarPatch, image: tor
         flag = mirror is not None
         owner, pts, todo = [], [], []
         for i, req in enumerate(requests):
-            new = list({tuple(int(v) for v in p) for p in inside(req)} - seen[i].keys())  # the set's order
-            todo.extend(k for k in range(len(pts), len(pts) + len(new)) if (flag, new[k - len(pts)]) not in cache[i])
-            pts.extend(new)
-            owner.extend([i] * len(new))
+            for p in {tuple(int(v) for v in p) for p in inside(req)} - seen[i].keys():
+                if (flag, p) not in cache[i]:
+                    todo.append(len(pts))
+                pts.append(p)
+                owner.append(i)
         if not pts:
             return
         centres = np.asarray(pts, dtype=np.float64)
@@ -498,11 +508,8 @@ def _localise_coarse_to_fine(net: nn.Module, patcher: TriPlanarPatch, image: tor
     if anchors is None:
         ball = _ball_offsets(search_radius, step)
         coarse = [s + ball for s in starts]
-    else:  # the ball around each start, made of the points of the lattice through the anchor
-        wide = _ball_offsets(search_radius + step, step)
-        base = [a + step * np.round((s - a) / step) for s, a in zip(starts, np.round(anchors), strict=True)]
-        coarse = [(b + wide)[np.linalg.norm(b + wide - s, axis=1) <= search_radius + 1e-6].astype(np.int64)
-                  for b, s in zip(base, starts, strict=True)]
+    else:
+        coarse = [_lattice_ball(s, a, search_radius, step) for s, a in zip(starts, anchors, strict=True)]
     evaluate(coarse, mirror if mirror_coarse else None)
     for i in range(n):
         if not seen[i]:

@@ -874,7 +874,7 @@ def _errors_by_image(path: Path, label: str) -> dict[str, dict[str, float]] | No
 def _paired_row(base: Mapping[str, float] | None, other: Mapping[str, float] | None,
                 label: str) -> dict[str, float]:
     """Paired per-image comparison of one row (``other`` minus ``base``) for :func:`compare_evaluations`."""
-    from monai_ext.utils.stats import summarise
+    from monai_ext.utils.stats import paired_difference
 
     keys = sorted(set(base or {}) & set(other or {}))
     rec = {f"paired_mm_{label}": float("nan"), f"paired_ci_low_{label}": float("nan"),
@@ -882,7 +882,7 @@ def _paired_row(base: Mapping[str, float] | None, other: Mapping[str, float] | N
            f"paired_images_{label}": float(len(keys))}
     if keys:
         diff = np.array([other[k] - base[k] for k in keys])
-        s = summarise(diff)
+        s = paired_difference([other[k] for k in keys], [base[k] for k in keys])
         rec.update({f"paired_mm_{label}": s["mean"], f"paired_ci_low_{label}": s["ci_low"],
                     f"paired_ci_high_{label}": s["ci_high"], f"images_closer_{label}": float((diff < 0).sum())})
     return rec

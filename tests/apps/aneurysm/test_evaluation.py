@@ -313,17 +313,15 @@ def test_recentred_search_reuses_scores_without_changing_the_answer(monkeypatch,
 def test_anchored_lattice_ball():
     """A second search's coarse points lie on the first one's lattice, inside the ball around its own centre; with
     the anchor at the centre they are the first search's ball."""
-    from monai_ext.apps.aneurysm.evaluation import _ball_offsets
+    from monai_ext.apps.aneurysm.evaluation import _ball_offsets, _lattice_ball
 
-    starts, anchor, step, radius = np.array([23, 17, 30]), np.array([20, 20, 20]), 4, 9.0
-    wide = _ball_offsets(radius + step, step)
-    base = anchor + step * np.round((starts - anchor) / step)
-    pts = (base + wide)[np.linalg.norm(base + wide - starts, axis=1) <= radius + 1e-6]
-    assert np.all((pts - anchor) % step == 0)
-    want = {tuple(p) for p in anchor + _ball_offsets(40, step) if np.linalg.norm(p - starts) <= radius + 1e-6}
-    assert {tuple(int(v) for v in p) for p in pts} == want
-    same = (anchor + wide)[np.linalg.norm(wide, axis=1) <= radius + 1e-6]
-    assert {tuple(p) for p in same} == {tuple(p) for p in anchor + _ball_offsets(radius, step)}
+    centre, anchor, step, radius = np.array([23, 17, 30]), np.array([20.2, 19.8, 20.4]), 4, 9.0
+    pts = _lattice_ball(centre, anchor, radius, step)
+    assert np.all((pts - 20) % step == 0)
+    want = {tuple(p) for p in 20 + _ball_offsets(40, step) if np.linalg.norm(p - centre) <= radius + 1e-6}
+    assert {tuple(int(v) for v in p) for p in pts} == want and len(pts) == len(want)
+    same = _lattice_ball(centre, centre, radius, step)
+    assert {tuple(p) for p in same} == {tuple(p) for p in centre + _ball_offsets(radius, step)}
 
 
 # -- mirror averaging (left-right test-time augmentation) --------------------------------------------------------
