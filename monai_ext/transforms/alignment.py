@@ -208,6 +208,12 @@ def _prepared_moving(mvol: np.ndarray, maff: np.ndarray, faff: np.ndarray, bias_
     return mvol, maff
 
 
+#: the :func:`register_affine` settings :class:`AlignToTemplated` takes through ``**kwargs`` (the images, masks,
+#: affines and starts are its own)
+REGISTRATION_OPTIONS = ("transform", "shrink_factors", "smoothing_mm", "iterations", "sampling", "bins", "seed",
+                        "num_threads", "bias_correction", "bias_voxel_mm", "spike_ratio")
+
+
 def rotation_angle_deg(matrix: np.ndarray) -> float:
     """Angle (degrees) of the rotation part of a ``3x3`` / ``4x4`` matrix (polar decomposition, scale removed)."""
     u, _, vt = np.linalg.svd(np.asarray(matrix, dtype=np.float64)[:3, :3])
@@ -529,6 +535,10 @@ class AlignToTemplated(MapTransform):
             raise ValueError(f"head_height_mm must be positive or None, got {head_height_mm}.")
         if "initial" in kwargs:
             raise ValueError("AlignToTemplated chooses its own starts: do not pass 'initial'.")
+        unknown = sorted(set(kwargs) - set(REGISTRATION_OPTIONS))
+        if unknown:
+            raise ValueError(f"AlignToTemplated: unknown register_affine arguments {unknown}; the settings are "
+                             f"{sorted(REGISTRATION_OPTIONS)}.")
         self.head_height_mm = None if head_height_mm is None else float(head_height_mm)
         self.inverse_fallback = bool(inverse_fallback)
         self.inverse_start_overlap = None if inverse_start_overlap is None else float(inverse_start_overlap)

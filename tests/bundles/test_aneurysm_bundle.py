@@ -107,7 +107,9 @@ BRAIN_TINY = {"epochs": 1, "template_voxel_size": 4, "registration_voxel_size": 
               "num_brains": 20, "cache_num": 3, "replace_num": 1, "repeats": 2, "samples_per_case": 8,
               "cases_per_batch": 2, "val_samples_per_case": 16, "val_interval": 1, "patch_size": 8,
               "channels": [4, 8], "hidden_features": 16, "search_radius": 2.0, "search_step": 2.0,
-              "refine_radius": 1.0, "device": "cpu"}
+              "refine_radius": 1.0, "device": "cpu", "registration": {"bias_voxel_mm": 8.0}}
+# registration: N4 fitted on an 8 mm grid (2x2x2 voxels of these 4 mm brains; the default 4 mm grid costs ~12 s a
+# brain on one core), stored in model_meta.json and read back by inference.json
 
 
 @pytest.fixture(scope="module")
@@ -168,6 +170,7 @@ def test_brain_model_meta_written_by_training(brain):
     errors = selection["median_error_mm"]
     assert chosen == selection["candidates"][int(np.argmin(errors))] and all(np.isfinite(errors))
     assert meta["normalization"]["name"] == "masked_percentile" and meta["confidence_threshold"] == 0.5
+    assert meta["registration"] == {"bias_voxel_mm": 8.0}  # brain.json's alignment settings, for inference
     space = BrainTemplateSpace.from_dict(meta["template"])
     assert space.voxel_size == 4 and list(space.spatial_size) == meta["template"]["spatial_size"] == [31, 43, 28]
     priors = meta_priors(meta)
@@ -271,6 +274,15 @@ def test_inference_config_takes_the_mirror_averaging_of_the_model_description(br
         assert inferer.mirror_labels == meta["search"]["mirror_labels"]
         if mirror:
             assert inferer.mirror_coarse is (coarse is not False), coarse
+    # the alignment settings of the description (training's), and the defaults for a description without them
+    align = parser.get_parsed_content("model_transforms")[0]
+    assert align.registration == meta["registration"] == {"bias_voxel_mm": 8.0}
+    meta.pop("registration")
+    (ckpt / "model_meta.json").write_text(json.dumps(meta))
+    parser = ConfigParser()
+    parser.read_config(config_paths(NAME, ["inference.json"]))
+    parser["ckpt_dir"], parser["output_dir"] = str(ckpt), str(tmp_path)
+    assert parser.get_parsed_content("model_transforms")[0].registration == {}
 
 
 
@@ -445,7 +457,8 @@ def test_brain_evaluate_writes_the_evidence_table(brain, tmp_path):
     sections = ["test_t1_skull", "test_displaced"]
     run_bundle_cli(NAME, ["brain_alignment.json"], {
         "output_dir": str(tmp_path), "dataset_dir": str(tmp_path / "brain_data"), "num_test": 1, "max_cases": 1,
-        "template_voxel_size": 4, "registration_voxel_size": 4, "sections": sections, "variants": {"default": {}}})
+        "template_voxel_size": 4, "registration_voxel_size": 4, "sections": sections,
+        "variants": {"default": {"bias_voxel_mm": 8.0}}})  # the tiny model's registration (BRAIN_TINY)
     with open(tmp_path / "brain_alignment" / "alignment_by_image.csv") as f:
         aligned = list(csv.DictReader(f))
     assert [(a["image"], a["variant"]) for a in aligned] == [(f"{s}_000.nii.gz", "default") for s in sections]

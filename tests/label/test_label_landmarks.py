@@ -311,7 +311,8 @@ def brain_model(tmp_path_factory):
             "patch": {"patch_size": 8, "extent_mm": None},
             "search": {"search_radius": 2.0, "search_step": 2.0, "refine_radius": 1.0},
             "normalization": {"name": "masked_percentile", "lower": 2.0, "upper": 98.0, "erode_mm": 5.0},
-            "template": space.to_dict(), "confidence_threshold": 0.5, "max_low_fraction": 0.5}
+            "template": space.to_dict(), "confidence_threshold": 0.5, "max_low_fraction": 0.5,
+            "registration": {"bias_voxel_mm": 8.0}}  # N4 on 2x2x2 blocks of the 4 mm brain (4 mm: ~12 s more)
     ckpt = root / "models"
     ModelMetaWriter(ckpt / "model_meta.json", meta, priors=space).started(None)
     torch.manual_seed(0)
@@ -339,6 +340,8 @@ def test_localiser_brain_model_aligns_and_reports_confidence(brain_model, tmp_pa
     assert loc.meta["num_classes"] == 33 and loc.network.num_classes == 33 and loc.inferer_args["patch_size"] == 8
     image = loc.load_image(brain_model["image"])
     assert tuple(image.shape[1:]) == brain_model["shape"]  # the input's grid, not the template's
+    aligners = [t for t in loc.preprocessing.transforms if type(t).__name__ == "AlignToModelTemplated"]
+    assert [a.registration for a in aligners] == [{"bias_voxel_mm": 8.0}]  # the description's alignment settings
     with caplog.at_level(logging.WARNING):
         got = loc.localise(image, "cpu")
     assert got["template_aligned"] and len(got["landmarks"]) == 32

@@ -91,7 +91,9 @@ def test_initial_matrix_is_the_start(tpl):
 @pytest.mark.slow
 def test_bias_corrected_registration(tpl):
     """A strong smooth bias field (x4 across the head) is divided out before the registration: the corrected copy is
-    flatter inside the brain, and the known affine is still recovered through it."""
+    flatter inside the brain, and the known affine is still recovered through it. N4 is fitted on an 8 mm grid
+    (2x2x2 blocks of this 4 mm head: 5 s on one AMD EPYC core, 34 s on the head's own grid), through the same block
+    mean and upsampling as a 1 mm brain on the default 4 mm grid."""
     from monai_ext.transforms.alignment import _n4_corrected
 
     sample = _moving(tpl, 3, True)
@@ -99,7 +101,7 @@ def test_bias_corrected_registration(tpl):
     zz = np.stack(np.meshgrid(*[np.linspace(-1, 1, n) for n in image.shape], indexing="ij"), -1)
     biased = image * np.exp(np.log(2.0) * (zz[..., 0] + 0.5 * zz[..., 2]))
     affine = np.asarray(sample["image"].affine, dtype=np.float64)
-    corrected = _n4_corrected(biased, affine, 4.0)
+    corrected = _n4_corrected(biased, affine, 8.0)
     brain = np.asarray(sample["brain_mask"][0]) > 0.5
     wm = brain & (image > np.percentile(image[brain], 75))  # bright tissue: one class, ideally one level
 
@@ -112,11 +114,11 @@ def test_bias_corrected_registration(tpl):
 
     def error(bias_correction):
         found = register_affine(_fixed(tpl), biased[None], moving_affine=affine, fixed_mask=tpl.mask,
-                                bias_correction=bias_correction, **FAST)
+                                bias_correction=bias_correction, bias_voxel_mm=8.0, **FAST)
         return np.linalg.norm(apply_matrix(found, points) - apply_matrix(truth, points), axis=1).mean()
 
     corrected_error, raw_error = error(True), error(False)
-    assert corrected_error < min(raw_error, 4.0)  # better than without, and within one 4 mm voxel (2.05 vs 2.86)
+    assert corrected_error < min(raw_error, 4.0)  # better than without, and within one 4 mm voxel (0.86 vs 2.87)
 
 
 @pytest.mark.slow
@@ -496,10 +498,23 @@ def test_start_from_the_swapped_registration(tpl, monkeypatch):
                                            ({"min_overlap": 1.5}, "min_overlap"),
                                            ({"inverse_start_overlap": -0.1}, "inverse_start_overlap"),
                                            ({"head_height_mm": 0.0}, "head_height_mm"),
-                                           ({"initial": np.eye(4)}, "chooses its own starts")])
+                                           ({"initial": np.eye(4)}, "chooses its own starts"),
+                                           ({"bias_voxel": 8.0, "bins": 16}, r"unknown register_affine arguments "
+                                                                             r"\['bias_voxel'\]")])
 def test_align_to_template_errors(tpl, kwargs, match):
     with pytest.raises(ValueError, match=match):
         AlignToTemplated("image", template=_fixed(tpl), **kwargs)
+
+
+def test_registration_options_are_register_affine_settings():
+    """The settings AlignToTemplated passes on are register_affine's, less what the transform gives itself."""
+    import inspect
+
+    from monai_ext.transforms.alignment import REGISTRATION_OPTIONS
+
+    params = set(inspect.signature(register_affine).parameters)
+    own = {"fixed", "moving", "fixed_affine", "moving_affine", "fixed_mask", "initial", "return_info"}
+    assert set(REGISTRATION_OPTIONS) == params - own
 
 
 @pytest.mark.slow

@@ -20,6 +20,8 @@ search priors are, and how confident a point must be. Training writes all of it 
                 from the refinement on; chosen with it)},
      "normalization": {"name": "percentile" | "masked_percentile", ...}  (ModelIntensityNormalized),
      "template": null | BrainTemplateSpace.to_dict()  (null: the search runs on the input's own grid),
+     "registration": {...}  (optional: the alignment settings training used, AlignToModelTemplated's
+                             ``registration``; inference aligns with the same),
      "priors": {"space": "template" | "image", "coordinate_system": "RAS", "units": "mm", "landmarks": [...]},
      "confidence_threshold", "max_low_fraction"  (flags and the out-of-distribution verdict),
      "feature_check": null | "feature_check.json"  (FeatureDistributionCheck, same folder),
@@ -100,6 +102,9 @@ def _check(meta: Any, source: str) -> dict[str, Any]:
         raise ValueError(f"{source}: confidence_threshold must be in [0, 1], got {meta['confidence_threshold']}.")
     if meta.get("template") is not None and not isinstance(meta["template"], dict):
         raise ValueError(f"{source}: template must be null or an object, got {meta['template']!r}.")
+    if meta.get("registration") is not None and not isinstance(meta["registration"], dict):
+        raise ValueError(f"{source}: registration must be null or an object of alignment settings, got "
+                         f"{meta['registration']!r}.")
     return meta
 
 

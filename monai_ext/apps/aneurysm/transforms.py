@@ -25,6 +25,8 @@ import numpy as np
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Randomizable
 
+from monai_ext.transforms.alignment import REGISTRATION_OPTIONS
+
 from .data import load_case, sample_case_patches
 
 __all__ = [
@@ -240,6 +242,12 @@ class ModelInputError(ValueError):
     of distribution instead of failing (:class:`~monai_ext.apps.aneurysm.AneurysmInference`)."""
 
 
+#: what ``AlignToModelTemplated(registration=...)`` takes: :func:`~monai_ext.transforms.register_affine` settings and
+#: :class:`~monai_ext.transforms.AlignToTemplated`'s own
+ALIGNMENT_SETTINGS = (*REGISTRATION_OPTIONS, "start_tolerance_mm", "min_overlap", "head_height_mm",
+                      "inverse_fallback", "inverse_start_overlap", "clip_output")
+
+
 class AlignToModelTemplated(MapTransform):
     """Align the image to the template a model was trained in, as its ``model_meta.json`` describes it.
 
@@ -258,10 +266,14 @@ class AlignToModelTemplated(MapTransform):
         mask_key: key of the written brain mask.
         matrix_key: key of the written template-to-image matrix.
         allow_missing_keys: don't raise for missing keys.
-        registration: :func:`~monai_ext.transforms.register_affine` settings (``None``: its defaults).
+        registration: settings of the alignment (``None``: the defaults): :func:`~monai_ext.transforms.register_affine`
+            settings (``bias_voxel_mm``, ``iterations``, ...) and :class:`~monai_ext.transforms.AlignToTemplated`'s
+            own (``min_overlap``, ``head_height_mm``, ...). ``brain.json``'s ``registration`` sets them for training
+            and stores them in ``model_meta.json``, where ``inference.json`` reads them.
 
     Raises:
-        ValueError: for a template description that does not rebuild (:meth:`BrainTemplateSpace.from_dict`);
+        ValueError: for a template description that does not rebuild (:meth:`BrainTemplateSpace.from_dict`), or a
+            ``registration`` that is not a mapping or names an unknown setting (naming it);
             :class:`ModelInputError` at call time when ITK's registration fails.
     """
 
@@ -278,7 +290,13 @@ class AlignToModelTemplated(MapTransform):
             self.space = BrainTemplateSpace.from_dict(template)
         self.points_keys = [points_keys] if isinstance(points_keys, str) else list(points_keys)
         self.mask_key, self.matrix_key = mask_key, matrix_key
+        if registration is not None and not isinstance(registration, Mapping):
+            raise ValueError(f"registration must be a mapping of alignment settings, got {registration!r}.")
         self.registration = dict(registration or {})
+        unknown = sorted(set(self.registration) - set(ALIGNMENT_SETTINGS))
+        if unknown:
+            raise ValueError(f"registration: unknown alignment settings {unknown}; the settings are "
+                             f"{sorted(ALIGNMENT_SETTINGS)}.")
         self._aligner: Any = None
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:

@@ -273,7 +273,8 @@ def test_inference_reads_a_dicom_series_without_file_extensions(tmp_path):
      (json.dumps({"num_classes": 3}), r"missing \['class_names'"),
      (json.dumps({**default_model_meta(), "class_names": ["a"]}), "1 class_names for num_classes=10"),
      (json.dumps({**default_model_meta(), "confidence_threshold": 1.5}), r"confidence_threshold must be in \[0, 1\]"),
-     (json.dumps({**default_model_meta(), "num_classes": "10"}), r"wrong types for \['num_classes'\]")],
+     (json.dumps({**default_model_meta(), "num_classes": "10"}), r"wrong types for \['num_classes'\]"),
+     (json.dumps({**default_model_meta(), "registration": [4.0]}), r"registration must be null or an object")],
 )
 def test_read_model_meta_errors_name_the_file(tmp_path, content, match):
     (tmp_path / "model_meta.json").write_text(content)
@@ -482,12 +483,34 @@ def test_align_to_model_template_carries_landmarks_into_template_space():
     moved = np.linalg.norm(sample["landmarks"] - sets["groundtruth"], axis=1).mean()
     align = AlignToModelTemplated("image", space.to_dict(), points_keys="landmarks",
                                   registration={"shrink_factors": (2, 1), "smoothing_mm": (4.0, 0.0),
-                                                "iterations": (100, 60)})
+                                                "iterations": (100, 60), "bias_voxel_mm": 8.0})
     d = align({"image": sample["image"], "landmarks": sample["landmarks"]})
     err = np.linalg.norm(d["landmarks"] - sets["groundtruth"], axis=1)
     assert moved > 5.0 and err.mean() < 2.0  # half a voxel of the 4 mm template
     assert tuple(d["image"].shape[1:]) == space.spatial_size and tuple(d["brain_mask"].shape[1:]) == space.spatial_size
     np.testing.assert_allclose(d["image"].affine.numpy(), space.affine)
+
+
+def test_align_to_model_template_names_an_unknown_setting():
+    """``registration`` (brain.json's, stored in model_meta.json) is checked when the transform is built, before any
+    image is read; every setting it takes is one AlignToTemplated takes."""
+    import inspect
+
+    from monai_ext.apps.aneurysm.transforms import ALIGNMENT_SETTINGS
+    from monai_ext.transforms import AlignToTemplated
+    from monai_ext.transforms.alignment import REGISTRATION_OPTIONS
+
+    template = BrainTemplateSpace(voxel_size=4, registration_voxel_size=4).to_dict()
+    with pytest.raises(ValueError, match=r"registration: unknown alignment settings \['bias_voxels'\]"):
+        AlignToModelTemplated("image", template, registration={"bias_voxels": 8.0, "min_overlap": 0.4})
+    with pytest.raises(ValueError, match=r"registration must be a mapping of alignment settings, got \[8.0\]"):
+        AlignToModelTemplated("image", template, registration=[8.0])
+    own = set(inspect.signature(AlignToTemplated).parameters) - {"kwargs"}
+    assert set(ALIGNMENT_SETTINGS) == (own | set(REGISTRATION_OPTIONS)) - {
+        "keys", "template", "template_mask", "brain_mask", "spatial_size", "output_affine", "mask_key", "matrix_key",
+        "allow_missing_keys", "info_key"}
+    assert AlignToModelTemplated("image", template, registration={"bias_voxel_mm": 8.0}).registration == {
+        "bias_voxel_mm": 8.0}
 
 
 def test_write_prior_selection_table(tmp_path):
