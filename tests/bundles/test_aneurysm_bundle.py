@@ -403,7 +403,8 @@ def test_brain_resume_is_exact(brain, tmp_path):
 
 def test_brain_evaluate_writes_the_evidence_table(brain, tmp_path):
     """brain_evaluate.json on top of inference.json: one row per test set (model vs baseline vs raters, top-1), the
-    out-of-distribution row, and a results record with provenance (tiny model: the numbers are not checked)."""
+    out-of-distribution row, and a results record with provenance (tiny model: the numbers are not checked); then
+    brain_compare.json (CLI) and brain_alignment.json on its output and data."""
     import csv
     import shutil
 
@@ -452,13 +453,16 @@ def test_brain_evaluate_writes_the_evidence_table(brain, tmp_path):
         side = {r["row"]: r for r in csv.DictReader(f)}
     for r in rows:
         assert side[r["row"]]["model_mm_a"] == side[r["row"]]["model_mm_b"] == r["model_mm"]
-    # brain_alignment.json (CLI, no model): the alignment alone gives the evaluation's baseline on the same images
-    # (one setting, two rows: a box cut and a whole head, in the order of the config's rows)
+    # brain_alignment.json (no model), through monai.bundle.run, the function behind the CLI, in this process (ITK's
+    # modules are loaded already: a new process spends ~20 s loading them): the alignment alone gives the evaluation's
+    # baseline on the same images (one setting, two rows: a box cut and a whole head, in the order of the config's rows)
+    from monai.bundle import run as bundle_run
+
     sections = ["test_t1_skull", "test_displaced"]
-    run_bundle_cli(NAME, ["brain_alignment.json"], {
-        "output_dir": str(tmp_path), "dataset_dir": str(tmp_path / "brain_data"), "num_test": 1, "max_cases": 1,
-        "template_voxel_size": 4, "registration_voxel_size": 4, "sections": sections,
-        "variants": {"default": {"bias_voxel_mm": 8.0}}})  # the tiny model's registration (BRAIN_TINY)
+    bundle_run(config_file=config_paths(NAME, ["brain_alignment.json"]), output_dir=str(tmp_path),
+               dataset_dir=str(tmp_path / "brain_data"), num_test=1, max_cases=1, template_voxel_size=4,
+               registration_voxel_size=4, sections=sections,
+               variants={"default": {"bias_voxel_mm": 8.0}})  # the tiny model's registration (BRAIN_TINY)
     with open(tmp_path / "brain_alignment" / "alignment_by_image.csv") as f:
         aligned = list(csv.DictReader(f))
     assert [(a["image"], a["variant"]) for a in aligned] == [(f"{s}_000.nii.gz", "default") for s in sections]
