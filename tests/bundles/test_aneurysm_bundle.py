@@ -444,6 +444,7 @@ def test_brain_evaluate_writes_the_evidence_table(brain, tmp_path):
             assert i["model_mm"] == "nan"
     record = json.loads((tmp_path / "brain_evaluation" / "results.json").read_text())
     assert record["provenance"]["cpu"] and record["info"]["model"]["template"].startswith("MNI152")
+    assert record["info"]["registration"] == {"bias_voxel_mm": 8.0}  # the model's alignment settings, as used
     assert (tmp_path / "brain_evaluation" / "study.json").is_file()
     # brain_compare.json (CLI): evaluations side by side; here the same one twice, so both columns are this run's
     evaluated_dir = str(tmp_path / "brain_evaluation")
