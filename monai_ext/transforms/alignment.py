@@ -212,6 +212,10 @@ def _prepared_moving(mvol: np.ndarray, maff: np.ndarray, faff: np.ndarray, bias_
 #: affines and starts are its own)
 REGISTRATION_OPTIONS = ("transform", "shrink_factors", "smoothing_mm", "iterations", "sampling", "bins", "seed",
                         "num_threads", "bias_correction", "bias_voxel_mm", "spike_ratio")
+#: every setting of :class:`AlignToTemplated` but its data, keys and output grid: its own (starts, overlap, output
+#: clipping) and :data:`REGISTRATION_OPTIONS` (what a model stores as its alignment settings)
+ALIGNMENT_SETTINGS = (*REGISTRATION_OPTIONS, "start_tolerance_mm", "min_overlap", "head_height_mm", "inverse_fallback",
+                      "inverse_start_overlap", "clip_output")
 
 
 def rotation_angle_deg(matrix: np.ndarray) -> float:

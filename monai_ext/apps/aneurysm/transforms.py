@@ -25,7 +25,7 @@ import numpy as np
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Randomizable
 
-from monai_ext.transforms.alignment import REGISTRATION_OPTIONS
+from monai_ext.transforms.alignment import ALIGNMENT_SETTINGS
 
 from .data import load_case, sample_case_patches
 
@@ -240,12 +240,6 @@ class ModelInputError(ValueError):
     """The image cannot be brought into the model's space or intensity range (e.g. after alignment to the brain
     template it is constant inside the template's brain mask: not a brain). Inference reports such an image as out
     of distribution instead of failing (:class:`~monai_ext.apps.aneurysm.AneurysmInference`)."""
-
-
-#: what ``AlignToModelTemplated(registration=...)`` takes: :func:`~monai_ext.transforms.register_affine` settings and
-#: :class:`~monai_ext.transforms.AlignToTemplated`'s own
-ALIGNMENT_SETTINGS = (*REGISTRATION_OPTIONS, "start_tolerance_mm", "min_overlap", "head_height_mm",
-                      "inverse_fallback", "inverse_start_overlap", "clip_output")
 
 
 class AlignToModelTemplated(MapTransform):

@@ -496,9 +496,8 @@ def test_align_to_model_template_names_an_unknown_setting():
     image is read; every setting it takes is one AlignToTemplated takes."""
     import inspect
 
-    from monai_ext.apps.aneurysm.transforms import ALIGNMENT_SETTINGS
     from monai_ext.transforms import AlignToTemplated
-    from monai_ext.transforms.alignment import REGISTRATION_OPTIONS
+    from monai_ext.transforms.alignment import ALIGNMENT_SETTINGS, REGISTRATION_OPTIONS
 
     template = BrainTemplateSpace(voxel_size=4, registration_voxel_size=4).to_dict()
     with pytest.raises(ValueError, match=r"registration: unknown alignment settings \['bias_voxels'\]"):
