@@ -1,8 +1,9 @@
 """Tiny bundle training runs shared by the resume, reproducibility and distributed tests (tests/integration).
 
 Every run is ``python -m monai.bundle run`` in a subprocess (one thread, CPU), so that a run can be killed and so that
-all compared runs execute the same way. :func:`reference_run` caches the uninterrupted seed-0 run of each bundle for
-the whole pytest session: the resume test compares against it and the reproducibility test reruns it.
+all compared runs execute the same way. :func:`reference_run` runs the uninterrupted seed-0 run of each bundle once
+for the whole pytest session, shared by the xdist workers (a folder of the session's base temporary directory and a
+file lock, :func:`use_session_dir`): the resume test compares against it and the reproducibility test reruns it.
 
 A run's *outcome* is what a user would compare: its results tables (CSV, without the wall-clock columns), the
 validation history of the best-model saver (bundles on MONAI engines) and the trained weights of every final
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from filelock import FileLock
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundles"))
 from bundle_checks import REPO, cli_overrides, config_paths, run_bundle_cli  # noqa: E402
@@ -93,17 +95,40 @@ SPECS: dict[str, Spec] = {
 }
 BUNDLES = tuple(SPECS)
 
-_SESSION_DIR = Path(tempfile.mkdtemp(prefix="monai_ext_reliability_"))
-atexit.register(shutil.rmtree, _SESSION_DIR, ignore_errors=True)
+# a reference run takes 10-40 s on a 2-core CPU; a worker waiting for another's run gives up after this long
+REFERENCE_LOCK_TIMEOUT = 900.0
+_SESSION_DIR: Path | None = None
+
+
+def use_session_dir(path: str | os.PathLike) -> None:
+    """Keep the reference runs in ``path``: the same folder for every xdist worker of a pytest session
+    (tests/integration/conftest.py passes a folder of the session's base temporary directory), so that each reference
+    run happens once per session instead of once per worker."""
+    global _SESSION_DIR
+    _SESSION_DIR = Path(path)
+    _SESSION_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def session_dir() -> Path:
+    """The folder of the session's reference runs (a temporary folder of this process when none was set)."""
+    if _SESSION_DIR is None:
+        path = tempfile.mkdtemp(prefix="monai_ext_reliability_")
+        atexit.register(shutil.rmtree, path, ignore_errors=True)
+        use_session_dir(path)
+    return _SESSION_DIR
+
+
+def reference_root(name: str, seed: int = 0) -> Path:
+    return session_dir() / f"{name}_seed{seed}_reference"
 
 
 def shared_data_dir(name: str) -> Path:
-    return _SESSION_DIR / f"{name}_seed0_reference" / "out" / "synthetic_data"
+    return reference_root(name) / "out" / "synthetic_data"
 
 
 def run_overrides(name: str, root: Path, seed: int = 0, **extra: Any) -> dict[str, Any]:
     over = {**SPECS[name].overrides, "output_dir": str(root / "out"), "ckpt_dir": str(root / "ckpt"), "seed": seed}
-    if SPECS[name].share_data and root != _SESSION_DIR / f"{name}_seed0_reference":
+    if SPECS[name].share_data and root != reference_root(name):
         reference_run(name)
         over["dataset_dir"] = str(shared_data_dir(name))
     over.update(extra)
@@ -123,8 +148,17 @@ def train(name: str, root: Path, seed: int = 0, nproc: int = 1, configs: tuple[s
 
 @functools.cache
 def reference_run(name: str, seed: int = 0) -> tuple[Path, float]:
-    """The uninterrupted single-process run, once per session."""
-    return train(name, _SESSION_DIR / f"{name}_seed{seed}_reference", seed)
+    """The uninterrupted single-process run, once per session: the first worker to ask runs it under a file lock and
+    marks it finished; the others wait for the lock and read it. A run that failed or was interrupted left no mark
+    and is run again from scratch. Returns the run's folder and the seconds it took."""
+    root = reference_root(name, seed)
+    finished = root / "finished.json"
+    with FileLock(f"{root}.lock", timeout=REFERENCE_LOCK_TIMEOUT):
+        if not finished.is_file():
+            shutil.rmtree(root, ignore_errors=True)
+            _, seconds = train(name, root, seed)
+            finished.write_text(json.dumps({"seconds": seconds, "pid": os.getpid()}))
+    return root, float(json.loads(finished.read_text())["seconds"])
 
 
 def epoch_of(state: dict[str, Any]) -> int:
