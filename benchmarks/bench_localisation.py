@@ -34,6 +34,11 @@ points scored again with mirror averaging, then refined with it); the brain mode
 brains chose (``search.mirror_selection``). It prints each one's time, error and the ratio old / it; the agreement
 check stays the one between old and new.
 
+``--shared_lattice`` adds one more run: the search of the line before it with ``coarse_lattice="shared"`` (every
+landmark's coarse lattice through voxel (0, 0, 0) instead of its own prior, so that overlapping searches score their
+common points once; every coarse-to-fine run already scores a point once for all landmarks whose searches reach
+it, the shared lattice makes that happen on the coarse lattice too).
+
 ``--recentre`` adds one more run: the search of the line before it (with ``--mirror``, mirror averaging from the
 refinement on, the brain model's default) with ``recentre=True``, a second search around the priors mapped by the
 affine fit of the first search's points, which scores only the points the first search did not. ``--prior_sigma_mm``
@@ -41,7 +46,7 @@ gives every coarse-to-fine run the Gaussian position prior (the brain model's: 4
 centred on the mapped priors.
 
 Run: ``python benchmarks/bench_localisation.py [--checkpoint PATH] [--threads 1] [--repeats 2] [--score log_odds]
-[--mirror] [--recentre] [--prior_sigma_mm 4.5]``.
+[--mirror] [--shared_lattice] [--recentre] [--prior_sigma_mm 4.5]``.
 """
 
 from __future__ import annotations
@@ -102,6 +107,8 @@ def main() -> None:
     p.add_argument("--score", choices=("probability", "log_odds"), default="probability",
                    help="what both searches rank points by (log_odds: as the brain model of brain.json searches)")
     p.add_argument("--mirror", action="store_true", help="also time the new search with mirror averaging")
+    p.add_argument("--shared_lattice", action="store_true",
+                   help="also time the last new search with coarse_lattice='shared' (one lattice for all landmarks)")
     p.add_argument("--recentre", action="store_true",
                    help="also time the last new search with recentre=True (a second search around re-fitted priors)")
     p.add_argument("--prior_sigma_mm", type=float, default=None,
@@ -143,6 +150,8 @@ def main() -> None:
         mirror = left_right_mirror_labels(["background", *names])
         runs["new + mirror averaging"] = {**new_kw, "mirror_labels": mirror}
         runs["new + mirror from refine"] = {**new_kw, "mirror_labels": mirror, "mirror_coarse": False}
+    if args.shared_lattice:
+        runs[f"{list(runs)[-1]}, shared lattice"] = {**runs[list(runs)[-1]], "coarse_lattice": "shared"}
     if args.recentre:
         runs[f"{list(runs)[-1]}, re-centred"] = {**runs[list(runs)[-1]], "recentre": True}
     best = {k: (float("inf"), float("inf")) for k in runs}

@@ -322,6 +322,7 @@ class LandmarkLocaliser:
             "mirror_labels": inferer.mirror_labels,
             "mirror_coarse": inferer.mirror_coarse,
             "recentre": inferer.recentre,
+            "coarse_lattice": inferer.coarse_lattice,
         }
         check = None
         if meta and meta.get("feature_check"):

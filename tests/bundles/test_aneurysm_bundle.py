@@ -154,7 +154,8 @@ def test_brain_model_meta_written_by_training(brain):
     chosen = search.pop("prior_sigma_mm")
     mirror, mirror_labels = search.pop("mirror_selection"), search.pop("mirror_labels")
     mirror_coarse = search.pop("mirror_coarse")
-    assert search == {"search_radius": 2.0, "search_step": 2.0, "refine_radius": 1.0, "score": "log_odds"}
+    assert search == {"search_radius": 2.0, "search_step": 2.0, "refine_radius": 1.0, "score": "log_odds",
+                      "coarse_lattice": "prior"}
     # mirror averaging: without, from the refinement, everywhere, tried at the chosen prior on the same brains; the
     # lowest median error is kept, the cheaper on a tie
     from monai_ext.apps.aneurysm import left_right_mirror_labels
@@ -234,7 +235,8 @@ def test_brain_inference_cli_on_an_image_path(brain, tmp_path):
                                          "prior_sigma_mm": search["prior_sigma_mm"],
                                          "mirror_averaging": search["mirror_labels"] is not None,
                                          "mirror_coarse": search["mirror_labels"] is not None
-                                         and search.get("mirror_coarse", True), "recentre": False}
+                                         and search.get("mirror_coarse", True), "recentre": False,
+                                         "coarse_lattice": search.get("coarse_lattice", "prior")}
     affine = nib.load(image).affine
     probs = np.array([p["probability"] for p in result["landmarks"]])
     for p in result["landmarks"]:  # points in the input's RAS mm, voxel indices of the input's grid
@@ -274,6 +276,17 @@ def test_inference_config_takes_the_mirror_averaging_of_the_model_description(br
         assert inferer.mirror_labels == meta["search"]["mirror_labels"]
         if mirror:
             assert inferer.mirror_coarse is (coarse is not False), coarse
+        assert inferer.coarse_lattice == "prior"  # a description without search.coarse_lattice: as before it
+    # the description's coarse lattice, and the command line's --search_lattice over it
+    meta["search"]["coarse_lattice"] = "shared"
+    (ckpt / "model_meta.json").write_text(json.dumps(meta))
+    for override, want in ((None, "shared"), ("prior", "prior")):
+        parser = ConfigParser()
+        parser.read_config(config_paths(NAME, ["inference.json"]))
+        parser["ckpt_dir"], parser["output_dir"] = str(ckpt), str(tmp_path)
+        if override:
+            parser["search_lattice"] = override
+        assert parser.get_parsed_content("inferer").coarse_lattice == want
     # the alignment settings of the description (training's), and the defaults for a description without them
     align = parser.get_parsed_content("model_transforms")[0]
     assert align.registration == meta["registration"] == {"bias_voxel_mm": 8.0}

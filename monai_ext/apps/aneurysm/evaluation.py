@@ -136,6 +136,59 @@ def _scores(net: nn.Module, patcher: TriPlanarPatch, image: torch.Tensor, centre
     return torch.cat(probs).numpy(), torch.cat(odds).numpy()
 
 
+class _LogitCache:
+    """The classifier's logits (every class) at tri-planar patches, keyed by ``(mirror view, voxel point)``.
+
+    A forward pass scores a patch for every class at once, so one cache serves every landmark whose search reaches
+    the point (and both searches of ``recentre``): a point is put through the network once per view, whichever
+    landmarks ask for it. ``fill`` runs the network on the points not yet seen, ``batch_size`` patches at a time, a
+    point needed in both views read once; ``scores`` gives the probability and log-odds of one class per point,
+    averaged with the mirror view under the mirrored class when asked (the arithmetic of :func:`_scores`).
+    """
+
+    def __init__(self, net: nn.Module, patcher: TriPlanarPatch, image: torch.Tensor, device: torch.device,
+                 batch_size: int, memory_format: torch.memory_format) -> None:
+        self.net, self.patcher, self.image, self.device = net, patcher, image, device
+        self.batch_size, self.memory_format = batch_size, memory_format
+        self.rows: dict[tuple[bool, tuple[int, int, int]], torch.Tensor] = {}
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.float().to(self.device).contiguous(memory_format=self.memory_format)).float().cpu()
+
+    def fill(self, points: Sequence[tuple[int, int, int]], mirrored: bool) -> None:
+        """Score ``points`` (plain view, and the mirror view too when ``mirrored``) where not done before."""
+        todo = list(dict.fromkeys(p for p in points if (False, p) not in self.rows
+                                  or (mirrored and (True, p) not in self.rows)))
+        for i in range(0, len(todo), self.batch_size):
+            chunk = todo[i : i + self.batch_size]
+            centres = np.asarray(chunk, dtype=np.float64)
+            patches = _plain(self.patcher(self.image, centres))
+            need = [k for k, p in enumerate(chunk) if (False, p) not in self.rows]
+            if need:
+                for k, row in zip(need, self._forward(patches[need]), strict=True):
+                    self.rows[(False, chunk[k])] = row
+            if mirrored:
+                need = [k for k, p in enumerate(chunk) if (True, p) not in self.rows]
+                if need:
+                    views = _mirrored_patches(self.patcher, self.image, centres[need], patches[need])
+                    for k, row in zip(need, self._forward(views), strict=True):
+                        self.rows[(True, chunk[k])] = row
+
+    def scores(self, points: Sequence[tuple[int, int, int]], labels: np.ndarray,
+               mirror: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Probability and log-odds of ``labels`` (one per point) at ``points``, which must have been filled."""
+        lab = torch.as_tensor(np.asarray(labels, dtype=np.int64))[:, None]
+        views = [(False, lab)] if mirror is None else [(False, lab), (True, torch.as_tensor(mirror)[lab])]
+        prob, odd = 0.0, 0.0
+        for flipped, lb in views:
+            logits = torch.stack([self.rows[(flipped, p)] for p in points])
+            own = logits.gather(1, lb)[:, 0]
+            others = logits.scatter(1, lb, float("-inf")).logsumexp(1)
+            prob = prob + torch.softmax(logits, 1).gather(1, lb)[:, 0] / len(views)
+            odd = odd + (own - others).double() / len(views)
+        return prob.numpy(), odd.numpy()
+
+
 def left_right_mirror_labels(class_names: Sequence[str]) -> list[int]:
     """Class map of the left-right mirror for landmarks named in the AFIDs way: ``"R<name>"`` and ``"L<name>"``
     swap, every other class (midline landmarks, background) maps to itself.
@@ -194,6 +247,7 @@ def _lattice_ball(centre: np.ndarray, anchor: np.ndarray, radius: float, step: i
 
 _METHODS = ("coarse_to_fine", "exhaustive")
 _SCORES = ("probability", "log_odds")
+_LATTICES = ("prior", "shared")
 
 
 #: patches per forward pass on a CPU: the tri-planar classifier's activations for 128 patches stay in the cache,
@@ -224,7 +278,8 @@ def localise_landmarks(net: nn.Module, image: torch.Tensor, priors: np.ndarray, 
                        method: str = "coarse_to_fine", top_k: int = 2, channels_last: bool = True,
                        prior_sigma_mm: float | None = None, score: str = "probability",
                        mirror_labels: Sequence[int] | None = None, mirror_coarse: bool = True,
-                       fuse_batchnorm: bool = True, recentre: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                       fuse_batchnorm: bool = True, recentre: bool = False,
+                       coarse_lattice: str = "prior") -> tuple[np.ndarray, np.ndarray]:
     """Predict each landmark's voxel position by dense tri-planar classification around a prior position.
 
     ``method="coarse_to_fine"`` (default; all landmarks batched together): the classifier's probability of class
@@ -281,6 +336,18 @@ def localise_landmarks(net: nn.Module, image: torch.Tensor, priors: np.ndarray, 
     whole-head T1 rows (bundle README, "re-centred search"), so it is off by default. The aneurysm bundle turns it
     on with ``--search_recentre true``.
 
+    The network scores a patch for every class in one forward pass, so the coarse-to-fine search puts each point
+    through it once, whichever landmarks' searches reach the point: the logits are kept and read back for the
+    others (this changes the cost, never the answer). ``coarse_lattice`` decides how often that happens on the
+    coarse lattice, where most points are: ``"prior"`` (default, as before) centres each landmark's lattice on its
+    rounded prior, so two landmarks' lattices meet only where their priors differ by a multiple of ``step`` along
+    every axis; ``"shared"`` takes every landmark's coarse points from the one lattice of spacing ``step`` through
+    voxel ``(0, 0, 0)`` (the ball of radius ``search_radius`` around the rounded prior, made of that lattice's
+    points), so overlapping searches share their coarse points, and the refinement's points of spacing ``step / 2``
+    too. The two lattices differ by at most ``step / 2`` voxels along each axis, so the searches differ, a little;
+    ``benchmarks/bench_localisation.py --shared_lattice`` measures the cost and the aneurysm bundle README the
+    accuracy (``--search_lattice shared``).
+
     ``method="exhaustive"`` (the original search): every point of the *cube* of half side ``search_radius``
     (spacing ``step``), then every unit-spaced point within ``refine_radius`` of the best one; the prediction is the
     probability-weighted centroid of the refined points with at least half the maximum probability. Landmarks are
@@ -313,6 +380,8 @@ def localise_landmarks(net: nn.Module, image: torch.Tensor, priors: np.ndarray, 
             time on a CPU); ``net`` itself is not changed. ``False``: use ``net`` as it is.
         recentre: search a second time around the priors mapped by the affine fit of the first search's
             positions (see above).
+        coarse_lattice: ``"prior"`` (each landmark's coarse lattice through its rounded prior) or ``"shared"``
+            (one lattice through voxel ``(0, 0, 0)`` for every landmark; see above). Coarse-to-fine only.
 
     Returns:
         ``(positions (L, 3) voxel, peak probabilities (L,))``.
@@ -320,7 +389,8 @@ def localise_landmarks(net: nn.Module, image: torch.Tensor, priors: np.ndarray, 
     Raises:
         ValueError: when ``priors`` and ``labels`` differ in length, the radii/step are not positive, ``method`` or
             ``score`` is unknown, ``mirror_labels`` is not an involution over the class ids, ``mirror_coarse`` is a
-            string other than true/false, or a landmark's search region lies outside the volume.
+            string other than true/false, ``coarse_lattice`` is unknown, or a landmark's search region lies
+            outside the volume.
     """
     priors = np.asarray(priors, dtype=np.float64).reshape(-1, 3)
     labels = np.asarray(labels, dtype=np.int64).reshape(-1)
@@ -338,6 +408,8 @@ def localise_landmarks(net: nn.Module, image: torch.Tensor, priors: np.ndarray, 
     if prior_sigma_mm is not None and not prior_sigma_mm > 0:
         raise ValueError(f"prior_sigma_mm must be positive or None, got {prior_sigma_mm}.")
     mirror_coarse = as_bool(mirror_coarse, "mirror_coarse")  # a command line's "false" is a string
+    if coarse_lattice not in _LATTICES:
+        raise ValueError(f"coarse_lattice must be one of {_LATTICES}, got {coarse_lattice!r}.")
     mirror = _check_mirror(mirror_labels, labels)
     batch_size = search_batch_size(device, batch_size)
     lin = np.asarray(image.affine, dtype=np.float64)[:3, :3] if isinstance(image, MetaTensor) else np.eye(3)
@@ -361,12 +433,14 @@ def localise_landmarks(net: nn.Module, image: torch.Tensor, priors: np.ndarray, 
     try:
         patcher = TriPlanarPatch(patch_size=patch_size, extent_mm=extent_mm)
 
-        cache: list[dict] = [{} for _ in range(len(labels))]  # scores of the first search, for the second
+        cache = _LogitCache(net, patcher, image, device, batch_size, fmt)  # every search's logits, shared
 
         def search(centres: np.ndarray, anchors: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
             if method == "exhaustive":
                 return _localise_exhaustive(net, patcher, image, centres, labels, device, search_radius, step,
                                             batch_size, refine_radius, fmt, rank, mirror, mirror_coarse)
+            if coarse_lattice == "shared":  # every landmark's lattice through voxel (0, 0, 0)
+                anchors = np.zeros_like(centres)
             return _localise_coarse_to_fine(net, patcher, image, centres, labels, device, search_radius,
                                             max(1, int(round(step))), batch_size, top_k, fmt, rank, mirror,
                                             mirror_coarse, cache=cache, anchors=anchors)
@@ -455,13 +529,14 @@ def _localise_coarse_to_fine(net: nn.Module, patcher: TriPlanarPatch, image: tor
                              labels: np.ndarray, device: torch.device, search_radius: float, step: int,
                              batch_size: int, top_k: int, fmt: torch.memory_format,
                              rank: Callable[..., np.ndarray], mirror: np.ndarray | None = None,
-                             mirror_coarse: bool = True, cache: list[dict] | None = None,
+                             mirror_coarse: bool = True, cache: _LogitCache | None = None,
                              anchors: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The coarse-to-fine search of :func:`localise_landmarks`.
 
-    ``cache`` (one dict per landmark, filled here): the classifier's scores of points evaluated before, keyed by
-    ``(mirror averaged, point)``; a point found there is not evaluated again. Only the points this search asks for
-    are ranked (under its own ``priors``), so a cache changes what the search costs, never what it returns.
+    ``cache`` (:class:`_LogitCache`, filled here; a new one when ``None``): the classifier's logits at the points
+    evaluated before, by this search for any landmark or by an earlier search of the same image; a point found
+    there is not put through the network again. Only the points this search asks for are ranked (under its own
+    ``priors``), so a cache changes what the search costs, never what it returns.
     ``anchors`` (``(L, 3)`` voxels): put the coarse lattice of each landmark on the lattice through its anchor (the
     ball of radius ``search_radius`` around ``round(priors)`` is then made of the points of that lattice), so that
     a second search near the first one meets the points that the first one evaluated; ``None``: the lattice
@@ -469,33 +544,26 @@ def _localise_coarse_to_fine(net: nn.Module, patcher: TriPlanarPatch, image: tor
     """
     shape = np.asarray(image.shape[1:])
     n = len(priors)
-    cache = [{} for _ in range(n)] if cache is None else cache
+    if cache is None:
+        cache = _LogitCache(net, patcher, image, device, batch_size, fmt)
     seen: list[dict[tuple[int, int, int], tuple[float, float]]] = [{} for _ in range(n)]
 
     def inside(pts: np.ndarray) -> np.ndarray:
         return pts[np.all((pts >= 0) & (pts <= shape - 1), axis=1)]
 
     def evaluate(requests: list[np.ndarray], mirror: np.ndarray | None = mirror) -> None:
-        """Probabilities of the not yet evaluated points of every landmark, all landmarks in one batch stream."""
-        flag = mirror is not None
-        owner, pts, todo = [], [], []
+        """Scores of the not yet ranked points of every landmark; the network only for points no landmark's search
+        has scored yet (in that view), all landmarks' points in one batch stream."""
+        owner, pts = [], []
         for i, req in enumerate(requests):
             for p in {tuple(int(v) for v in p) for p in inside(req)} - seen[i].keys():
-                if (flag, p) not in cache[i]:
-                    todo.append(len(pts))
                 pts.append(p)
                 owner.append(i)
         if not pts:
             return
         centres = np.asarray(pts, dtype=np.float64)
-        if todo:  # the network only for points no search has scored yet
-            idx = np.asarray(todo)
-            p_new, o_new = _scores(net, patcher, image, centres[idx], labels[np.asarray(owner)[idx]], device,
-                                   batch_size, fmt, mirror)
-            for k, p, o in zip(todo, p_new, o_new, strict=True):
-                cache[owner[k]][(flag, pts[k])] = (float(p), float(o))
-        prob = np.array([cache[i][(flag, p)][0] for i, p in zip(owner, pts, strict=True)])
-        odds = np.array([cache[i][(flag, p)][1] for i, p in zip(owner, pts, strict=True)])
+        cache.fill(pts, mirror is not None)
+        prob, odds = cache.scores(pts, labels[np.asarray(owner)], mirror)
         owners = np.asarray(owner)
         ranked = np.zeros(len(centres))
         for i in np.unique(owners):

@@ -370,9 +370,14 @@ class TriPlanarPointInferer(Inferer):
         recentre: search twice, the second time around the priors mapped by an affine fit of the first search's
             positions (see :func:`~monai_ext.apps.aneurysm.evaluation.localise_landmarks`; the description's
             ``search.recentre``, off when absent; ``--search_recentre true`` on the aneurysm bundle's command line).
+        coarse_lattice: ``"prior"`` (each landmark's coarse lattice through its rounded prior) or ``"shared"`` (one
+            lattice for every landmark, so that overlapping searches score their common points once; see
+            :func:`~monai_ext.apps.aneurysm.evaluation.localise_landmarks`; the description's
+            ``search.coarse_lattice``, ``"prior"`` when absent; ``--search_lattice`` on the aneurysm bundle's
+            command line).
 
     Raises:
-        ValueError: for an unknown ``mode``, or missing points/priors at call time.
+        ValueError: for an unknown ``mode`` or ``coarse_lattice``, or missing points/priors at call time.
     """
 
     def __init__(self, mode: str = "localise", patch_size: int = 32, extent_mm: float | None = None,
@@ -380,10 +385,13 @@ class TriPlanarPointInferer(Inferer):
                  batch_size: int | None = None, method: str = "coarse_to_fine", top_k: int = 2,
                  prior_sigma_mm: float | None = None, score: str = "probability",
                  mirror_labels: Sequence[int] | None = None, mirror_coarse: bool = True,
-                 recentre: bool = False) -> None:
+                 recentre: bool = False, coarse_lattice: str = "prior") -> None:
         super().__init__()
         if mode not in ("classify", "localise"):
             raise ValueError(f"mode must be 'classify' or 'localise', got {mode!r}.")
+        if coarse_lattice not in ("prior", "shared"):
+            raise ValueError(f"coarse_lattice must be 'prior' or 'shared', got {coarse_lattice!r}.")
+        self.coarse_lattice = coarse_lattice
         self.mode, self.patch_size, self.extent_mm = mode, int(patch_size), extent_mm
         if batch_size is not None:
             search_batch_size("cpu", batch_size)  # a bad value fails here, not at the first image
@@ -415,7 +423,8 @@ class TriPlanarPointInferer(Inferer):
                                        self.patch_size, self.extent_mm, self.batch_size, self.refine_radius,
                                        method=self.method, top_k=self.top_k, prior_sigma_mm=self.prior_sigma_mm,
                                        score=self.score, mirror_labels=self.mirror_labels,
-                                       mirror_coarse=self.mirror_coarse, recentre=self.recentre)
+                                       mirror_coarse=self.mirror_coarse, recentre=self.recentre,
+                                       coarse_lattice=self.coarse_lattice)
         return torch.as_tensor(np.c_[pos, peak])
 
 
@@ -707,7 +716,8 @@ class AneurysmInference:
                            "score": self.inferer.score, "prior_sigma_mm": self.inferer.prior_sigma_mm,
                            "mirror_averaging": self.inferer.mirror_labels is not None,
                            "mirror_coarse": self.inferer.mirror_labels is not None and self.inferer.mirror_coarse,
-                           "recentre": self.inferer.recentre}}
+                           "recentre": self.inferer.recentre,
+                           "coarse_lattice": self.inferer.coarse_lattice}}
 
     def process(self, item: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """Preprocess and run one item; returns ``(content, details)``: the JSON content written for it, and

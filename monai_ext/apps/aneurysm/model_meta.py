@@ -17,7 +17,9 @@ search priors are, and how confident a point must be. Training writes all of it 
                 and records the choice in "prior_sigma_selection"), "mirror_labels": null | [int]  (optional:
                 mirror averaging of the search, chosen on the same held-out brains, "mirror_selection"),
                 "mirror_coarse": bool  (optional, default true: mirror averaging of the coarse lattice too, or only
-                from the refinement on; chosen with it)},
+                from the refinement on; chosen with it), "coarse_lattice": "prior" | "shared"  (optional, default
+                "prior": each landmark's coarse lattice through its own prior, or one lattice for every landmark,
+                see localise_landmarks; the held-out choices above are made with it)},
      "normalization": {"name": "percentile" | "masked_percentile", ...}  (ModelIntensityNormalized),
      "template": null | BrainTemplateSpace.to_dict()  (null: the search runs on the input's own grid),
      "registration": {...}  (optional: the alignment settings training used, AlignToModelTemplated's
@@ -385,7 +387,8 @@ class ModelMetaWriter:
                 kwargs = {"refine_radius": float(search.get("refine_radius", 2.0)),
                           "prior_sigma_mm": search.get("prior_sigma_mm"), "score": search.get("score", "probability"),
                           "mirror_labels": search.get("mirror_labels"),
-                          "mirror_coarse": search.get("mirror_coarse", True), **extra}
+                          "mirror_coarse": search.get("mirror_coarse", True),
+                          "coarse_lattice": search.get("coarse_lattice", "prior"), **extra}
                 try:
                     pos, _ = localise_landmarks(net, image, vox, self.priors.labels, device,
                                                 float(search["search_radius"]), float(search["search_step"]),

@@ -324,6 +324,89 @@ def test_anchored_lattice_ball():
     assert {tuple(p) for p in same} == {tuple(p) for p in centre + _ball_offsets(radius, step)}
 
 
+def _counting(net):
+    count = [0]
+    net.register_forward_hook(lambda m, args, out, _n=count: _n.__setitem__(0, _n[0] + len(args[0])))
+    return net, count
+
+
+@pytest.mark.parametrize("mirror_coarse", [None, False, True])
+def test_landmarks_share_the_network_evaluations_of_their_common_points(mirror_coarse):
+    """One forward pass scores a patch for every class, so a point that several landmarks' searches reach is put
+    through the network once (per view): searching landmarks together gives each one exactly what it gets alone,
+    with fewer evaluations than the searches one by one; two landmarks with the same prior cost the coarse lattice
+    once."""
+    vol = torch.as_tensor(np.random.default_rng(5).normal(size=(1, 40, 40, 40)), dtype=torch.float32)
+    vol = torch.nn.functional.avg_pool3d(vol[None], 3, 1, 1)[0]
+    priors = np.array([[18.0, 20.0, 19.0], [18.0, 20.0, 19.0], [21.4, 18.2, 22.6]])  # 1 and 2 share a prior
+    labels = [1, 2, 3]
+    kw = {"search_radius": 6, "step": 2, "score": "log_odds", "prior_sigma_mm": 3.0, "batch_size": 64}
+    if mirror_coarse is not None:
+        kw.update(mirror_labels=[0, 2, 1, 3], mirror_coarse=mirror_coarse)
+    net, count = _counting(_random_net())
+    together = localise_landmarks(net, vol, priors, labels, torch.device("cpu"), **kw)
+    n_together = count[0]
+    alone, n_alone = [], []
+    for i in range(3):
+        count[0] = 0
+        alone.append(localise_landmarks(net, vol, priors[i : i + 1], labels[i : i + 1], torch.device("cpu"), **kw))
+        n_alone.append(count[0])
+    np.testing.assert_allclose(together[0], np.concatenate([a[0] for a in alone]), atol=1e-9)
+    np.testing.assert_allclose(together[1], np.concatenate([a[1] for a in alone]), atol=1e-6)
+    from monai_ext.apps.aneurysm.evaluation import _ball_offsets
+
+    ball = len(_ball_offsets(6, 2))
+    views = 2 if mirror_coarse else 1
+    assert n_together <= sum(n_alone) - views * ball  # the shared prior's coarse lattice once, not twice
+
+
+def test_shared_coarse_lattice():
+    """``coarse_lattice="shared"``: every landmark's coarse points come from the one lattice through voxel
+    (0, 0, 0), so overlapping searches whose priors differ by other than a multiple of the step share them (fewer
+    evaluations than with each lattice through its own prior); sharing never changes a landmark's answer; an
+    unknown value is refused, naming the argument, by the search and by the bundle's inferer, which passes it on."""
+    import monai_ext.apps.aneurysm.evaluation as ev
+    from monai_ext.apps.aneurysm import TriPlanarPointInferer
+
+    vol = torch.as_tensor(np.random.default_rng(6).normal(size=(1, 44, 44, 44)), dtype=torch.float32)
+    vol = torch.nn.functional.avg_pool3d(vol[None], 3, 1, 1)[0]
+    priors = np.array([[19.0, 21.0, 22.0], [21.0, 22.0, 19.0], [23.3, 19.6, 21.2]])
+    labels = [1, 2, 3]
+    kw = {"search_radius": 8, "step": 4, "score": "log_odds", "prior_sigma_mm": 4.0, "batch_size": 64,
+          "mirror_labels": [0, 2, 1, 3], "mirror_coarse": False}
+    net, count = _counting(_random_net())
+    asked = []
+    fill = ev._LogitCache.fill
+
+    def spy_fill(self, points, mirrored):
+        asked.append(np.asarray(points))
+        return fill(self, points, mirrored)
+
+    runs = {}
+    for lattice in ("prior", "shared"):
+        count[0] = 0
+        asked.clear()
+        with pytest.MonkeyPatch.context() as m:
+            m.setattr(ev._LogitCache, "fill", spy_fill)
+            runs[lattice] = (localise_landmarks(net, vol, priors, labels, torch.device("cpu"), coarse_lattice=lattice,
+                                                **kw), count[0], asked[0])
+    (_, n_prior, coarse_prior), (shared, n_shared, coarse_shared) = runs["prior"], runs["shared"]
+    assert np.all(coarse_shared % 4 == 0) and not np.all(coarse_prior % 4 == 0)
+    assert n_shared < n_prior
+    for i in range(3):
+        alone = localise_landmarks(net, vol, priors[i : i + 1], labels[i : i + 1], torch.device("cpu"),
+                                   coarse_lattice="shared", **kw)
+        np.testing.assert_allclose(shared[0][i : i + 1], alone[0], atol=1e-9)
+    with pytest.raises(ValueError, match="coarse_lattice must be one of"):
+        localise_landmarks(net, vol, priors, labels, torch.device("cpu"), coarse_lattice="global")
+    with pytest.raises(ValueError, match="coarse_lattice must be"):
+        TriPlanarPointInferer(coarse_lattice="global")
+    inferer = TriPlanarPointInferer(search_radius=8, search_step=4, prior_sigma_mm=4.0, score="log_odds",
+                                    mirror_labels=[0, 2, 1, 3], mirror_coarse=False, coarse_lattice="shared")
+    out = inferer(vol, net, priors=priors, labels=labels).numpy()
+    np.testing.assert_allclose(out[:, :3], shared[0], atol=1e-9)
+
+
 # -- mirror averaging (left-right test-time augmentation) --------------------------------------------------------
 
 @pytest.mark.parametrize("patch_size, extent_mm", [(32, None), (9, None), (16, 20.0), (7, 12.0)])
@@ -405,7 +488,14 @@ def test_mirror_averaging_from_the_refinement_scores_the_coarse_lattice_once(met
         calls.append((len(centres), mirror_ is not None))
         return scores(net_, patcher, image, centres, label, device, batch_size, fmt, mirror_)
 
-    monkeypatch.setattr(ev, "_scores", spy)
+    monkeypatch.setattr(ev, "_scores", spy)  # the exhaustive search
+    fill = ev._LogitCache.fill  # the coarse-to-fine search: what it asks the shared logit cache for
+
+    def spy_fill(self, points, mirrored):
+        calls.append((len(points), bool(mirrored)))
+        return fill(self, points, mirrored)
+
+    monkeypatch.setattr(ev._LogitCache, "fill", spy_fill)
     for coarse in (True, False):
         calls.clear()
         localise_landmarks(net, vol, priors, labels, torch.device("cpu"), mirror_labels=mirror,
