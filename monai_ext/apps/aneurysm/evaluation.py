@@ -103,6 +103,14 @@ def _mirrored_patches(patcher: TriPlanarPatch, image: torch.Tensor, centres: np.
     return torch.cat([same[:, :c], moved[:, c:].flip(-2)], 1)
 
 
+def _prob_and_log_odds(logits: torch.Tensor, lab: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax probability of class ``lab`` (``(N, 1)`` ids) and its log-odds ``log p / (1 - p)`` in float64, from
+    the logits (``logit_lab - logsumexp(other logits)``: no saturation where the probability rounds to 1)."""
+    own = logits.gather(1, lab)[:, 0]
+    others = logits.scatter(1, lab, float("-inf")).logsumexp(1)
+    return torch.softmax(logits, 1).gather(1, lab)[:, 0], (own - others).double()
+
+
 @torch.no_grad()
 def _scores(net: nn.Module, patcher: TriPlanarPatch, image: torch.Tensor, centres: np.ndarray,
             label: int | np.ndarray, device: torch.device, batch_size: int,
@@ -124,11 +132,8 @@ def _scores(net: nn.Module, patcher: TriPlanarPatch, image: torch.Tensor, centre
         prob, odd = 0.0, 0.0
         for x, lab_all in views:
             logits = net(x.float().to(device).contiguous(memory_format=memory_format)).float().cpu()
-            lab = lab_all[i : i + batch_size, None]
-            own = logits.gather(1, lab)[:, 0]
-            others = logits.scatter(1, lab, float("-inf")).logsumexp(1)
-            prob = prob + torch.softmax(logits, 1).gather(1, lab)[:, 0] / len(views)
-            odd = odd + (own - others).double() / len(views)
+            p, o = _prob_and_log_odds(logits, lab_all[i : i + batch_size, None])
+            prob, odd = prob + p / len(views), odd + o / len(views)
         probs.append(prob)
         odds.append(odd)
     if not probs:
@@ -181,11 +186,8 @@ class _LogitCache:
         views = [(False, lab)] if mirror is None else [(False, lab), (True, torch.as_tensor(mirror)[lab])]
         prob, odd = 0.0, 0.0
         for flipped, lb in views:
-            logits = torch.stack([self.rows[(flipped, p)] for p in points])
-            own = logits.gather(1, lb)[:, 0]
-            others = logits.scatter(1, lb, float("-inf")).logsumexp(1)
-            prob = prob + torch.softmax(logits, 1).gather(1, lb)[:, 0] / len(views)
-            odd = odd + (own - others).double() / len(views)
+            p, o = _prob_and_log_odds(torch.stack([self.rows[(flipped, p)] for p in points]), lb)
+            prob, odd = prob + p / len(views), odd + o / len(views)
         return prob.numpy(), odd.numpy()
 
 
