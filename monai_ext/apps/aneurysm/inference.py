@@ -32,7 +32,7 @@ from monai_ext.transforms import TriPlanarPatch
 from monai_ext.transforms.spatial import apply_matrix
 from monai_ext.utils import as_bool, default_device, load_checkpoint
 
-from .evaluation import localise_landmarks, search_batch_size
+from .evaluation import _LATTICES, localise_landmarks, search_batch_size
 from .landmarks import PointSet, points_to_voxels, read_points, write_points_fcsv, write_points_json
 
 __all__ = [
@@ -389,8 +389,8 @@ class TriPlanarPointInferer(Inferer):
         super().__init__()
         if mode not in ("classify", "localise"):
             raise ValueError(f"mode must be 'classify' or 'localise', got {mode!r}.")
-        if coarse_lattice not in ("prior", "shared"):
-            raise ValueError(f"coarse_lattice must be 'prior' or 'shared', got {coarse_lattice!r}.")
+        if coarse_lattice not in _LATTICES:  # refused here, not at the first image
+            raise ValueError(f"coarse_lattice must be one of {_LATTICES}, got {coarse_lattice!r}.")
         self.coarse_lattice = coarse_lattice
         self.mode, self.patch_size, self.extent_mm = mode, int(patch_size), extent_mm
         if batch_size is not None:
