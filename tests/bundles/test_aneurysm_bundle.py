@@ -1,6 +1,7 @@
 """The aneurysm bundle on tiny synthetic data: train.json (landmark classifier on MONAI engines), study.json on top
-(validation report, AdaBoost transfer, localisation), evaluate / inference configs, torchrun (gloo) and the CLI from
-the bundle folder. The model-zoo checks shared by every bundle are in test_zoo_contract.py.
+(validation report, AdaBoost transfer, localisation), evaluate / inference configs, and the CLI from
+the bundle folder. The model-zoo checks shared by every bundle are in test_zoo_contract.py,
+multi_gpu_train.json under torchrun (gloo) in tests/integration/test_distributed.py.
 """
 
 from __future__ import annotations
@@ -84,14 +85,6 @@ def test_evaluate_and_inference(trained):
     p = json.loads(preds[0].read_text())["landmarks"][0]
     assert set(p["probabilities"]) == {"normal", "aneurysm"}
     assert sum(p["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
-
-
-def test_torchrun_two_gloo_processes(tmp_path):
-    # 10 cases: 2 validation volumes, one per process
-    overrides = {**TINY, "num_cases": 10, "output_dir": str(tmp_path / "outputs"), "ckpt_dir": str(tmp_path / "models")}
-    overrides.pop("device")
-    run_bundle_cli(NAME, ["train.json", "multi_gpu_train.json"], overrides, nproc=2)
-    assert (tmp_path / "models" / "model.pt").is_file() and (tmp_path / "models" / "landmark_priors.json").is_file()
 
 
 def test_cli_from_inside_the_bundle_folder(tmp_path):

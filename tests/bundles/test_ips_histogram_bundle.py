@@ -1,6 +1,7 @@
 """The ips_histogram bundle on tiny synthetic data: train / evaluate / inference configs, the three method files,
-the method comparison study, real microscopy images of other sizes, torchrun (gloo) and the CLI from the bundle
-folder. The model-zoo checks shared by every bundle are in test_zoo_contract.py.
+the method comparison study, real microscopy images of other sizes, and the CLI from the bundle
+folder. The model-zoo checks shared by every bundle are in test_zoo_contract.py,
+multi_gpu_train.json under torchrun (gloo) in tests/integration/test_distributed.py.
 """
 
 from __future__ import annotations
@@ -228,16 +229,6 @@ def test_plateau_config_gives_one_method_its_own_budget(tmp_path):
     assert record["settings"]["method_overrides"] == {"patch_classification": {"epochs": 2}}
     with pytest.raises(ValueError, match="method_overrides names methods not compared here"):
         IPSComparison(bundle_dir(NAME), tmp_path, methods=["histogram"], method_overrides={"fcn": {"epochs": 60}})
-
-
-def test_multi_gpu_train_torchrun_gloo(tmp_path):
-    # 10 cases: 2 validation images, one per rank (MONAI's DistributedSampler needs one per process)
-    overrides = {**TINY, "num_cases": 10, "output_dir": str(tmp_path / "out"), "ckpt_dir": str(tmp_path / "ckpt")}
-    overrides.pop("device")
-    proc = run_bundle_cli(NAME, ["train.json", "multi_gpu_train.json"], overrides, nproc=2)
-    assert (tmp_path / "ckpt" / "model.pt").is_file() and (tmp_path / "ckpt" / "checkpoint.pt").is_file()
-    # only rank 0 logs the epoch's metrics
-    assert (proc.stdout + proc.stderr).count("Epoch[1] Metrics -- train_loss") == 1
 
 
 def test_cli_from_inside_the_bundle_folder(trained, tmp_path):

@@ -1,6 +1,7 @@
 """The sperm_emd bundle on tiny synthetic videos: train.json (one backbone and loss on MONAI engines), evaluate.json,
-the backbone x loss grid on top (grid.json), the stream inference, torchrun (gloo) and the CLI from the bundle
-folder. The model-zoo checks shared by every bundle are in test_zoo_contract.py.
+the backbone x loss grid on top (grid.json), the stream inference, and the CLI from the bundle
+folder. The model-zoo checks shared by every bundle are in test_zoo_contract.py,
+multi_gpu_train.json under torchrun (gloo) in tests/integration/test_distributed.py.
 """
 
 from __future__ import annotations
@@ -127,12 +128,3 @@ def test_grid_with_a_pretraining_corpus(trained, tmp_path):
         diffs = list(csv.DictReader(f))
     assert {(d["init"], d["reference"], d["metric"]) for d in diffs} == {("pretrained", "scratch", "emd"),
                                                                          ("pretrained", "scratch", "mode_accuracy")}
-
-
-def test_torchrun_two_gloo_processes(trained, tmp_path):
-    out, _, _ = trained
-    overrides = {**TINY, "output_dir": str(tmp_path / "outputs"), "ckpt_dir": str(tmp_path / "models"),
-                 "dataset_dir": str(out / "outputs" / "synthetic_data")}
-    overrides.pop("device")
-    run_bundle_cli(NAME, ["train.json", "multi_gpu_train.json"], overrides, nproc=2)
-    assert (tmp_path / "models" / "model.pt").is_file()

@@ -35,6 +35,8 @@ from bundle_checks import REPO, cli_overrides, config_paths, run_bundle_cli  # n
 
 # wall-clock measurements differ between any two runs; everything else in the tables must not
 TIMING_COLUMNS = ("train_seconds", "infer_mpix_per_s")
+#: the file of a run's folder that keeps what :func:`train`'s command printed
+LOG_NAME = "cli_output.txt"
 
 
 @dataclass(frozen=True)
@@ -137,13 +139,17 @@ def run_overrides(name: str, root: Path, seed: int = 0, **extra: Any) -> dict[st
 
 def train(name: str, root: Path, seed: int = 0, nproc: int = 1, configs: tuple[str, ...] = ("train.json",),
           **extra: Any) -> tuple[Path, float]:
-    """One training run of ``name`` into ``root`` (CPU, or ``nproc`` gloo processes); returns ``root`` and seconds."""
+    """One training run of ``name`` into ``root`` (CPU, or ``nproc`` gloo processes); returns ``root`` and seconds.
+    What the command printed (stdout, then stderr) is kept in ``root / LOG_NAME``."""
     over = run_overrides(name, root, seed, **extra)
     if nproc == 1:
         over["device"] = "cpu"
     t0 = time.perf_counter()
-    run_bundle_cli(name, configs, over, nproc=nproc, timeout=300)
-    return root, time.perf_counter() - t0
+    proc = run_bundle_cli(name, configs, over, nproc=nproc, timeout=300)
+    seconds = time.perf_counter() - t0
+    root.mkdir(parents=True, exist_ok=True)
+    (root / LOG_NAME).write_text(proc.stdout + proc.stderr)
+    return root, seconds
 
 
 @functools.cache

@@ -6,8 +6,10 @@ bit-identical to one process by design: the global batch is twice as large (half
 epoch), the shards come from the distributed sampler instead of the single-process shuffle, BatchNorm statistics
 are per rank and augmentations are drawn per rank. What is checked:
 
-- for every bundle: the 2-process run finishes, rank 0 writes ``model.pt`` and ``checkpoint.pt`` with the
-  network's own parameter names (no DDP prefix) and finite weights;
+- for every bundle: the 2-process run (``python -m torch.distributed.run --standalone --nproc_per_node=2 -m
+  monai.bundle run``, the model zoo's command) finishes, rank 0 writes ``model.pt`` and ``checkpoint.pt`` with the
+  network's own parameter names (no DDP prefix) and finite weights, and the files the single-process run writes
+  beside them (aneurysm: ``landmark_priors.json``); on MONAI engines only rank 0 logs an epoch's metrics;
 - where a tiny configuration learns its task (ips_histogram on the ``LEARNING`` configuration, aneurysm on its
   ``LEARNING`` configuration), the 1-process reference beats its trivial baseline by a margin, and the 2-process
   best validation metric is within the range that metric spans over four seeds of the 1-process run (``HEADLINE``):
@@ -22,7 +24,7 @@ from __future__ import annotations
 import pytest
 import torch
 from monai.bundle import ConfigParser
-from reliability_runs import BUNDLES, config_paths, outcome, reference_run, train
+from reliability_runs import BUNDLES, LOG_NAME, config_paths, outcome, reference_run, train
 
 pytestmark = pytest.mark.slow
 
@@ -112,9 +114,25 @@ def test_backend_follows_the_device(name, device, cuda_available, backend, monke
         assert calls["set_device"].startswith("cuda")
 
 
+#: files rank 0 must write into ``ckpt_dir`` (default: the two checkpoints), checked after every 2-process run
+CKPT_FILES = {"aneurysm": ("model.pt", "checkpoint.pt", "landmark_priors.json")}
+#: the line that MONAI's StatsHandler on every bundle's trainer logs once per epoch, on rank 0 only
+EPOCH_LINE = "Epoch[1] Metrics -- train_loss"
+
+
+def _rank0_wrote_and_logged(name: str, root) -> None:
+    """Rank 0 wrote the single-process run's files into ``ckpt_dir``, and an epoch's metrics are logged once, not
+    once per rank."""
+    for f in CKPT_FILES.get(name, ("model.pt", "checkpoint.pt")):
+        assert (root / "ckpt" / f).is_file(), f"{name}: no {f} after the 2-process run"
+    count = (root / LOG_NAME).read_text().count(EPOCH_LINE)
+    assert count == 1, f"{name}: {EPOCH_LINE!r} logged {count} times by the 2 processes (rank 0 only: once)"
+
+
 @pytest.mark.parametrize("name", [b for b in BUNDLES if b not in HEADLINE])
 def test_data_parallel_two_processes_write_the_model(name, tmp_path):
     train(name, tmp_path, nproc=2, configs=MULTI)
+    _rank0_wrote_and_logged(name, tmp_path)
     two = outcome(name, tmp_path)
     net = ConfigParser()
     net.read_config(config_paths(name, ["inference.json"]))
@@ -128,6 +146,7 @@ def test_data_parallel_two_processes_within_seed_spread(name, tmp_path):
     if name in LEARNING:
         ref_root, _ = train(name, tmp_path / "one", **LEARNING[name])
         train(name, tmp_path / "two", nproc=2, configs=MULTI, **LEARNING[name])
+        _rank0_wrote_and_logged(name, tmp_path / "two")
         one, two = outcome(name, ref_root), outcome(name, tmp_path / "two")
         trivial = _TRIVIAL[name](ref_root)
         assert _headline(name, one) >= trivial + 0.1, f"{name}: the reference does not learn (trivial {trivial:.3f})"
@@ -139,6 +158,7 @@ def test_data_parallel_two_processes_within_seed_spread(name, tmp_path):
     else:
         ref_root, _ = reference_run(name)
         train(name, tmp_path, nproc=2, configs=MULTI)
+        _rank0_wrote_and_logged(name, tmp_path)
         one, two = outcome(name, ref_root), outcome(name, tmp_path)
     # rank 0 wrote every table and checkpoint of the 1-process run, with the same parameter names (no DDP prefix)
     assert one["tables"].keys() == two["tables"].keys()

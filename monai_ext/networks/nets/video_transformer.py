@@ -312,7 +312,8 @@ def timesformer_base(
 
     Example::
 
-        >>> timesformer_base(img_size=224, num_frames=8, num_classes=400)(torch.zeros(1, 3, 8, 224, 224)).shape
+        >>> net = timesformer_base(img_size=64, num_frames=2, num_classes=400)  # the paper's clips: 8 x 224 x 224
+        >>> net(torch.zeros(1, 3, 2, 64, 64)).shape
         torch.Size([1, 400])
     """
     return _timesformer(768, 12, 12, img_size, num_frames, patch_size, in_channels, num_classes, kwargs)
