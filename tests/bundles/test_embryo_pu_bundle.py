@@ -1,7 +1,7 @@
 """The embryo_pu bundle on tiny synthetic sequences: train.json (one method, fold and prior on MONAI engines with
-the frame-level PU iteration), evaluate / inference configs, the cross-validation study on top, and the CLI from
-the bundle folder. The model-zoo checks shared by every bundle are in test_zoo_contract.py, multi_gpu_train.json
-under torchrun (gloo) in tests/integration/test_distributed.py.
+the frame-level PU iteration), evaluate / inference configs, the cross-validation study on top. The model-zoo checks
+shared by every bundle are in test_zoo_contract.py; train.json from the bundle folder, multi_gpu_train.json under
+torchrun (gloo), resume and reproducibility in tests/integration.
 """
 
 from __future__ import annotations
@@ -101,11 +101,3 @@ def test_cross_validation_study(trained, tmp_path):
     truth = [viable[Path(p).name] for p in cell["test_index"]]
     row = next(r for r in rows if (r["method"], r["fold"], r["seed"]) == ("auc_nnpu", "1", "1"))
     assert float(row["auc_viable"]) == pytest.approx(roc_auc_score(truth, cell["test_scores"]), abs=1e-3)
-
-
-def test_cli_from_bundle_folder(trained, tmp_path):
-    root, _, _ = trained
-    over = {**TINY, "output_dir": str(tmp_path / "out"), "ckpt_dir": str(tmp_path / "ckpt"),
-            "dataset_dir": str(root / "out" / "synthetic_data")}
-    run_bundle_cli(NAME, ["train.json"], over, cwd=bundle_dir(NAME))
-    assert (tmp_path / "ckpt" / "model.pt").is_file()

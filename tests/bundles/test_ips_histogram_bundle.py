@@ -1,7 +1,7 @@
 """The ips_histogram bundle on tiny synthetic data: train / evaluate / inference configs, the three method files,
-the method comparison study, real microscopy images of other sizes, and the CLI from the bundle
-folder. The model-zoo checks shared by every bundle are in test_zoo_contract.py,
-multi_gpu_train.json under torchrun (gloo) in tests/integration/test_distributed.py.
+the method comparison study, real microscopy images of other sizes. The model-zoo checks shared by every bundle are in
+test_zoo_contract.py; train.json from the bundle folder, multi_gpu_train.json under torchrun (gloo), resume and
+reproducibility in tests/integration.
 """
 
 from __future__ import annotations
@@ -229,11 +229,3 @@ def test_plateau_config_gives_one_method_its_own_budget(tmp_path):
     assert record["settings"]["method_overrides"] == {"patch_classification": {"epochs": 2}}
     with pytest.raises(ValueError, match="method_overrides names methods not compared here"):
         IPSComparison(bundle_dir(NAME), tmp_path, methods=["histogram"], method_overrides={"fcn": {"epochs": 60}})
-
-
-def test_cli_from_inside_the_bundle_folder(trained, tmp_path):
-    _, paths, _ = trained
-    overrides = {**TINY, "output_dir": str(tmp_path / "out"), "ckpt_dir": str(tmp_path / "ckpt"),
-                 "dataset_dir": str(Path(paths["output_dir"]) / "synthetic_data")}
-    run_bundle_cli(NAME, ["train.json"], overrides, cwd=bundle_dir(NAME))
-    assert (tmp_path / "ckpt" / "model.pt").is_file()

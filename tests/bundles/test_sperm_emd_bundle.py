@@ -1,7 +1,7 @@
 """The sperm_emd bundle on tiny synthetic videos: train.json (one backbone and loss on MONAI engines), evaluate.json,
-the backbone x loss grid on top (grid.json), the stream inference, and the CLI from the bundle
-folder. The model-zoo checks shared by every bundle are in test_zoo_contract.py,
-multi_gpu_train.json under torchrun (gloo) in tests/integration/test_distributed.py.
+the backbone x loss grid on top (grid.json, from the bundle folder), the stream inference. The model-zoo checks shared
+by every bundle are in test_zoo_contract.py; train.json from the bundle folder, multi_gpu_train.json under torchrun
+(gloo), resume and reproducibility in tests/integration.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """Tiny bundle training runs shared by the resume, reproducibility and distributed tests (tests/integration).
 
 Every run is ``python -m monai.bundle run`` in a subprocess (one thread, CPU), so that a run can be killed and so that
-all compared runs execute the same way. :func:`reference_run` runs the uninterrupted seed-0 run of each bundle once
-for the whole pytest session, shared by the xdist workers (a folder of the session's base temporary directory and a
-file lock, :func:`use_session_dir`): the resume test compares against it and the reproducibility test reruns it.
+all compared runs execute the same way (:func:`train` from the bundle's folder). :func:`reference_run` runs the
+uninterrupted seed-0 run of each bundle once for the whole pytest session, shared by the xdist workers (a folder of
+the session's base temporary directory and a file lock, :func:`use_session_dir`): the resume test compares against it
+and the reproducibility test reruns it.
 
 A run's *outcome* is what a user would compare: its results tables (CSV, without the wall-clock columns), the
 validation history of the best-model saver (bundles on MONAI engines) and the trained weights of every final
@@ -31,7 +32,7 @@ import torch
 from filelock import FileLock
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bundles"))
-from bundle_checks import REPO, cli_overrides, config_paths, run_bundle_cli  # noqa: E402
+from bundle_checks import REPO, bundle_dir, cli_overrides, config_paths, run_bundle_cli  # noqa: E402
 
 # wall-clock measurements differ between any two runs; everything else in the tables must not
 TIMING_COLUMNS = ("train_seconds", "infer_mpix_per_s")
@@ -140,12 +141,15 @@ def run_overrides(name: str, root: Path, seed: int = 0, **extra: Any) -> dict[st
 def train(name: str, root: Path, seed: int = 0, nproc: int = 1, configs: tuple[str, ...] = ("train.json",),
           **extra: Any) -> tuple[Path, float]:
     """One training run of ``name`` into ``root`` (CPU, or ``nproc`` gloo processes); returns ``root`` and seconds.
-    What the command printed (stdout, then stderr) is kept in ``root / LOG_NAME``."""
+
+    The command runs from the bundle's own folder, as a user calls it after changing into the bundle (the runs of
+    tests/bundles call it from the repository root, and :func:`start_and_kill` too: a resumed run does not depend on
+    the folder the killed one ran from). What it printed (stdout, then stderr) is kept in ``root / LOG_NAME``."""
     over = run_overrides(name, root, seed, **extra)
     if nproc == 1:
         over["device"] = "cpu"
     t0 = time.perf_counter()
-    proc = run_bundle_cli(name, configs, over, nproc=nproc, timeout=300)
+    proc = run_bundle_cli(name, configs, over, nproc=nproc, timeout=300, cwd=bundle_dir(name))
     seconds = time.perf_counter() - t0
     root.mkdir(parents=True, exist_ok=True)
     (root / LOG_NAME).write_text(proc.stdout + proc.stderr)
