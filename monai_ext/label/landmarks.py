@@ -322,6 +322,7 @@ class LandmarkLocaliser:
             "mirror_labels": inferer.mirror_labels,
             "mirror_coarse": inferer.mirror_coarse,
             "recentre": inferer.recentre,
+            "recentre_overlap": inferer.recentre_overlap,
             "coarse_lattice": inferer.coarse_lattice,
         }
         check = None
@@ -400,9 +401,11 @@ class LandmarkLocaliser:
             ``{"coordinate_system": "RAS", "units": "mm", "landmarks": [{"name", "label", "position" (RAS mm),
             "voxel" (0-based voxel coordinates of the input grid), "probability", "low_confidence"}],
             "confidence_threshold", "num_low_confidence", "out_of_distribution": {"flagged", "reasons",
-            "low_confidence_fraction", ...}, "template_aligned"}``, plus ``"alignment"`` (the start kept, its
-            metric, the fraction of the template inside the scan, every start tried:
-            :class:`~monai_ext.transforms.AlignToTemplated`) when the image was aligned to the model's template.
+            "low_confidence_fraction", ...}, "template_aligned", "recentred"}`` (``recentred``: whether the
+            search ran twice, see :meth:`~monai_ext.apps.aneurysm.TriPlanarPointInferer.recentres`), plus
+            ``"alignment"`` (the start kept, its metric, the fraction of the template inside the scan, every start
+            tried: :class:`~monai_ext.transforms.AlignToTemplated`) when the image was aligned to the model's
+            template.
 
         Raises:
             InvalidInferInput: for a bad search option, or priors whose search cubes all miss the volume (a volume
@@ -446,7 +449,7 @@ class LandmarkLocaliser:
             reason = f"the model's preprocessing cannot take this image ({cause})"
             logger.warning("%s: %s; no landmark is returned.", self.bundle_dir.name, reason)
             return {"coordinate_system": "RAS", "units": "mm", "landmarks": [], "confidence_threshold": threshold,
-                    "num_low_confidence": 0, "template_aligned": False,
+                    "num_low_confidence": 0, "template_aligned": False, "recentred": False,
                     "out_of_distribution": {"flagged": True, "low_confidence_fraction": 1.0,
                                             "max_low_fraction": max_low, "reasons": [reason],
                                             "feature_check": None}}
@@ -458,7 +461,8 @@ class LandmarkLocaliser:
         vox_priors = points_to_voxels(priors, grid_affine, shape, tolerance=1e6)
         inferer = TriPlanarPointInferer(mode="localise", **{**inferer_args, **search})
         try:
-            out = inferer(grid.to(device), network, priors=vox_priors, labels=priors.labels)
+            overlap = (d.get("template_alignment") or {}).get("overlap")
+            out = inferer(grid.to(device), network, priors=vox_priors, labels=priors.labels, overlap=overlap)
         except ValueError as e:
             raise InvalidInferInput(str(e)) from e
         out = out.cpu().numpy().astype(np.float64)
@@ -491,5 +495,6 @@ class LandmarkLocaliser:
             "num_low_confidence": int(low.sum()),
             "out_of_distribution": verdict,
             "template_aligned": matrix is not None,
+            "recentred": inferer.recentres(overlap),
             **({"alignment": d["template_alignment"]} if d.get("template_alignment") is not None else {}),
         }

@@ -37,6 +37,7 @@ from .landmarks import PointSet, points_to_voxels, read_points, write_points_fcs
 
 __all__ = [
     "CONFIDENCE_THRESHOLD",
+    "RECENTRE_OVERLAP",
     "IMAGE_EXTENSIONS",
     "image_stem",
     "inference_items",
@@ -47,6 +48,7 @@ __all__ = [
     "TriPlanarPointInferer",
     "flag_low_confidence",
     "out_of_distribution_verdict",
+    "recentre_mode",
     "load_priors",
     "save_priors",
     "write_landmark_priors",
@@ -58,6 +60,32 @@ logger = logging.getLogger(__name__)
 #: Default probability below which a localised landmark is flagged: below 0.5 the classifier, at the best point of
 #: the search, gives more probability to the other classes (background or another landmark) than to this landmark.
 CONFIDENCE_THRESHOLD = 0.5
+
+#: ``recentre="auto"`` of :class:`TriPlanarPointInferer` searches a second time when less than this fraction of the
+#: template's brain mask lies inside the scan after the alignment (``alignment["overlap"]``): a scan cut to a box
+#: or a slab, where the intensity-based alignment has less to go on. On the brain evaluation's scans the whole heads
+#: keep at least 0.98 of it and the scans cut to the fiducials' box at most 0.90.
+RECENTRE_OVERLAP = 0.95
+
+
+def recentre_mode(value: Any, name: str = "recentre") -> bool | str:
+    """``True``, ``False`` or ``"auto"`` from a config or command-line value (``"true"``, ``"false"``, ``"auto"``,
+    a bool).
+
+    Raises:
+        ValueError: for any other value, naming ``name``.
+
+    Example::
+
+        >>> recentre_mode("AUTO"), recentre_mode("false"), recentre_mode(True)
+        ('auto', False, True)
+    """
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    try:
+        return as_bool(value, name)
+    except ValueError as e:
+        raise ValueError(f"{name} must be true, false or 'auto', got {value!r}.") from e
 
 
 def flag_low_confidence(names: Sequence[str], probabilities: Sequence[float] | np.ndarray,
@@ -345,7 +373,8 @@ class TriPlanarPointInferer(Inferer):
 
     ``mode="localise"``: ``inferer(image, network, priors=(L, 3) voxel, labels=(L,))`` returns ``(L, 4)``: the
     predicted voxel position of every landmark and its peak probability
-    (:func:`~monai_ext.apps.aneurysm.evaluation.localise_landmarks`; batched coarse-to-fine by default).
+    (:func:`~monai_ext.apps.aneurysm.evaluation.localise_landmarks`; batched coarse-to-fine by default);
+    ``overlap=`` (the alignment's fraction of the template's brain inside the scan) decides ``recentre="auto"``.
 
     Args:
         mode: ``"classify"`` or ``"localise"``.
@@ -370,6 +399,11 @@ class TriPlanarPointInferer(Inferer):
         recentre: search twice, the second time around the priors mapped by an affine fit of the first search's
             positions (see :func:`~monai_ext.apps.aneurysm.evaluation.localise_landmarks`; the description's
             ``search.recentre``, off when absent; ``--search_recentre true`` on the aneurysm bundle's command line).
+            ``"auto"``: only for a scan that leaves part of the template's brain outside its field of view, i.e.
+            when the call's ``overlap`` (the alignment's fraction of the template's brain mask inside the scan) is
+            below ``recentre_overlap`` (:meth:`recentres`); a call without ``overlap`` (no alignment) searches once.
+        recentre_overlap: the ``overlap`` below which ``recentre="auto"`` searches twice, in ``(0, 1]``
+            (:data:`RECENTRE_OVERLAP`).
         coarse_lattice: ``"prior"`` (each landmark's coarse lattice through its rounded prior) or ``"shared"`` (one
             lattice for every landmark, so that overlapping searches score their common points once; see
             :func:`~monai_ext.apps.aneurysm.evaluation.localise_landmarks`; the description's
@@ -385,7 +419,8 @@ class TriPlanarPointInferer(Inferer):
                  batch_size: int | None = None, method: str = "coarse_to_fine", top_k: int = 2,
                  prior_sigma_mm: float | None = None, score: str = "probability",
                  mirror_labels: Sequence[int] | None = None, mirror_coarse: bool = True,
-                 recentre: bool = False, coarse_lattice: str = "prior") -> None:
+                 recentre: bool | str = False, coarse_lattice: str = "prior",
+                 recentre_overlap: float = RECENTRE_OVERLAP) -> None:
         super().__init__()
         if mode not in ("classify", "localise"):
             raise ValueError(f"mode must be 'classify' or 'localise', got {mode!r}.")
@@ -400,12 +435,31 @@ class TriPlanarPointInferer(Inferer):
         self.prior_sigma_mm, self.score = prior_sigma_mm, score
         self.mirror_labels = None if mirror_labels is None else [int(v) for v in mirror_labels]
         self.mirror_coarse = as_bool(mirror_coarse, "mirror_coarse")
-        self.recentre = as_bool(recentre, "recentre")
+        self.recentre = recentre_mode(recentre, "recentre")
+        if isinstance(recentre_overlap, bool) or not isinstance(recentre_overlap, (int, float)) or not (
+                0 < recentre_overlap <= 1):
+            raise ValueError(f"recentre_overlap must be a number in (0, 1], got {recentre_overlap!r}.")
+        self.recentre_overlap = float(recentre_overlap)
+
+    def recentres(self, overlap: float | None = None) -> bool:
+        """Whether a localisation searches twice: ``recentre`` when it is a bool; with ``"auto"``, whether the
+        alignment's ``overlap`` (fraction of the template's brain inside the scan; ``None``: not aligned) is below
+        ``recentre_overlap``.
+
+        Example::
+
+            >>> inferer = TriPlanarPointInferer(recentre="auto")
+            >>> inferer.recentres(1.0), inferer.recentres(0.8), inferer.recentres(None)
+            (False, True, False)
+        """
+        if self.recentre != "auto":
+            return bool(self.recentre)
+        return overlap is not None and bool(np.isfinite(overlap)) and float(overlap) < self.recentre_overlap
 
     @torch.no_grad()
     def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any,
                  points: np.ndarray | None = None, priors: np.ndarray | None = None,
-                 labels: Sequence[int] | None = None, **kwargs: Any) -> torch.Tensor:
+                 labels: Sequence[int] | None = None, overlap: float | None = None, **kwargs: Any) -> torch.Tensor:
         image = inputs[0] if inputs.ndim == 5 else inputs  # a batch of one volume is accepted
         device = next(network.parameters()).device if isinstance(network, nn.Module) else torch.device("cpu")
         if self.mode == "classify":
@@ -423,7 +477,7 @@ class TriPlanarPointInferer(Inferer):
                                        self.patch_size, self.extent_mm, self.batch_size, self.refine_radius,
                                        method=self.method, top_k=self.top_k, prior_sigma_mm=self.prior_sigma_mm,
                                        score=self.score, mirror_labels=self.mirror_labels,
-                                       mirror_coarse=self.mirror_coarse, recentre=self.recentre,
+                                       mirror_coarse=self.mirror_coarse, recentre=self.recentres(overlap),
                                        coarse_lattice=self.coarse_lattice)
         return torch.as_tensor(np.c_[pos, peak])
 
@@ -580,9 +634,10 @@ class AneurysmInference:
 
     Localisation output: ``{"image", "coordinate_system": "RAS", "units": "mm", "confidence_threshold",
     "num_low_confidence", "landmarks": [{"name", "label", "position" (RAS mm of the input image), "voxel" (index
-    coordinates in the input image), "probability", "low_confidence"}], "out_of_distribution": {"flagged",
-    "reasons", ...} (:func:`out_of_distribution_verdict`: most landmarks low-confidence, or the
-    :class:`FeatureDistributionCheck` of the patches at the search centres), "model"}``, plus the same points as a 3D
+    coordinates in the input image), "probability", "low_confidence"}], "recentred" (whether the search ran twice:
+    :meth:`TriPlanarPointInferer.recentres`), "out_of_distribution": {"flagged", "reasons", ...}
+    (:func:`out_of_distribution_verdict`: most landmarks low-confidence, or the :class:`FeatureDistributionCheck` of
+    the patches at the search centres), "model"}``, plus the same points as a 3D
     Slicer ``<stem>_localise.fcsv`` (description ``p=<probability>``, ``LOW`` when flagged). When the preprocessing
     aligned the image to the template (:class:`~monai_ext.apps.aneurysm.AlignToModelTemplated` /
     :class:`~monai_ext.transforms.AlignToTemplated`: ``data["template_to_image"]`` and the MetaTensor's
@@ -752,7 +807,10 @@ class AneurysmInference:
         priors = self.priors
         assert priors is not None
         vox = points_to_voxels(priors, affine, shape, tolerance=1e6)  # priors may lie off a cropped volume
-        out = np.asarray(self._post(d, self.inferer(image, self.network, priors=vox, labels=priors.labels)))
+        overlap = (d.get("template_alignment") or {}).get("overlap")
+        recentred = self.inferer.recentres(overlap)
+        out = np.asarray(self._post(d, self.inferer(image, self.network, priors=vox, labels=priors.labels,
+                                                    overlap=overlap)))
         grid_world = apply_matrix(affine, out[:, :3])
         matrix = d.get("template_to_image")
         if matrix is None and isinstance(image, MetaTensor):
@@ -773,7 +831,8 @@ class AneurysmInference:
                         "voxel": input_vox[i].tolist(), "probability": float(out[i, 3]),
                         "low_confidence": bool(low[i]),
                         **({"template_position": grid_world[i].tolist()} if matrix is not None else {})}
-                       for i in range(len(out))]}
+                       for i in range(len(out))],
+                   "recentred": recentred}
         feature_verdict = None
         inside = np.all((vox >= 0) & (vox <= np.asarray(shape) - 1), axis=1)
         if self.ood is not None and inside.any():  # scored at the search centres, not where the search ended

@@ -415,8 +415,9 @@ class LandmarkEvaluation:
     counts the verdicts: such images should all be flagged. Writes ``<output_dir>/localisation_by_row.{csv,md}``,
     ``localisation_by_landmark.csv``, ``localisation_by_image.{csv,md}`` (per image: its mean error and baseline
     over the fiducials, top-1, low-confidence points, the verdict, the alignment start kept and its overlap where
-    the model aligns, seconds), ``results.json`` (the rows as metrics, with provenance) and ``study.json``
-    (settings and provenance, :func:`~monai_ext.apps.runner.write_study_record`).
+    the model aligns, whether the search ran twice (``recentred``), seconds), ``results.json`` (the rows as
+    metrics, with provenance) and ``study.json`` (settings and provenance,
+    :func:`~monai_ext.apps.runner.write_study_record`).
 
     Args:
         inference: the bundle's inference evaluator (``@evaluator`` of ``inference.json``).
@@ -502,7 +503,8 @@ class LandmarkEvaluation:
                      "baseline_mm": float("nan"), "top1": float("nan"),
                      "num_low_confidence": int(content.get("num_low_confidence", 0)), "ood_flagged": int(flagged[-1]),
                      "alignment_start": alignment.get("start", ""),
-                     "alignment_overlap": float(alignment.get("overlap", float("nan"))), "seconds": seconds[-1]}
+                     "alignment_overlap": float(alignment.get("overlap", float("nan"))),
+                     "recentred": int(bool(content.get("recentred", False))), "seconds": seconds[-1]}
             images.append(image)
             if spec["expect"] != "landmarks":
                 continue

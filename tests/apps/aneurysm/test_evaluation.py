@@ -273,6 +273,12 @@ def test_recentred_search_undoes_a_shared_offset_of_the_priors(method):
     out = inferer(vol, _CentreNet(9, width=0.02), priors=priors, labels=list(range(1, 9))).numpy()
     assert inferer.recentre is True
     assert np.linalg.norm(out[:, :3] - true, axis=1).mean() == pytest.approx(errors[True])
+    # "auto": twice for a scan that leaves part of the template outside (overlap below the threshold), else once
+    auto = TriPlanarPointInferer(search_radius=10, search_step=3, refine_radius=2, prior_sigma_mm=3.0,
+                                 method=method, recentre="auto")
+    for overlap, expected in ((0.7, errors[True]), (1.0, errors[False]), (None, errors[False])):
+        out = auto(vol, _CentreNet(9, width=0.02), priors=priors, labels=list(range(1, 9)), overlap=overlap).numpy()
+        assert np.linalg.norm(out[:, :3] - true, axis=1).mean() == pytest.approx(expected)
 
 
 @pytest.mark.parametrize("mirror_coarse", [None, True, False])

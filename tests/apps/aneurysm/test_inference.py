@@ -143,6 +143,55 @@ def test_localisation_output_maps_back_and_flags(model):
 
 
 
+@pytest.mark.parametrize("overlap, recentred", [(1.0, False), (0.8, True), (None, False)])
+def test_auto_recentre_follows_the_alignment_overlap(model, monkeypatch, overlap, recentred):
+    """``recentre="auto"`` searches twice exactly when the alignment left part of the template outside the scan;
+    the output says which it did, and the evaluation's per-image table records it."""
+    import monai_ext.apps.aneurysm.inference as inference_module
+
+    net, priors, tmp_path = model
+    calls = []
+    real = inference_module.localise_landmarks
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs["recentre"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(inference_module, "localise_landmarks", spy)
+
+    def preprocessing(d):
+        img = MetaTensor(torch.rand(1, 28, 28, 28, generator=torch.Generator().manual_seed(0)), affine=torch.eye(4))
+        return {"image": img, **({"template_alignment": {"start": "centre_of_mass", "overlap": overlap}}
+                                 if overlap is not None else {})}
+
+    inferer = TriPlanarPointInferer("localise", patch_size=8, search_radius=2, search_step=2, recentre="auto")
+    run = AneurysmInference(net, tmp_path / "net.pt", [{"image": "case_1.nii.gz"}], preprocessing, inferer,
+                            tmp_path / "out", priors_path=tmp_path / "priors.json")
+    content, _ = run.process({"image": "case_1.nii.gz"})
+    assert calls == [recentred]
+    assert content["recentred"] is recentred
+    assert content["model"]["search"]["recentre"] == "auto"
+
+
+def test_recentre_mode_and_threshold_are_checked():
+    from monai_ext.apps.aneurysm import RECENTRE_OVERLAP, recentre_mode
+
+    assert [recentre_mode(v) for v in ("auto", " Auto", "true", "0", False)] == ["auto", "auto", True, False, False]
+    with pytest.raises(ValueError, match="search_recentre must be true, false or 'auto', got 'sometimes'"):
+        recentre_mode("sometimes", "search_recentre")
+    inferer = TriPlanarPointInferer(recentre="auto", recentre_overlap=0.9)
+    assert [inferer.recentres(v) for v in (0.89, 0.9, 1.0, None, float("nan"))] == [True, False, False, False,
+                                                                                      False]
+    assert TriPlanarPointInferer(recentre=True).recentres(None) is True
+    assert TriPlanarPointInferer(recentre="false").recentres(0.1) is False
+    assert TriPlanarPointInferer(recentre="auto").recentre_overlap == RECENTRE_OVERLAP
+    for bad in (0.0, 1.5, True, "0.9"):
+        with pytest.raises(ValueError, match="recentre_overlap"):
+            TriPlanarPointInferer(recentre="auto", recentre_overlap=bad)
+    with pytest.raises(ValueError, match="recentre must be true, false or 'auto'"):
+        TriPlanarPointInferer(recentre="maybe")
+
+
 def test_result_files_keep_dotted_names_apart_and_refuse_clashes(model):
     """``sub01.T1w.nii.gz`` and ``sub01.T2w.nii.gz`` write their own result files (the stem drops the image
     extension only); two inputs whose results would share a name stop the run before any is processed."""
