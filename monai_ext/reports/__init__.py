@@ -18,7 +18,8 @@ this module renders from them:
   renames headers;
 - a single value inside a sentence: ``<!-- value: source=aneurysm/default/results.json key=metrics.val_top1
   precision=3 -->0.931<!-- /value -->`` (``key`` is a dotted path; for a CSV, ``key=row:column`` with ``row`` the
-  value of the first column, e.g. ``key=histogram:mean_jaccard_mean``). Quote an argument that holds spaces:
+  value of the first column, which may hold ``:`` (the column is what follows the last one), e.g.
+  ``key=histogram:mean_jaccard_mean``). Quote an argument that holds spaces:
   ``key="metrics.localise: mean localisation error (mm)"``.
 
 ``python -m monai_ext.reports`` rewrites every block; ``--check`` only compares and exits with status 1 naming each
@@ -126,7 +127,7 @@ def _lookup(source: Path, key: str) -> Any:
             else:
                 raise KeyError(f"'{key}' not found in '{source}'.")
         return node
-    row_key, _, column = key.partition(":")
+    row_key, _, column = key.rpartition(":")  # a row name may hold ":", a column name never does
     for row in _read_rows(source):
         if str(next(iter(row.values()))) == row_key:
             if column not in row:

@@ -345,6 +345,7 @@ def test_localiser_brain_model_aligns_and_reports_confidence(brain_model, tmp_pa
     with caplog.at_level(logging.WARNING):
         got = loc.localise(image, "cpu")
     assert got["template_aligned"] and len(got["landmarks"]) == 32
+    assert got["recentred"] is False and loc.inferer_args["recentre"] is False  # the description's default: once
     record = got["alignment"]  # the registration's record, as the bundle's JSON carries it
     assert record["start"] in {s["start"] for s in record["starts"]} and 0.0 < record["overlap"] <= 1.0
     assert record["metric"] == min(s["metric"] for s in record["starts"] if s["overlap"] >= 0.5)

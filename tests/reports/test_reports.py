@@ -20,6 +20,7 @@ def tree(tmp_path):
         w.writerow(["method", "auc", "n"])
         w.writerow(["pn", "0.71234", "5"])
         w.writerow(["auc_nnpu", "0.75678", "5"])
+        w.writerow(["dev: whole head", "0.61111", "4"])
     (results / "results.json").write_text(json.dumps({"metrics": {"val_top1": 0.93125, "stage: a.b": 1.5},
                                                       "provenance": {"cpu": "x"}}))
     doc = tmp_path / "doc.md"
@@ -28,7 +29,8 @@ def tree(tmp_path):
         "<!-- results: source=run1/table.csv columns=method,auc precision=3 -->\nstale\n<!-- /results -->\n\n"
         "Top-1 is <!-- value: source=run1/results.json key=metrics.val_top1 precision=2 -->0.5<!-- /value -->; "
         "dotted <!-- value: source=run1/results.json key=\"metrics.stage: a.b\" -->x<!-- /value -->; "
-        "row <!-- value: source=run1/table.csv key=auc_nnpu:auc precision=2 -->y<!-- /value -->.\n"
+        "row <!-- value: source=run1/table.csv key=auc_nnpu:auc precision=2 -->y<!-- /value -->; "
+        "colon <!-- value: source=run1/table.csv key=\"dev: whole head:n\" -->z<!-- /value -->.\n"
     )
     return tmp_path, doc
 
@@ -36,13 +38,14 @@ def tree(tmp_path):
 def test_update_renders_tables_and_values_then_check_passes(tree):
     root, doc = tree
     results = root / "results"
-    assert len(check([doc], results)) == 4
-    assert len(update([doc], results)) == 4
+    assert len(check([doc], results)) == 5
+    assert len(update([doc], results)) == 5
     text = doc.read_text()
-    assert "| method | auc |\n|---|---|\n| pn | 0.712 |\n| auc_nnpu | 0.757 |" in text
+    assert "| method | auc |\n|---|---|\n| pn | 0.712 |\n| auc_nnpu | 0.757 |\n| dev: whole head | 0.611 |" in text
     top1 = "<!-- value: source=run1/results.json key=metrics.val_top1 precision=2 -->0.93<!-- /value -->"
     assert f"Top-1 is {top1}" in text
     assert "-->1.5<!-- /value -->" in text and "-->0.76<!-- /value -->" in text
+    assert "colon <!-- value: source=run1/table.csv key=\"dev: whole head:n\" -->4<!-- /value -->" in text
     assert check([doc], results) == []
     assert update([doc], results) == []  # idempotent
 

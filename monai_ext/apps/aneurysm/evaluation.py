@@ -336,7 +336,10 @@ def localise_landmarks(net: nn.Module, image: torch.Tensor, priors: np.ndarray, 
     PD-like heads, 2.06 to 1.93 on 10 PD-like boxes, 1.65 to 1.61 on T2-like boxes, 1.09 to 1.05 on skull boxes).
     On the published evaluation's rows it was closer on the scans cut to the fiducials' box and further on the
     whole-head T1 rows (bundle README, "re-centred search"), so it is off by default. The aneurysm bundle turns it
-    on with ``--search_recentre true``.
+    on with ``--search_recentre true``, or only for scans that leave part of the template's brain outside the field
+    of view with ``--search_recentre auto`` (:class:`~monai_ext.apps.aneurysm.TriPlanarPointInferer`); with
+    another network of the same training command neither the box rows nor development whole heads were closer
+    with it (bundle README).
 
     The network scores a patch for every class in one forward pass, so the coarse-to-fine search puts each point
     through it once, whichever landmarks' searches reach the point: the logits are kept and read back for the
