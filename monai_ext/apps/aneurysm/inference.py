@@ -84,8 +84,8 @@ def recentre_mode(value: Any, name: str = "recentre") -> bool | str:
         return "auto"
     try:
         return as_bool(value, name)
-    except ValueError as e:
-        raise ValueError(f"{name} must be true, false or 'auto', got {value!r}.") from e
+    except ValueError:  # one message that lists every accepted value, not as_bool's two
+        raise ValueError(f"{name} must be true, false or 'auto', got {value!r}.") from None
 
 
 def flag_low_confidence(names: Sequence[str], probabilities: Sequence[float] | np.ndarray,
