@@ -435,6 +435,7 @@ def test_brain_evaluate_writes_the_evidence_table(brain, tmp_path):
     starts = {"centre_of_mass", "field_of_view_centre", "head_top", "from_inverse", "inverse"}
     for r, i in zip(rows[:-1], images, strict=False):
         assert i["processed"] == str(1 - int(r["unprocessed"])) and i["ood_flagged"] == r["ood_flagged"]
+        assert i["recentred"] == "0"  # the brain model's default search runs once (search.recentre absent)
         if i["processed"] == "1":
             assert float(i["model_mm"]) == pytest.approx(float(r["model_mm"]), rel=1e-9)
             assert float(i["baseline_mm"]) == pytest.approx(float(r["baseline_mm"]), rel=1e-9)

@@ -145,8 +145,8 @@ def test_localisation_output_maps_back_and_flags(model):
 
 @pytest.mark.parametrize("overlap, recentred", [(1.0, False), (0.8, True), (None, False)])
 def test_auto_recentre_follows_the_alignment_overlap(model, monkeypatch, overlap, recentred):
-    """``recentre="auto"`` searches twice exactly when the alignment left part of the template outside the scan;
-    the output says which it did, and the evaluation's per-image table records it."""
+    """``recentre="auto"`` searches twice exactly when the alignment left part of the template outside the scan,
+    and the output says which it did (LandmarkEvaluation copies this ``recentred`` into its per-image table)."""
     import monai_ext.apps.aneurysm.inference as inference_module
 
     net, priors, tmp_path = model
