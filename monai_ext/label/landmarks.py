@@ -324,6 +324,7 @@ class LandmarkLocaliser:
             "recentre": inferer.recentre,
             "recentre_overlap": inferer.recentre_overlap,
             "coarse_lattice": inferer.coarse_lattice,
+            "protocol_planes": inferer.protocol_planes,
         }
         check = None
         if meta and meta.get("feature_check"):
@@ -469,6 +470,7 @@ class LandmarkLocaliser:
         world = apply_matrix(grid_affine, out[:, :3])
         if matrix is not None:
             world = apply_matrix(np.asarray(matrix, dtype=np.float64), world)
+        world, moved = inferer.place_protocol(world, priors)
         input_affine = np.asarray(image.affine if isinstance(image, MetaTensor) else grid_affine, dtype=np.float64)
         input_vox = apply_matrix(np.linalg.inv(input_affine), world)
         low = flag_low_confidence(priors.names, out[:, 3], threshold, source=self.bundle_dir.name)
@@ -488,7 +490,8 @@ class LandmarkLocaliser:
             "units": "mm",
             "landmarks": [
                 {"name": n, "label": int(k), "position": world[i].tolist(), "voxel": input_vox[i].tolist(),
-                 "probability": float(out[i, 3]), "low_confidence": bool(low[i])}
+                 "probability": float(out[i, 3]), "low_confidence": bool(low[i]),
+                 **({"moved_to_protocol_plane_mm": float(moved[i])} if inferer.protocol_planes else {})}
                 for i, (n, k) in enumerate(zip(priors.names, priors.labels, strict=True))
             ],
             "confidence_threshold": threshold,

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from .afids import afids_names, generate_afids_mni152_dataset, load_afids, load_mni152
+from .afids import (
+    PROTOCOL_PLANES,
+    afids_names,
+    generate_afids_mni152_dataset,
+    load_afids,
+    load_mni152,
+    place_on_protocol_planes,
+    protocol_plane_offsets,
+)
 from .brain import NECK_T1_RELATIVE, BrainTemplateSpace, add_synthetic_neck
 from .data import (
     Case,
@@ -120,6 +128,9 @@ __all__ = [
     "TriPlanarPointInferer",
     "recentre_mode",
     "afids_names",
+    "PROTOCOL_PLANES",
+    "place_on_protocol_planes",
+    "protocol_plane_offsets",
     "generate_afids_mni152_dataset",
     "load_afids",
     "load_mni152",

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import nibabel as nib
@@ -30,7 +31,8 @@ from scipy import ndimage
 
 from .landmarks import PointSet, read_points, write_points_json
 
-__all__ = ["AFIDS_DIR", "afids_names", "load_afids", "load_mni152", "generate_afids_mni152_dataset"]
+__all__ = ["AFIDS_DIR", "PROTOCOL_PLANES", "afids_names", "load_afids", "load_mni152", "generate_afids_mni152_dataset",
+           "place_on_protocol_planes", "protocol_plane_offsets"]
 
 #: Folder of the shipped AFIDs coordinate files.
 AFIDS_DIR = Path(__file__).resolve().parents[2] / "data" / "afids"
@@ -54,6 +56,102 @@ def load_afids(rater: str = "groundtruth") -> PointSet:
     pts = read_points(AFIDS_DIR / f"tpl-MNI152NLin2009cSym_res-1_desc-{rater}_afids.fcsv").to_ras()
     names = afids_names()
     return PointSet([names[k - 1] for k in pts.labels], pts.labels, pts.positions, "RAS", "mm", pts.source)
+
+
+#: AFIDs fiducials that the protocol places in the coronal plane of another fiducial (fiducial -> anchor): the
+#: lateral ventricle "at AC" and "at PC" (Lau et al., Human Brain Mapping 2019, the AFIDs protocol; raters work in
+#: AC-PC space, where the coronal plane through a point is the plane through it perpendicular to the AC-PC line).
+#: Their position along the AC-PC line is set by the anchor, not by the ventricle, whose roof changes little
+#: along it.
+PROTOCOL_PLANES: dict[str, str] = {"RLVAC": "AC", "LLVAC": "AC", "RLVPC": "PC", "LLVPC": "PC"}
+
+
+def _acpc_axis(positions: np.ndarray, index: dict[str, int], what: str) -> np.ndarray | None:
+    """Unit vector from AC to PC of ``positions`` (``None`` where AC or PC is missing or NaN)."""
+    if "AC" not in index or "PC" not in index:
+        return None
+    d = positions[index["PC"]] - positions[index["AC"]]
+    if not np.isfinite(d).all():
+        return None
+    n = float(np.linalg.norm(d))
+    if n < 1e-6:
+        raise ValueError(f"{what}: AC and PC coincide, the AC-PC line is undefined.")
+    return d / n
+
+
+def _checked(positions: np.ndarray | Sequence[Sequence[float]], names: Sequence[str], what: str) -> np.ndarray:
+    pos = np.asarray(positions, dtype=np.float64)
+    if pos.ndim != 2 or pos.shape[1] != 3 or len(pos) != len(names):
+        raise ValueError(f"{what}: positions must be (L, 3) with one row per name ({len(names)} names), "
+                         f"got shape {pos.shape}.")
+    return pos
+
+
+def protocol_plane_offsets(positions: np.ndarray | Sequence[Sequence[float]], names: Sequence[str]) -> dict[str, float]:
+    """Signed distance (mm) of each fiducial of :data:`PROTOCOL_PLANES` from the coronal plane of its anchor in
+    ``positions`` (e.g. the template's ground truth, :func:`load_afids`): its offset from the anchor along the unit
+    vector from AC to PC. The AFIDs ground truth on MNI152NLin2009cSym (the raters' mean) has 0.68 / 0.70 mm (LVAC)
+    and 0.88 / 0.81 mm (LVPC): the raters put them in the plane, give or take their spread.
+
+    Args:
+        positions: ``(L, 3)`` positions (mm), one per name.
+        names: AFIDs acronyms of the rows of ``positions``.
+
+    Returns:
+        ``{fiducial: offset}`` for the plane-defined fiducials present with their anchor (empty without AC and PC).
+
+    Raises:
+        ValueError: when ``positions`` is not ``(L, 3)`` with one row per name, or AC and PC coincide.
+    """
+    pos = _checked(positions, names, "protocol_plane_offsets")
+    index = {str(n): i for i, n in enumerate(names)}
+    axis = _acpc_axis(pos, index, "protocol_plane_offsets")
+    if axis is None:
+        return {}
+    return {f: float((pos[index[f]] - pos[index[a]]) @ axis) for f, a in PROTOCOL_PLANES.items()
+            if f in index and np.isfinite(pos[index[f]]).all()}
+
+
+def place_on_protocol_planes(positions: np.ndarray | Sequence[Sequence[float]], names: Sequence[str],
+                             offsets: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Move each fiducial of ``offsets`` (see :data:`PROTOCOL_PLANES`) along the AC-PC line of ``positions`` onto the
+    plane perpendicular to that line at distance ``offsets[fiducial]`` (mm, towards PC) from its anchor; its other
+    two coordinates stay. The AC-PC line and the anchors are those of ``positions`` themselves (found points at
+    inference, the truth in an evaluation). Fiducials without a finite position, and every fiducial when AC or PC
+    is missing, are left as they are.
+
+    Args:
+        positions: ``(L, 3)`` positions (mm, physical: the planes are perpendicular in millimetres), one per name.
+        names: AFIDs acronyms of the rows.
+        offsets: ``{fiducial: offset}`` (:func:`protocol_plane_offsets` of the template); keys must be fiducials of
+            :data:`PROTOCOL_PLANES`.
+
+    Returns:
+        ``(moved positions (L, 3), distance each one moved (L,), 0 for the others)``.
+
+    Raises:
+        ValueError: when ``positions`` is not ``(L, 3)`` with one row per name, an offset names a fiducial that
+            :data:`PROTOCOL_PLANES` does not define, or AC and PC coincide.
+    """
+    pos = _checked(positions, names, "place_on_protocol_planes").copy()
+    unknown = sorted(set(offsets) - set(PROTOCOL_PLANES))
+    if unknown:
+        raise ValueError(f"place_on_protocol_planes: offsets for {unknown}, which the AFIDs protocol does not place on "
+                         f"an anchor's plane (only {sorted(PROTOCOL_PLANES)}).")
+    moved = np.zeros(len(pos))
+    index = {str(n): i for i, n in enumerate(names)}
+    axis = _acpc_axis(pos, index, "place_on_protocol_planes")
+    if axis is None:
+        return pos, moved
+    for f, off in offsets.items():
+        i = index.get(f)
+        a = index.get(PROTOCOL_PLANES[f])
+        if i is None or a is None or not np.isfinite(pos[i]).all():
+            continue
+        shift = float(off) - float((pos[i] - pos[a]) @ axis)
+        pos[i] = pos[i] + shift * axis
+        moved[i] = abs(shift)
+    return pos, moved
 
 
 def load_mni152() -> tuple[np.ndarray, np.ndarray]:

@@ -409,6 +409,12 @@ class TriPlanarPointInferer(Inferer):
             :func:`~monai_ext.apps.aneurysm.evaluation.localise_landmarks`; the description's
             ``search.coarse_lattice``, ``"prior"`` when absent; ``--search_lattice`` on the aneurysm bundle's
             command line).
+        protocol_planes: after the search, put the fiducials that the AFIDs protocol defines in the coronal plane
+            of another one (:data:`~monai_ext.apps.aneurysm.afids.PROTOCOL_PLANES`: the lateral ventricle at AC and
+            at PC) into that plane, through the found anchor and perpendicular to the found AC-PC line, at the
+            template's offset from it (:meth:`place_protocol`); their two other coordinates stay the network's.
+            Off by default (the description's ``search.protocol_planes``; ``--search_protocol_planes true`` on the
+            aneurysm bundle's command line); the bundle README measures it.
 
     Raises:
         ValueError: for an unknown ``mode`` or ``coarse_lattice``, or missing points/priors at call time.
@@ -420,7 +426,7 @@ class TriPlanarPointInferer(Inferer):
                  prior_sigma_mm: float | None = None, score: str = "probability",
                  mirror_labels: Sequence[int] | None = None, mirror_coarse: bool = True,
                  recentre: bool | str = False, coarse_lattice: str = "prior",
-                 recentre_overlap: float = RECENTRE_OVERLAP) -> None:
+                 recentre_overlap: float = RECENTRE_OVERLAP, protocol_planes: bool = False) -> None:
         super().__init__()
         if mode not in ("classify", "localise"):
             raise ValueError(f"mode must be 'classify' or 'localise', got {mode!r}.")
@@ -440,6 +446,21 @@ class TriPlanarPointInferer(Inferer):
                 0 < recentre_overlap <= 1):
             raise ValueError(f"recentre_overlap must be a number in (0, 1], got {recentre_overlap!r}.")
         self.recentre_overlap = float(recentre_overlap)
+        self.protocol_planes = as_bool(protocol_planes, "protocol_planes")
+
+    def place_protocol(self, world: np.ndarray, priors: PointSet) -> tuple[np.ndarray, np.ndarray]:
+        """The found points ``world`` (``(L, 3)`` input RAS mm, in the order of ``priors``) with the plane-defined
+        fiducials moved into their anchor's coronal plane when ``protocol_planes`` is on
+        (:func:`~monai_ext.apps.aneurysm.afids.place_on_protocol_planes`; offsets from the priors' template
+        positions, :func:`~monai_ext.apps.aneurysm.afids.protocol_plane_offsets`), and how far each moved (mm, 0
+        for the others). Off, or without AC and PC among the priors: ``world`` unchanged and zeros."""
+        from .afids import place_on_protocol_planes, protocol_plane_offsets
+
+        world = np.asarray(world, dtype=np.float64)
+        if not self.protocol_planes:
+            return world, np.zeros(len(world))
+        offsets = protocol_plane_offsets(priors.positions, priors.names)
+        return place_on_protocol_planes(world, priors.names, offsets)
 
     def recentres(self, overlap: float | None = None) -> bool:
         """Whether a localisation searches twice: ``recentre`` when it is a bool; with ``"auto"``, whether the
@@ -772,7 +793,8 @@ class AneurysmInference:
                            "mirror_averaging": self.inferer.mirror_labels is not None,
                            "mirror_coarse": self.inferer.mirror_labels is not None and self.inferer.mirror_coarse,
                            "recentre": self.inferer.recentre,
-                           "coarse_lattice": self.inferer.coarse_lattice}}
+                           "coarse_lattice": self.inferer.coarse_lattice,
+                           "protocol_planes": self.inferer.protocol_planes}}
 
     def process(self, item: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """Preprocess and run one item; returns ``(content, details)``: the JSON content written for it, and
@@ -822,6 +844,10 @@ class AneurysmInference:
             input_affine = np.asarray(image.meta.get("original_affine", affine), dtype=np.float64)
         else:
             world = grid_world
+        world, moved = self.inferer.place_protocol(world, priors)
+        if moved.any():  # the search grid's positions follow the points moved into their protocol planes
+            grid_world = world if matrix is None else apply_matrix(np.linalg.inv(matrix), world)
+            out = np.c_[apply_matrix(np.linalg.inv(affine), grid_world), out[:, 3]]
         input_vox = apply_matrix(np.linalg.inv(input_affine), world)
         low = flag_low_confidence(priors.names, out[:, 3], self.confidence_threshold, source=stem)
         content = {"image": str(item["image"]), "coordinate_system": "RAS", "units": "mm",
@@ -830,7 +856,8 @@ class AneurysmInference:
                        {"name": priors.names[i], "label": int(priors.labels[i]), "position": world[i].tolist(),
                         "voxel": input_vox[i].tolist(), "probability": float(out[i, 3]),
                         "low_confidence": bool(low[i]),
-                        **({"template_position": grid_world[i].tolist()} if matrix is not None else {})}
+                        **({"template_position": grid_world[i].tolist()} if matrix is not None else {}),
+                        **({"moved_to_protocol_plane_mm": float(moved[i])} if self.inferer.protocol_planes else {})}
                        for i in range(len(out))],
                    "recentred": recentred}
         feature_verdict = None

@@ -426,16 +426,27 @@ class LandmarkEvaluation:
         raters_key: datalist key of per-image rater files.
         max_cases: images per row (``None``: all).
         info: settings recorded in ``study.json`` (command-line overrides, checkpoint folder...).
+        truth: ``"tissue"`` (default): the true positions are the datalist's (for the synthetic brains, the
+            template's fiducials carried by the deformation, with the tissue); ``"protocol"``: the fiducials that
+            the AFIDs protocol defines in the coronal plane of another one
+            (:data:`~monai_ext.apps.aneurysm.afids.PROTOCOL_PLANES`) are first moved into that plane of the true
+            points (:func:`~monai_ext.apps.aneurysm.afids.place_on_protocol_planes`, at the template ground truth's
+            offsets), where a rater following the protocol puts them on a deformed brain; the raters' points move
+            by the same vector, so their spread is unchanged. A no-op for landmarks without AC and PC.
 
     Raises:
-        ValueError: for a row without ``name`` / ``datalist`` / ``section`` or an unknown ``expect``.
+        ValueError: for a row without ``name`` / ``datalist`` / ``section``, an unknown ``expect`` or ``truth``.
     """
 
     _EXPECT = ("landmarks", "out_of_distribution")
+    _TRUTH = ("tissue", "protocol")
 
     def __init__(self, inference: Any, rows: Sequence[dict[str, Any]], output_dir: str | os.PathLike,
                  raters_key: str | None = "raters", max_cases: int | None = None,
-                 info: dict[str, Any] | None = None) -> None:
+                 info: dict[str, Any] | None = None, truth: str = "tissue") -> None:
+        if truth not in self._TRUTH:
+            raise ValueError(f"truth must be one of {self._TRUTH}, got {truth!r}.")
+        self.truth = truth
         self.inference, self.output_dir = inference, Path(output_dir)
         self.rows = _checked_rows(rows, "evaluation")
         for r in self.rows:
@@ -452,7 +463,16 @@ class LandmarkEvaluation:
         raters = item.get(self.raters_key, []) if self.raters_key else []
         raters = raters if isinstance(raters, list) else [raters]
         r = np.stack([table(f) for f in raters]) if raters else np.full((0, len(labels), 3), np.nan)
-        return table(item["landmarks"]), r
+        truth = table(item["landmarks"])
+        if self.truth == "protocol":
+            from .afids import load_afids, place_on_protocol_planes, protocol_plane_offsets
+
+            template = load_afids()
+            offsets = protocol_plane_offsets(template.positions, template.names)
+            moved, _ = place_on_protocol_planes(truth, names, offsets)
+            r = r + np.where(np.isfinite(moved - truth), moved - truth, 0.0)[None]  # the raters move along
+            truth = moved
+        return truth, r
 
     @torch.no_grad()
     def _top1(self, details: dict[str, Any], truth: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -573,11 +593,12 @@ class LandmarkEvaluation:
                            title="Landmark localisation per image (mean over its fiducials, mm; the alignment kept)")
         metrics = {f"{r['row']}: {k}": v for r in table for k, v in r.items() if k not in ("row", "section")}
         record = {"metrics": metrics, "rows": table,
-                  "info": {**self.info, "model": inf._model_info(),
+                  "info": {**self.info, "truth": self.truth, "model": inf._model_info(),
                            "confidence_threshold": inf.confidence_threshold},
                   "provenance": provenance()}
         (self.output_dir / "results.json").write_text(json.dumps(to_json_value(record), indent=2) + "\n")
-        write_study_record(self.output_dir, {**self.info, "rows": self.rows, "max_cases": self.max_cases})
+        write_study_record(self.output_dir, {**self.info, "rows": self.rows, "max_cases": self.max_cases,
+                                             "truth": self.truth})
         write_prior_selection(self.info.get("search"), self.output_dir)
         print(f"landmark evaluation ({len(table)} rows) written to {self.output_dir.resolve()}")
         return table
