@@ -446,6 +446,8 @@ def test_brain_evaluate_writes_the_evidence_table(brain, tmp_path):
     record = json.loads((tmp_path / "brain_evaluation" / "results.json").read_text())
     assert record["provenance"]["cpu"] and record["info"]["model"]["template"].startswith("MNI152")
     assert record["info"]["registration"] == {"bias_voxel_mm": 8.0}  # the model's alignment settings, as used
+    # the truth as the datalist gives it, and the search without the protocol planes (the defaults)
+    assert record["info"]["truth"] == "tissue" and record["info"]["model"]["search"]["protocol_planes"] is False
     assert (tmp_path / "brain_evaluation" / "study.json").is_file()
     # brain_compare.json (CLI): evaluations side by side; here the same one twice, so both columns are this run's
     evaluated_dir = str(tmp_path / "brain_evaluation")

@@ -374,6 +374,22 @@ def test_localiser_brain_model_aligns_and_reports_confidence(brain_model, tmp_pa
         np.testing.assert_allclose(g["position"], e["position"], atol=1e-3)
         np.testing.assert_allclose(g["probability"], e["probability"], rtol=1e-5)
     assert expected["out_of_distribution"]["flagged"] == verdict["flagged"]
+    assert loc.inferer_args["protocol_planes"] is False and "moved_to_protocol_plane_mm" not in got["landmarks"][0]
+    # search.protocol_planes (the description's, or the bundle's --search_protocol_planes): the ventricle points
+    # move into the coronal planes of the found AC / PC, every other point stays
+    from monai_ext.apps.aneurysm import protocol_plane_offsets
+
+    loc.inferer_args["protocol_planes"] = True
+    placed = loc.localise(image, "cpu")["landmarks"]
+    names = [p["name"] for p in placed]
+    before, after = (np.array([p["position"] for p in lms]) for lms in (got["landmarks"], placed))
+    moved = np.array([p["moved_to_protocol_plane_mm"] for p in placed])
+    np.testing.assert_allclose(moved, np.linalg.norm(after - before, axis=1), atol=1e-6)
+    plane = {"RLVAC", "LLVAC", "RLVPC", "LLVPC"}
+    assert not moved[[n not in plane for n in names]].any()
+    offsets = protocol_plane_offsets(loc.priors.positions, loc.priors.names)
+    found = protocol_plane_offsets(after, names)
+    assert all(found[n] == pytest.approx(offsets[n], abs=1e-6) for n in plane)
 
 
 @needs_aneurysm

@@ -667,3 +667,34 @@ def test_compare_evaluations_pairs_images(tmp_path):
     (tmp_path / "b" / "localisation_by_image.csv").write_text(img_header + "box,b1.nii.gz,1,1\nbox,b1.nii.gz,1,2\n")
     with pytest.raises(ValueError, match="evaluation 'b': image 'b1.nii.gz' listed twice in row 'box'"):
         compare_evaluations({"a": tmp_path / "a", "b": tmp_path / "b"}, tmp_path / "cmp")
+
+
+def test_landmark_evaluation_protocol_truth_moves_truth_and_raters_together(tmp_path):
+    """``truth="protocol"``: the true lateral-ventricle points are moved into the coronal planes of the true AC /
+    PC, the raters by the same vectors (their spread is unchanged); ``"tissue"`` reads the files as they are."""
+    from monai_ext.apps.aneurysm import LandmarkEvaluation, afids_names, load_afids
+    from monai_ext.apps.aneurysm.afids import place_on_protocol_planes, protocol_plane_offsets
+    from monai_ext.apps.aneurysm.landmarks import PointSet, write_points_json
+
+    names, labels = afids_names(), np.arange(1, 33)
+    rng = np.random.default_rng(3)
+    truth = load_afids().positions + rng.normal(scale=3.0, size=(32, 3))
+    raters = truth[None] + rng.normal(scale=1.0, size=(4, 32, 3))
+    write_points_json(PointSet(names, labels, truth), tmp_path / "truth.json")
+    files = []
+    for i, r in enumerate(raters):
+        write_points_json(PointSet(names, labels, r), tmp_path / f"rater{i}.json")
+        files.append(str(tmp_path / f"rater{i}.json"))
+    item = {"landmarks": str(tmp_path / "truth.json"), "raters": files}
+    rows = [{"name": "r", "datalist": "d.json", "section": "test"}]
+    t, r = LandmarkEvaluation(None, rows, tmp_path, truth="tissue")._truth(item, names, labels)
+    np.testing.assert_allclose(t, truth)
+    np.testing.assert_allclose(r, raters)
+    t, r = LandmarkEvaluation(None, rows, tmp_path, truth="protocol")._truth(item, names, labels)
+    gt = load_afids()
+    expected, moved = place_on_protocol_planes(truth, names, protocol_plane_offsets(gt.positions, gt.names))
+    np.testing.assert_allclose(t, expected)
+    assert np.count_nonzero(moved) == 4
+    np.testing.assert_allclose(r - t[None], raters - truth[None], atol=1e-9)  # the raters' spread is kept
+    with pytest.raises(ValueError, match="truth must be one of"):
+        LandmarkEvaluation(None, rows, tmp_path, truth="rater")

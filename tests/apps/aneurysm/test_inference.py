@@ -192,6 +192,59 @@ def test_recentre_mode_and_threshold_are_checked():
         TriPlanarPointInferer(recentre="maybe")
 
 
+def test_protocol_planes_move_the_ventricle_points_into_the_found_planes(tmp_path):
+    """``protocol_planes``: the lateral-ventricle points end in the coronal plane of the found AC / PC of the input
+    (perpendicular to the found AC-PC line in input millimetres, at the priors' offsets), the other points are
+    the search's; voxel, template position and the reported distance follow the moved point."""
+    from monai_ext.apps.aneurysm import protocol_plane_offsets
+
+    torch.manual_seed(0)
+    net = MiniVGG(2, 3, 5, channels=(4,), hidden_features=8)
+    save_checkpoint({"model": net.state_dict()}, tmp_path / "net.pt")
+    names = ["AC", "PC", "RLVAC", "LLVPC"]
+    priors = PointSet(names, [1, 2, 3, 4], np.array([[14.0, 18.0, 10.0], [14.0, 8.0, 11.0], [20.0, 19.0, 20.0],
+                                                     [8.0, 7.0, 21.0]]))
+    write_points_json(priors, tmp_path / "priors.json")
+    matrix = np.eye(4)  # template -> input: rotated, anisotropically scaled and shifted
+    c, s_ = np.cos(0.4), np.sin(0.4)
+    matrix[:3, :3] = np.array([[c, -s_, 0.0], [s_, c, 0.0], [0.0, 0.0, 1.0]]) @ np.diag([1.1, 0.9, 1.0])
+    matrix[:3, 3] = [30.0, -10.0, 5.0]
+    original = np.diag([1.5, 1.5, 1.5, 1.0])
+
+    def preprocessing(d):
+        img = MetaTensor(torch.rand(1, 28, 28, 28, generator=torch.Generator().manual_seed(0)), affine=torch.eye(4),
+                         meta={"original_affine": torch.as_tensor(original)})
+        return {"image": img, "template_to_image": matrix}
+
+    def run(protocol_planes):
+        inferer = TriPlanarPointInferer("localise", patch_size=8, search_radius=3, search_step=2,
+                                        protocol_planes=protocol_planes)
+        infer = AneurysmInference(net, tmp_path / "net.pt", [{"image": "case_1.nii.gz"}], preprocessing, inferer,
+                                  tmp_path / "out", priors_path=tmp_path / "priors.json")
+        return infer.process({"image": "case_1.nii.gz"})[0]
+
+    plain, placed = run(False), run("true")  # a command line's "true" is a string
+    assert placed["model"]["search"]["protocol_planes"] is True
+    assert plain["model"]["search"]["protocol_planes"] is False
+    assert all("moved_to_protocol_plane_mm" not in lm for lm in plain["landmarks"])
+    before = np.array([lm["position"] for lm in plain["landmarks"]])
+    after = np.array([lm["position"] for lm in placed["landmarks"]])
+    np.testing.assert_allclose(after[:2], before[:2])  # AC and PC are the search's
+    offsets = protocol_plane_offsets(priors.positions, names)
+    found = protocol_plane_offsets(after, names)
+    for name in ("RLVAC", "LLVPC"):
+        assert found[name] == pytest.approx(offsets[name], abs=1e-9)
+    moved = np.array([lm["moved_to_protocol_plane_mm"] for lm in placed["landmarks"]])
+    np.testing.assert_allclose(moved, np.linalg.norm(after - before, axis=1), atol=1e-9)
+    assert moved[2:].min() > 0 and not moved[:2].any()
+    template = np.array([lm["template_position"] for lm in placed["landmarks"]])
+    np.testing.assert_allclose(template @ matrix[:3, :3].T + matrix[:3, 3], after, atol=1e-9)
+    np.testing.assert_allclose(np.array([lm["voxel"] for lm in placed["landmarks"]]), after / 1.5, atol=1e-9)
+    assert [lm["probability"] for lm in placed["landmarks"]] == [lm["probability"] for lm in plain["landmarks"]]
+    with pytest.raises(ValueError, match="protocol_planes"):
+        TriPlanarPointInferer(protocol_planes="sometimes")
+
+
 def test_result_files_keep_dotted_names_apart_and_refuse_clashes(model):
     """``sub01.T1w.nii.gz`` and ``sub01.T2w.nii.gz`` write their own result files (the stem drops the image
     extension only); two inputs whose results would share a name stop the run before any is processed."""
