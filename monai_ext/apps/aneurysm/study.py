@@ -807,6 +807,10 @@ def compare_evaluations(evaluations: Mapping[str, str | os.PathLike], output_dir
     where either table is missing or a row has no such images. Runs on different models differ in more than the
     images, so for them this is the first run's image-to-image spread, not a test of a method.
 
+    When every run holds ``localisation_by_landmark.csv``, also ``<output_dir>/localisation_by_landmark_runs.{csv,md}``:
+    per fiducial (in the first run's order), ``model_mm_<label>``, its mean error over the rows every run scored
+    (``rows``: how many), and ``baseline_mm_<label>``: which fiducials a change of search or of truth moves.
+
     Args:
         evaluations: ``{label: evaluation folder}`` (each holding ``localisation_by_row.csv``); labels are column
             suffixes (letters, digits, ``_``).
@@ -870,9 +874,42 @@ def compare_evaluations(evaluations: Mapping[str, str | os.PathLike], output_dir
         out.append(rec)
     save_results_table(out, Path(output_dir) / "localisation_by_row_runs", precision=3,
                        title=f"brain evaluation rows over runs {list(tables)}")
+    by_landmark = _landmarks_over_runs(evaluations)
+    if by_landmark:
+        save_results_table(by_landmark, Path(output_dir) / "localisation_by_landmark_runs", precision=3,
+                           title=f"mean error per fiducial over the rows every run scored, runs {list(tables)}")
     write_study_record(output_dir, {"study": "brain evaluations side by side",
                                     "evaluations": {k: str(v) for k, v in evaluations.items()},
                                     "goal_over_rater": goal_over_rater, "goal_top1": goal_top1})
+    return out
+
+
+def _landmarks_over_runs(evaluations: Mapping[str, str | os.PathLike]) -> list[dict[str, Any]]:
+    """Per fiducial, each run's mean ``model_mm`` / ``baseline_mm`` over the rows that every run's
+    ``localisation_by_landmark.csv`` holds as numbers; ``[]`` when a run lacks that file."""
+    tables: dict[str, dict[tuple[str, str], dict[str, str]]] = {}
+    order: list[str] = []
+    for label, folder in evaluations.items():
+        path = Path(folder) / "localisation_by_landmark.csv"
+        if not path.is_file():
+            return []
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        tables[str(label)] = {(r["row"], r["landmark"]): r for r in rows}
+        order = order or list(dict.fromkeys(r["landmark"] for r in rows))
+
+    def scored(table: Mapping[tuple[str, str], Mapping[str, str]]) -> set[str]:
+        return {row for (row, _), r in table.items() if r.get("model_mm", "") not in ("", "nan")}
+
+    common = set.intersection(*(scored(t) for t in tables.values()))
+    out = []
+    for landmark in order:
+        rec: dict[str, Any] = {"landmark": landmark, "rows": len(common)}
+        for label, table in tables.items():
+            for key in ("model_mm", "baseline_mm"):
+                values = [float(table[(row, landmark)][key]) for row in sorted(common) if (row, landmark) in table]
+                rec[f"{key}_{label}"] = float(np.mean(values)) if values else float("nan")
+        out.append(rec)
     return out
 
 

@@ -639,6 +639,21 @@ def test_compare_evaluations_side_by_side(tmp_path):
         compare_evaluations({"seed0": tmp_path / "seed0", "x": tmp_path / "missing"}, tmp_path / "cmp")
     # without per-image tables: no paired columns' numbers
     assert np.isnan(box["paired_mm_seed1"]) and box["paired_images_seed1"] == 0
+    assert not (tmp_path / "cmp" / "localisation_by_landmark_runs.csv").exists()  # no per-fiducial tables
+    # with per-fiducial tables: each fiducial's mean over the rows both runs scored (not the vessel row)
+    lm_header = "row,landmark,model_mm,baseline_mm\n"
+    for label, values in (("seed0", ("1.0", "3.0", "5.0", "2.0", "")), ("seed1", ("2.0", "4.0", "7.0", "4.0", ""))):
+        (tmp_path / label / "localisation_by_landmark.csv").write_text(lm_header + "\n".join(
+            f"{row},{lm},{v},9" for (row, lm), v in zip((("box", "AC"), ("box", "PC"), ("whole", "AC"),
+                                                         ("whole", "PC"), ("vessels", "AC")), values, strict=True))
+            + "\n")
+    compare_evaluations({k: tmp_path / k for k in runs}, tmp_path / "cmp")
+    with open(tmp_path / "cmp" / "localisation_by_landmark_runs.csv") as f:
+        lms = list(csv.DictReader(f))
+    assert [(r["landmark"], r["rows"]) for r in lms] == [("AC", "2"), ("PC", "2")]
+    assert [float(r["model_mm_seed0"]) for r in lms] == [3.0, 2.5]
+    assert [float(r["model_mm_seed1"]) for r in lms] == [4.5, 4.0]
+    assert float(lms[0]["baseline_mm_seed1"]) == 9.0
 
 
 def test_compare_evaluations_pairs_images(tmp_path):
