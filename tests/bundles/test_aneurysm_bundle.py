@@ -142,7 +142,7 @@ def test_brain_model_meta_written_by_training(brain):
     mirror, mirror_labels = search.pop("mirror_selection"), search.pop("mirror_labels")
     mirror_coarse = search.pop("mirror_coarse")
     assert search == {"search_radius": 2.0, "search_step": 2.0, "refine_radius": 1.0, "score": "log_odds",
-                      "coarse_lattice": "prior"}
+                      "coarse_lattice": "prior", "protocol_planes": True}  # brain.json: the AFIDs protocol planes
     # mirror averaging: without, from the refinement, everywhere, tried at the chosen prior on the same brains; the
     # lowest median error is kept, the cheaper on a tie
     from monai_ext.apps.aneurysm import left_right_mirror_labels
@@ -223,7 +223,10 @@ def test_brain_inference_cli_on_an_image_path(brain, tmp_path):
                                          "mirror_averaging": search["mirror_labels"] is not None,
                                          "mirror_coarse": search["mirror_labels"] is not None
                                          and search.get("mirror_coarse", True), "recentre": False,
-                                         "coarse_lattice": search.get("coarse_lattice", "prior")}
+                                         "coarse_lattice": search.get("coarse_lattice", "prior"),
+                                         "protocol_planes": True}
+    moved = {p["name"]: p["moved_to_protocol_plane_mm"] for p in result["landmarks"]}
+    assert all(v == 0.0 for n, v in moved.items() if n not in ("RLVAC", "LLVAC", "RLVPC", "LLVPC"))
     affine = nib.load(image).affine
     probs = np.array([p["probability"] for p in result["landmarks"]])
     for p in result["landmarks"]:  # points in the input's RAS mm, voxel indices of the input's grid
@@ -264,6 +267,7 @@ def test_inference_config_takes_the_mirror_averaging_of_the_model_description(br
         if mirror:
             assert inferer.mirror_coarse is (coarse is not False), coarse
         assert inferer.coarse_lattice == "prior"  # a description without search.coarse_lattice: as before it
+        assert inferer.protocol_planes is True  # brain.json's description turns the AFIDs protocol planes on
     # the description's coarse lattice, and the command line's --search_lattice over it
     meta["search"]["coarse_lattice"] = "shared"
     (ckpt / "model_meta.json").write_text(json.dumps(meta))
@@ -274,6 +278,17 @@ def test_inference_config_takes_the_mirror_averaging_of_the_model_description(br
         if override:
             parser["search_lattice"] = override
         assert parser.get_parsed_content("inferer").coarse_lattice == want
+    # a description without search.protocol_planes (written before it existed): off, as then; the command line's
+    # --search_protocol_planes over the description
+    meta["search"].pop("protocol_planes")
+    (ckpt / "model_meta.json").write_text(json.dumps(meta))
+    for override, want in ((None, False), ("true", True)):
+        parser = ConfigParser()
+        parser.read_config(config_paths(NAME, ["inference.json"]))
+        parser["ckpt_dir"], parser["output_dir"] = str(ckpt), str(tmp_path)
+        if override:
+            parser["search_protocol_planes"] = override
+        assert parser.get_parsed_content("inferer").protocol_planes is want
     # the alignment settings of the description (training's), and the defaults for a description without them
     align = parser.get_parsed_content("model_transforms")[0]
     assert align.registration == meta["registration"] == {"bias_voxel_mm": 8.0}
@@ -446,8 +461,8 @@ def test_brain_evaluate_writes_the_evidence_table(brain, tmp_path):
     record = json.loads((tmp_path / "brain_evaluation" / "results.json").read_text())
     assert record["provenance"]["cpu"] and record["info"]["model"]["template"].startswith("MNI152")
     assert record["info"]["registration"] == {"bias_voxel_mm": 8.0}  # the model's alignment settings, as used
-    # the truth as the datalist gives it, and the search without the protocol planes (the defaults)
-    assert record["info"]["truth"] == "tissue" and record["info"]["model"]["search"]["protocol_planes"] is False
+    # the truth as the datalist gives it, and the search with the protocol planes (brain.json's description)
+    assert record["info"]["truth"] == "tissue" and record["info"]["model"]["search"]["protocol_planes"] is True
     assert (tmp_path / "brain_evaluation" / "study.json").is_file()
     # brain_compare.json (CLI): evaluations side by side; here the same one twice, so both columns are this run's
     evaluated_dir = str(tmp_path / "brain_evaluation")

@@ -19,7 +19,9 @@ search priors are, and how confident a point must be. Training writes all of it 
                 "mirror_coarse": bool  (optional, default true: mirror averaging of the coarse lattice too, or only
                 from the refinement on; chosen with it), "coarse_lattice": "prior" | "shared"  (optional, default
                 "prior": each landmark's coarse lattice through its own prior, or one lattice for every landmark,
-                see localise_landmarks; the held-out choices above are made with it)},
+                see localise_landmarks; the held-out choices above are made with it), "protocol_planes": bool
+                (optional, default false: the AFIDs lateral-ventricle fiducials moved into the coronal planes of
+                the found AC and PC after the search, TriPlanarPointInferer)},
      "normalization": {"name": "percentile" | "masked_percentile", ...}  (ModelIntensityNormalized),
      "template": null | BrainTemplateSpace.to_dict()  (null: the search runs on the input's own grid),
      "registration": {...}  (optional: the alignment settings training used, AlignToModelTemplated's
