@@ -447,6 +447,7 @@ class LandmarkEvaluation:
         if truth not in self._TRUTH:
             raise ValueError(f"truth must be one of {self._TRUTH}, got {truth!r}.")
         self.truth = truth
+        self._protocol_offsets: dict[str, float] | None = None  # the template's, read at the first image
         self.inference, self.output_dir = inference, Path(output_dir)
         self.rows = _checked_rows(rows, "evaluation")
         for r in self.rows:
@@ -467,9 +468,10 @@ class LandmarkEvaluation:
         if self.truth == "protocol":
             from .afids import load_afids, place_on_protocol_planes, protocol_plane_offsets
 
-            template = load_afids()
-            offsets = protocol_plane_offsets(template.positions, template.names)
-            moved, _ = place_on_protocol_planes(truth, names, offsets)
+            if self._protocol_offsets is None:
+                template = load_afids()
+                self._protocol_offsets = protocol_plane_offsets(template.positions, template.names)
+            moved, _ = place_on_protocol_planes(truth, names, self._protocol_offsets)
             r = r + np.where(np.isfinite(moved - truth), moved - truth, 0.0)[None]  # the raters move along
             truth = moved
         return truth, r
