@@ -445,7 +445,8 @@ class LandmarkEvaluation:
                  raters_key: str | None = "raters", max_cases: int | None = None,
                  info: dict[str, Any] | None = None, truth: str = "tissue") -> None:
         if truth not in self._TRUTH:
-            raise ValueError(f"truth must be one of {self._TRUTH}, got {truth!r}.")
+            raise ValueError(f"truth must be one of {self._TRUTH}, got {truth!r} (brain_evaluate.json: "
+                             "--evaluation_truth).")
         self.truth = truth
         self._protocol_offsets: dict[str, float] | None = None  # the template's, read at the first image
         self.inference, self.output_dir = inference, Path(output_dir)
